@@ -1,0 +1,485 @@
+//! The group-commit writer: the only thread that opens write transactions.
+//!
+//! Each round it takes everything queued (up to `max_batch` events), writes it into one
+//! transaction together with due cursor updates and reclaim deletes, commits with
+//! `Durability::Immediate` (one fsync) and then answers every waiter. Changes are planned on
+//! copies of the brokers' state and published only after the commit succeeded, so a failed
+//! commit acknowledges nothing and leaves memory matching the file.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+
+use redb::{Database, Durability};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{BROKERS, BrokerShared, EVENTS, STATE, SUBSCRIPTIONS, Shared, SubShared, lock};
+use crate::broker::BrokerError;
+
+/// Events deleted per commit at most; the rest follows in the next rounds.
+const RECLAIM_PER_COMMIT: usize = 16_384;
+
+/// A request to the writer.
+pub(super) enum Msg {
+    Append {
+        broker: Arc<BrokerShared>,
+        records: Vec<Vec<u8>>,
+        bytes: u64,
+        reply: oneshot::Sender<Result<(), BrokerError>>,
+    },
+    Subscribe {
+        broker: Arc<BrokerShared>,
+        name: String,
+        reply: oneshot::Sender<Result<Arc<SubShared>, BrokerError>>,
+    },
+    Remove {
+        broker: Arc<BrokerShared>,
+        name: String,
+        reply: oneshot::Sender<Result<(), BrokerError>>,
+    },
+    /// The subscription's cursor advanced.
+    Dirty(Arc<SubShared>),
+    Shutdown,
+}
+
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    db: Arc<Database>,
+    rx: mpsc::Receiver<Msg>,
+    /// Subscriptions whose cursor is to be written.
+    dirty: Vec<Arc<SubShared>>,
+    /// When the dirty cursors are committed even without an append to ride along with.
+    cursor_deadline: Option<Instant>,
+    /// Brokers with more to reclaim than one commit deletes.
+    reclaim_backlog: Vec<Arc<BrokerShared>>,
+}
+
+/// What one request gets once the transaction has committed.
+enum Outcome {
+    Done(
+        oneshot::Sender<Result<(), BrokerError>>,
+        Result<(), BrokerError>,
+    ),
+    Subscribed(
+        oneshot::Sender<Result<Arc<SubShared>, BrokerError>>,
+        Arc<SubShared>,
+    ),
+}
+
+impl Outcome {
+    fn send(self, failure: Option<&str>) {
+        // A waiter that went away (its task was cancelled) needs no answer.
+        match (self, failure) {
+            (Outcome::Done(reply, result), None) => {
+                let _ = reply.send(result);
+            }
+            (Outcome::Subscribed(reply, sub), None) => {
+                let _ = reply.send(Ok(sub));
+            }
+            (Outcome::Done(reply, _), Some(e)) => {
+                let _ = reply.send(Err(BrokerError::Unavailable(e.to_owned())));
+            }
+            (Outcome::Subscribed(reply, _), Some(e)) => {
+                let _ = reply.send(Err(BrokerError::Unavailable(e.to_owned())));
+            }
+        }
+    }
+}
+
+impl Writer {
+    pub(super) fn new(shared: Arc<Shared>, db: Arc<Database>, rx: mpsc::Receiver<Msg>) -> Writer {
+        Writer {
+            shared,
+            db,
+            rx,
+            dirty: Vec::new(),
+            cursor_deadline: None,
+            reclaim_backlog: Vec::new(),
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let max_batch = self.shared.options.max_batch;
+        let mut running = true;
+        while running {
+            let mut batch = Vec::new();
+            let mut events = 0;
+            if self.reclaim_backlog.is_empty() {
+                match self.wait() {
+                    Wait::Msg(msg) => self.take(msg, &mut batch, &mut events, &mut running),
+                    Wait::Timeout => {}
+                    Wait::Disconnected => running = false,
+                }
+            }
+            while running && events < max_batch {
+                match self.rx.try_recv() {
+                    Ok(msg) => self.take(msg, &mut batch, &mut events, &mut running),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => running = false,
+                }
+            }
+            let cursors_due = !self.dirty.is_empty()
+                && (!batch.is_empty()
+                    || !running
+                    || self.cursor_deadline.is_some_and(|d| d <= Instant::now()));
+            if !batch.is_empty() || cursors_due || !self.reclaim_backlog.is_empty() {
+                self.commit(batch, cursors_due);
+            } else if !self.dirty.is_empty() && self.cursor_deadline.is_none() {
+                self.cursor_deadline = Some(Instant::now() + self.shared.options.cursor_flush);
+            }
+        }
+        // Whatever arrives from now on is refused.
+        while let Ok(msg) = self.rx.try_recv() {
+            refuse(msg);
+        }
+    }
+
+    fn wait(&self) -> Wait {
+        let received = match self.cursor_deadline {
+            None => self
+                .rx
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(deadline) => {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                self.rx.recv_timeout(timeout)
+            }
+        };
+        match received {
+            Ok(msg) => Wait::Msg(msg),
+            Err(mpsc::RecvTimeoutError::Timeout) => Wait::Timeout,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Wait::Disconnected,
+        }
+    }
+
+    fn take(&mut self, msg: Msg, batch: &mut Vec<Msg>, events: &mut usize, running: &mut bool) {
+        match msg {
+            Msg::Dirty(sub) => {
+                if !self.dirty.iter().any(|d| Arc::ptr_eq(d, &sub)) {
+                    self.dirty.push(sub);
+                }
+                if self.cursor_deadline.is_none() {
+                    self.cursor_deadline = Some(Instant::now() + self.shared.options.cursor_flush);
+                }
+            }
+            Msg::Shutdown => *running = false,
+            Msg::Append { ref records, .. } => {
+                *events += records.len();
+                batch.push(msg);
+            }
+            other => {
+                *events += 1;
+                batch.push(other);
+            }
+        }
+    }
+
+    /// Writes and commits one transaction, then answers the waiters and publishes the new state.
+    fn commit(&mut self, batch: Vec<Msg>, cursors_due: bool) {
+        let cursors = if cursors_due {
+            self.cursor_deadline = None;
+            std::mem::take(&mut self.dirty)
+        } else {
+            Vec::new()
+        };
+        let mut plan = Plan::default();
+        for broker in std::mem::take(&mut self.reclaim_backlog) {
+            plan.broker(&broker);
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        match self.write(batch, &cursors, &mut plan, &mut outcomes) {
+            Ok(()) => {
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                self.publish(plan);
+                for outcome in outcomes {
+                    outcome.send(None);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "embedded broker commit failed");
+                for outcome in outcomes {
+                    outcome.send(Some(&error));
+                }
+                for sub in cursors {
+                    lock(&sub.acks).dirty = true;
+                    self.dirty.push(sub);
+                }
+                if !self.dirty.is_empty() {
+                    self.cursor_deadline = Some(Instant::now() + self.shared.options.cursor_flush);
+                }
+                // Reclaim is retried whenever a broker is next touched; retrying right away
+                // would spin on a broken disk.
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        batch: Vec<Msg>,
+        cursors: &[Arc<SubShared>],
+        plan: &mut Plan,
+        outcomes: &mut Vec<Outcome>,
+    ) -> Result<(), String> {
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(Durability::Immediate).map_err(err)?;
+        {
+            let mut events = txn.open_table(EVENTS).map_err(err)?;
+            let mut subs = txn.open_table(SUBSCRIPTIONS).map_err(err)?;
+            let mut brokers = txn.open_table(BROKERS).map_err(err)?;
+            let mut states = txn.open_table(STATE).map_err(err)?;
+            let limit = self.shared.options.max_bytes;
+            let retained = self.shared.retained_bytes.load(Ordering::Relaxed);
+            for msg in batch {
+                match msg {
+                    Msg::Append {
+                        broker,
+                        records,
+                        bytes,
+                        reply,
+                    } => {
+                        let t = plan.broker(&broker);
+                        if t.subs.is_empty() {
+                            // Knative drops events that no trigger subscribes to.
+                            t.head += records.len() as u64;
+                            outcomes.push(Outcome::Done(reply, Ok(())));
+                            continue;
+                        }
+                        let total = retained + plan.added_bytes;
+                        if let Some(limit) = limit
+                            && total.saturating_add(bytes) > limit
+                        {
+                            let full = BrokerError::Full {
+                                limit,
+                                retained: total,
+                                requested: bytes,
+                            };
+                            outcomes.push(Outcome::Done(reply, Err(full)));
+                            continue;
+                        }
+                        let t = plan.broker(&broker);
+                        for record in &records {
+                            events
+                                .insert((broker.id, t.head), record.as_slice())
+                                .map_err(err)?;
+                            t.head += 1;
+                        }
+                        t.count += records.len() as u64;
+                        t.bytes += bytes;
+                        plan.added_bytes += bytes;
+                        outcomes.push(Outcome::Done(reply, Ok(())));
+                    }
+                    Msg::Subscribe {
+                        broker,
+                        name,
+                        reply,
+                    } => {
+                        let t = plan.broker(&broker);
+                        let sub = match t.subs.get(&name) {
+                            Some(existing) => existing.sub.clone(),
+                            None => {
+                                let head = t.head;
+                                subs.insert((broker.id, name.as_str()), (head, head))
+                                    .map_err(err)?;
+                                let sub =
+                                    SubShared::new(&broker, &self.shared, name.clone(), head, head);
+                                t.subs.insert(
+                                    name,
+                                    PlannedSub {
+                                        sub: sub.clone(),
+                                        cursor: head,
+                                    },
+                                );
+                                sub
+                            }
+                        };
+                        outcomes.push(Outcome::Subscribed(reply, sub));
+                    }
+                    Msg::Remove {
+                        broker,
+                        name,
+                        reply,
+                    } => {
+                        let t = plan.broker(&broker);
+                        if let Some(removed) = t.subs.remove(&name) {
+                            subs.remove((broker.id, name.as_str())).map_err(err)?;
+                            t.removed.push(removed.sub);
+                        }
+                        outcomes.push(Outcome::Done(reply, Ok(())));
+                    }
+                    Msg::Dirty(_) | Msg::Shutdown => {}
+                }
+            }
+            for sub in cursors {
+                let Some(broker) = sub.broker.upgrade() else {
+                    continue;
+                };
+                let (cursor, delivered) = {
+                    let mut acks = lock(&sub.acks);
+                    acks.dirty = false;
+                    if acks.removed {
+                        continue;
+                    }
+                    (acks.cursor, acks.delivered)
+                };
+                let t = plan.broker(&broker);
+                if let Some(planned) = t.subs.get_mut(&sub.name)
+                    && Arc::ptr_eq(&planned.sub, sub)
+                {
+                    subs.insert((broker.id, sub.name.as_str()), (cursor, delivered))
+                        .map_err(err)?;
+                    planned.cursor = cursor;
+                }
+            }
+            for t in plan.brokers.values_mut() {
+                let keep_from = t.subs.values().map(|s| s.cursor).min().unwrap_or(t.head);
+                if t.low < keep_from {
+                    let range = (t.broker.id, t.low)..(t.broker.id, keep_from);
+                    let (mut count, mut bytes, mut last) = (0usize, 0u64, None);
+                    for row in events
+                        .extract_from_if(range, |_, _| true)
+                        .map_err(err)?
+                        .take(RECLAIM_PER_COMMIT)
+                    {
+                        let (key, value) = row.map_err(err)?;
+                        count += 1;
+                        bytes += value.value().len() as u64;
+                        last = Some(key.value().1);
+                    }
+                    t.count = t.count.saturating_sub(count as u64);
+                    t.bytes = t.bytes.saturating_sub(bytes);
+                    plan.reclaimed_bytes += bytes;
+                    match last {
+                        Some(last) if count == RECLAIM_PER_COMMIT => {
+                            t.low = last + 1;
+                            t.more_to_reclaim = true;
+                        }
+                        _ => t.low = keep_from,
+                    }
+                }
+                if !t.persisted {
+                    let (namespace, name) = &t.broker.key;
+                    brokers
+                        .insert((namespace.as_str(), name.as_str()), t.broker.id)
+                        .map_err(err)?;
+                }
+                states
+                    .insert(t.broker.id, (t.head, t.low, t.count, t.bytes))
+                    .map_err(err)?;
+            }
+        }
+        txn.commit().map_err(err)
+    }
+
+    /// Makes a committed plan visible: heads (waking subscriptions), counts, subscriptions.
+    fn publish(&mut self, plan: Plan) {
+        let retained = self.shared.retained_bytes.load(Ordering::Relaxed);
+        self.shared.retained_bytes.store(
+            (retained + plan.added_bytes).saturating_sub(plan.reclaimed_bytes),
+            Ordering::Relaxed,
+        );
+        for t in plan.brokers.into_values() {
+            for sub in &t.removed {
+                lock(&sub.acks).removed = true;
+            }
+            for planned in t.subs.values() {
+                lock(&planned.sub.acks).persisted_cursor = planned.cursor;
+            }
+            {
+                let mut state = lock(&t.broker.state);
+                state.persisted = true;
+                state.low = t.low;
+                state.retained_bytes = t.bytes;
+                state.subs = t
+                    .subs
+                    .into_iter()
+                    .map(|(name, planned)| (name, planned.sub))
+                    .collect();
+            }
+            t.broker.retained.store(t.count, Ordering::Relaxed);
+            t.broker.head.send_replace(t.head);
+            if t.more_to_reclaim {
+                self.reclaim_backlog.push(t.broker);
+            }
+        }
+    }
+}
+
+enum Wait {
+    Msg(Msg),
+    Timeout,
+    Disconnected,
+}
+
+fn refuse(msg: Msg) {
+    match msg {
+        Msg::Append { reply, .. } | Msg::Remove { reply, .. } => {
+            let _ = reply.send(Err(BrokerError::Closed));
+        }
+        Msg::Subscribe { reply, .. } => {
+            let _ = reply.send(Err(BrokerError::Closed));
+        }
+        Msg::Dirty(_) | Msg::Shutdown => {}
+    }
+}
+
+fn err(e: impl Into<redb::Error>) -> String {
+    e.into().to_string()
+}
+
+/// The transaction's changes, on copies of the touched brokers' state.
+#[derive(Default)]
+struct Plan {
+    brokers: HashMap<u64, PlannedBroker>,
+    added_bytes: u64,
+    reclaimed_bytes: u64,
+}
+
+struct PlannedBroker {
+    broker: Arc<BrokerShared>,
+    persisted: bool,
+    head: u64,
+    low: u64,
+    count: u64,
+    bytes: u64,
+    subs: HashMap<String, PlannedSub>,
+    removed: Vec<Arc<SubShared>>,
+    more_to_reclaim: bool,
+}
+
+struct PlannedSub {
+    sub: Arc<SubShared>,
+    /// The persisted cursor (as of this transaction).
+    cursor: u64,
+}
+
+impl Plan {
+    fn broker(&mut self, broker: &Arc<BrokerShared>) -> &mut PlannedBroker {
+        self.brokers.entry(broker.id).or_insert_with(|| {
+            let state = lock(&broker.state);
+            let subs = state
+                .subs
+                .iter()
+                .map(|(name, sub)| {
+                    let cursor = lock(&sub.acks).persisted_cursor;
+                    let planned = PlannedSub {
+                        sub: sub.clone(),
+                        cursor,
+                    };
+                    (name.clone(), planned)
+                })
+                .collect();
+            PlannedBroker {
+                broker: broker.clone(),
+                persisted: state.persisted,
+                head: broker.head(),
+                low: state.low,
+                count: broker.retained.load(Ordering::Relaxed),
+                bytes: state.retained_bytes,
+                subs,
+                removed: Vec::new(),
+                more_to_reclaim: false,
+            }
+        })
+    }
+}

@@ -1,0 +1,365 @@
+//! Per-trigger delivery: pull from the broker, filter, deliver with retries, dead-letter, reply,
+//! and acknowledge only after the subscriber or the dead-letter sink accepted.
+//!
+//! Retries live here and only here: the broker redelivers solely what was never acknowledged
+//! (after a restart), so retries never multiply.
+
+pub mod backoff;
+pub mod delivery;
+pub mod error;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use brokers::{Broker, Delivery, Subscription};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use triggers::{DeliveryOrder, Destination, TriggerConfig};
+
+use crate::ingress::Topology;
+use crate::metrics::{DropReason, Metrics};
+use delivery::{Outcome, ReplyOutcome};
+use stats::TriggerCounters;
+
+/// One trigger as the dispatcher runs it and the admin API shows it.
+pub struct TriggerState {
+    pub config: TriggerConfig,
+    /// Resolved subscriber URL, if it could be resolved.
+    pub subscriber: Option<String>,
+    pub dead_letter: Option<String>,
+    pub broker: Option<Arc<dyn Broker>>,
+    /// Why the trigger does not run, if it does not.
+    pub not_ready: Option<String>,
+    pub counters: TriggerCounters,
+}
+
+impl TriggerState {
+    pub fn ready(&self) -> bool {
+        self.not_ready.is_none()
+    }
+
+    /// Events appended to the broker this trigger has not finished yet.
+    pub fn pending(&self) -> u64 {
+        self.broker
+            .as_ref()
+            .map_or(0, |b| b.pending(&subscription_name(&self.config)))
+    }
+}
+
+/// The durable subscription name of a trigger in its broker.
+pub fn subscription_name(trigger: &TriggerConfig) -> String {
+    format!("{}/{}", trigger.namespace, trigger.name)
+}
+
+struct Worker {
+    state: Arc<TriggerState>,
+    stop: CancellationToken,
+}
+
+/// Runs one worker per ready trigger and swaps them when manifests change.
+pub struct Dispatcher {
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    /// Touched only when manifests change and at shutdown, never per event.
+    workers: Mutex<HashMap<(String, String), Worker>>,
+    states: ArcSwap<Vec<Arc<TriggerState>>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Dispatcher {
+    pub fn new(client: reqwest::Client, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            metrics,
+            workers: Mutex::new(HashMap::new()),
+            states: ArcSwap::from_pointee(Vec::new()),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Every trigger with its state, sorted by namespace and name.
+    pub fn triggers(&self) -> Arc<Vec<Arc<TriggerState>>> {
+        self.states.load_full()
+    }
+
+    /// Brings the running workers in line with `triggers`: unchanged ones keep running, changed
+    /// ones restart from their persisted cursor, removed ones stop and drop their subscription.
+    pub async fn apply(&self, triggers: &[TriggerConfig], topology: &Topology) {
+        let mut keep = Vec::new();
+        let mut start = Vec::new();
+        let mut removed = Vec::new();
+        {
+            let Ok(mut workers) = self.workers.lock() else {
+                return;
+            };
+            let mut old = std::mem::take(&mut *workers);
+            for config in triggers {
+                let key = (config.namespace.clone(), config.name.clone());
+                let state = self.resolve(config, topology);
+                match old.remove(&key) {
+                    Some(w) if same_runtime(&w.state, &state) => keep.push((key, w)),
+                    Some(w) => {
+                        w.stop.cancel();
+                        start.push((key, state));
+                    }
+                    None => start.push((key, state)),
+                }
+            }
+            for (_, w) in old {
+                w.stop.cancel();
+                removed.push(w.state);
+            }
+            workers.extend(keep);
+        }
+        for state in removed {
+            if let Some(broker) = &state.broker {
+                let name = subscription_name(&state.config);
+                if let Err(error) = broker.remove_subscription(&name).await {
+                    tracing::warn!(trigger = %name, %error, "Could not remove a subscription.");
+                }
+            }
+            tracing::info!(trigger = %subscription_name(&state.config), "Trigger removed.");
+        }
+        for (key, state) in start {
+            let state = Arc::new(state);
+            let stop = self.shutdown.child_token();
+            if let (None, Some(broker)) = (&state.not_ready, &state.broker) {
+                let name = subscription_name(&state.config);
+                match broker.subscribe(&name).await {
+                    Ok(subscription) => {
+                        tracing::info!(trigger = %name, "Trigger running.");
+                        self.tracker.spawn(run(
+                            Arc::clone(&state),
+                            subscription,
+                            self.client.clone(),
+                            stop.clone(),
+                            self.tracker.clone(),
+                        ));
+                    }
+                    Err(error) => {
+                        tracing::error!(trigger = %name, %error, "Could not subscribe.");
+                    }
+                }
+            } else if let Some(reason) = &state.not_ready {
+                tracing::warn!(trigger = %subscription_name(&state.config), reason, "Trigger not ready.");
+            }
+            if let Ok(mut workers) = self.workers.lock() {
+                workers.insert(key, Worker { state, stop });
+            }
+        }
+        if let Ok(workers) = self.workers.lock() {
+            let mut states: Vec<_> = workers.values().map(|w| Arc::clone(&w.state)).collect();
+            states.sort_by(|a, b| {
+                (&a.config.namespace, &a.config.name).cmp(&(&b.config.namespace, &b.config.name))
+            });
+            self.states.store(Arc::new(states));
+        }
+    }
+
+    fn resolve(&self, config: &TriggerConfig, topology: &Topology) -> TriggerState {
+        let entry = topology.get(&config.namespace, &config.broker);
+        let broker = entry.and_then(|e| e.broker.clone());
+        let subscriber = resolve(&config.subscriber);
+        let dead_letter = config.delivery.dead_letter_sink.as_ref().map(resolve);
+        let not_ready = if entry.is_none() {
+            Some(format!(
+                "broker {}/{} does not exist",
+                config.namespace, config.broker
+            ))
+        } else if broker.is_none() {
+            Some(format!(
+                "broker {}/{} is not ready",
+                config.namespace, config.broker
+            ))
+        } else if let Err(reason) = &subscriber {
+            Some(format!("spec.subscriber: {reason}"))
+        } else if let Some(Err(reason)) = &dead_letter {
+            Some(format!("spec.delivery.deadLetterSink: {reason}"))
+        } else {
+            None
+        };
+        TriggerState {
+            counters: TriggerCounters::new(&self.metrics, &config.namespace, &config.name),
+            config: config.clone(),
+            subscriber: subscriber.ok(),
+            dead_letter: dead_letter.and_then(Result::ok),
+            broker,
+            not_ready,
+        }
+    }
+
+    /// Stops pulling new events, lets in-flight deliveries finish for up to `drain`, and returns
+    /// how many were still running when the time ran out (they are redelivered after restart).
+    pub async fn shutdown(&self, drain: Duration) -> usize {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(drain, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            return self.tracker.len();
+        }
+        0
+    }
+}
+
+/// A worker keeps running when neither its spec nor its broker changed.
+fn same_runtime(old: &TriggerState, new: &TriggerState) -> bool {
+    let same_broker = match (&old.broker, &new.broker) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    };
+    old.config == new.config && same_broker && old.not_ready == new.not_ready
+}
+
+/// A destination as a URL. Only URIs resolve until Services are known to the gateway.
+fn resolve(destination: &Destination) -> Result<String, String> {
+    match destination {
+        Destination::Uri(uri) => Ok(uri.clone()),
+        Destination::Ref {
+            api_version,
+            kind,
+            namespace,
+            name,
+            ..
+        } => Err(format!(
+            "cannot resolve {kind}.{api_version} {namespace}/{name}: only `uri` destinations are supported by this gateway yet"
+        )),
+    }
+}
+
+/// Pulls deliveries while the trigger's in-flight cap allows and hands each to its own task.
+async fn run(
+    state: Arc<TriggerState>,
+    mut subscription: Box<dyn Subscription>,
+    client: reqwest::Client,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let cap = match state.config.order {
+        DeliveryOrder::Ordered => 1,
+        DeliveryOrder::Unordered => state.config.max_in_flight.max(1),
+    };
+    let permits = Arc::new(Semaphore::new(cap));
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = stop.cancelled() => break,
+        };
+        let next = tokio::select! {
+            next = subscription.next() => next,
+            () = stop.cancelled() => break,
+        };
+        let delivery = match next {
+            None => break,
+            Some(Ok(delivery)) => delivery,
+            Some(Err(error)) => {
+                tracing::warn!(trigger = %subscription_name(&state.config), %error, "Could not read from the broker.");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = stop.cancelled() => break,
+                }
+            }
+        };
+        if delivery.redelivered {
+            state.counters.redelivered.inc();
+        }
+        if !state
+            .config
+            .filter
+            .matches(&EventAttributes(&delivery.event))
+        {
+            state.counters.filtered.inc();
+            delivery.acker.ack();
+            continue;
+        }
+        let state = Arc::clone(&state);
+        let client = client.clone();
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            deliver(&state, &client, delivery, &stop).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Lets the filter engine read a stored event's attributes without copying them.
+struct EventAttributes<'a>(&'a brokers::event::CloudEvent);
+
+impl triggers::Attributes for EventAttributes<'_> {
+    fn attribute(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.0.attribute(name)
+    }
+}
+
+/// Delivers one event and acknowledges it once its fate is settled.
+async fn deliver(
+    state: &TriggerState,
+    client: &reqwest::Client,
+    delivery: Delivery,
+    stop: &CancellationToken,
+) {
+    let _in_flight = state.counters.start();
+    let started = Instant::now();
+    let (Some(url), Some(broker)) = (&state.subscriber, &state.broker) else {
+        return;
+    };
+    let Delivery { event, acker, .. } = delivery;
+    let config = &state.config.delivery;
+    let name = || subscription_name(&state.config);
+    match delivery::deliver_with_retries(client, url, &event, config, &state.counters, stop).await {
+        Outcome::Aborted => return,
+        Outcome::Delivered { reply } => {
+            state.counters.delivered.inc();
+            if let Some(reply) = reply {
+                match delivery::publish_reply(broker, &event, reply).await {
+                    ReplyOutcome::Published => {
+                        state.counters.replies.inc();
+                    }
+                    ReplyOutcome::TtlExpired => state.counters.drop_event(DropReason::TtlExpired),
+                    ReplyOutcome::NotStored => {
+                        state.counters.drop_event(DropReason::ReplyNotStored);
+                    }
+                }
+            }
+        }
+        Outcome::Failed(error) => {
+            let Some(sink) = &state.dead_letter else {
+                tracing::warn!(trigger = %name(), id = event.id(), %error, "Delivery failed and no dead-letter sink is set; dropping the event.");
+                state.counters.drop_event(DropReason::RetriesExhausted);
+                acker.ack();
+                return;
+            };
+            let dead = delivery::dead_letter_event(&event, url, &error);
+            match delivery::deliver_with_retries(client, sink, &dead, config, &state.counters, stop)
+                .await
+            {
+                Outcome::Aborted => return,
+                Outcome::Delivered { .. } => {
+                    tracing::info!(trigger = %name(), id = event.id(), %error, "Event dead-lettered.");
+                    state.counters.dead_lettered.inc();
+                }
+                Outcome::Failed(sink_error) => {
+                    tracing::warn!(trigger = %name(), id = event.id(), %error, %sink_error, "Delivery and dead-letter sink both failed; dropping the event.");
+                    state.counters.drop_event(DropReason::RetriesExhausted);
+                }
+            }
+        }
+    }
+    state
+        .counters
+        .latency
+        .observe(started.elapsed().as_secs_f64());
+    acker.ack();
+}

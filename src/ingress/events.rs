@@ -1,0 +1,234 @@
+//! The CloudEvents receiver: `POST /{namespace}/{broker}`.
+//!
+//! Answers 202 only after the broker reports the request's events durably stored (a batch as one
+//! atomic append). Every rejection is a JSON body naming the field and the reason.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use brokers::BrokerError;
+use brokers::event::{AttrValue, CloudEvent, EventError, EventErrorKind};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::topology::SharedTopology;
+
+/// Default largest request body accepted, in bytes (4 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// `knativebrokerttl` given to events that arrive without one.
+pub const DEFAULT_BROKER_TTL: i64 = 255;
+/// Extension carrying the remaining hops of an event through brokers.
+pub const TTL_EXTENSION: &str = "knativebrokerttl";
+/// Extension recording when the broker accepted an event.
+pub const ARRIVAL_EXTENSION: &str = "knativearrivaltime";
+/// Seconds a publisher is asked to wait when storage is unavailable.
+const RETRY_AFTER_SECONDS: &str = "1";
+/// HTTP headers of the publisher carried with the event as CloudEvents extensions
+/// (the distributed-tracing extension), so deliveries can forward them.
+const TRACING_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// State of the receiver.
+#[derive(Clone)]
+pub struct IngressState {
+    pub topology: SharedTopology,
+    pub max_body_bytes: usize,
+}
+
+/// Every way an ingress request fails, mapped to a response in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("{0}")]
+    Event(#[from] EventError),
+    #[error("broker {namespace}/{name} does not exist")]
+    UnknownBroker { namespace: String, name: String },
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("request body could not be read: {0}")]
+    Body(String),
+    #[error("broker is not ready: {0}")]
+    NotReady(String),
+    #[error("storage is unavailable: {0}")]
+    Storage(BrokerError),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl IntoResponse for IngressError {
+    fn into_response(self) -> Response {
+        let (status, field) = match &self {
+            IngressError::Event(e) => match e.kind {
+                EventErrorKind::Invalid => (StatusCode::BAD_REQUEST, Some(e.field.as_str())),
+                EventErrorKind::UnsupportedMediaType => {
+                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(e.field.as_str()))
+                }
+            },
+            IngressError::UnknownBroker { .. } => (StatusCode::NOT_FOUND, None),
+            IngressError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Some("body")),
+            IngressError::Body(_) => (StatusCode::BAD_REQUEST, Some("body")),
+            IngressError::NotReady(_) | IngressError::Storage(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, None)
+            }
+        };
+        let error = match &self {
+            IngressError::Event(e) => e.reason.clone(),
+            other => other.to_string(),
+        };
+        if status.is_server_error() {
+            tracing::warn!(%error, "Ingress could not store events.");
+        }
+        let mut response = (status, axum::Json(ErrorBody { error, field })).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+/// The receiver's routes. Anything else answers 404 (the HTTP proxy takes over in a later stage).
+pub fn router(state: IngressState) -> Router {
+    Router::new()
+        .route("/{namespace}/{broker}", post(publish))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(ErrorBody {
+            error: "no broker at this path; publish to /{namespace}/{broker}".into(),
+            field: None,
+        }),
+    )
+        .into_response()
+}
+
+async fn publish(
+    State(state): State<IngressState>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, IngressError> {
+    let started = Instant::now();
+    let topology = state.topology.load();
+    let Some(entry) = topology.get(&namespace, &name) else {
+        return Err(IngressError::UnknownBroker { namespace, name });
+    };
+    let counters = &entry.counters;
+    let result = async {
+        let Some(broker) = entry.broker.as_ref() else {
+            return Err(IngressError::NotReady(
+                entry
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "backend unavailable".into()),
+            ));
+        };
+        let body = read_body(&headers, body, state.max_body_bytes).await?;
+        let mut events = brokers::http::decode_request(&headers, body)?;
+        let arrival = AttrValue::String(now_rfc3339());
+        for event in &mut events {
+            prepare(event, &headers, &arrival)?;
+        }
+        let count = events.len() as u64;
+        if count > 0 {
+            broker.append(events).await.map_err(IngressError::Storage)?;
+        }
+        Ok(count)
+    }
+    .await;
+    match &result {
+        Ok(count) => {
+            counters.accepted.inc();
+            counters.events.inc_by(*count);
+        }
+        Err(IngressError::Event(e)) if e.kind == EventErrorKind::UnsupportedMediaType => {
+            counters.unsupported.inc();
+        }
+        Err(IngressError::Event(_) | IngressError::Body(_)) => {
+            counters.invalid.inc();
+        }
+        Err(IngressError::TooLarge { .. }) => {
+            counters.too_large.inc();
+        }
+        Err(_) => {
+            counters.unavailable.inc();
+        }
+    }
+    counters.latency.observe(started.elapsed().as_secs_f64());
+    result.map(|_| StatusCode::ACCEPTED)
+}
+
+/// Reads the body, refusing it as soon as it grows past `limit` (also for chunked bodies).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, IngressError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(IngressError::TooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(IngressError::TooLarge { limit }),
+        Err(e) => Err(IngressError::Body(e.to_string())),
+    }
+}
+
+/// Applies the broker's extensions: arrival time, TTL (validated), tracing context.
+fn prepare(
+    event: &mut CloudEvent,
+    headers: &HeaderMap,
+    arrival: &AttrValue,
+) -> Result<(), EventError> {
+    match event.attribute(TTL_EXTENSION) {
+        None => event.set_attribute(TTL_EXTENSION, AttrValue::Integer(DEFAULT_BROKER_TTL))?,
+        Some(ttl) => {
+            let ttl: i64 = ttl.trim().parse().map_err(|_| EventError {
+                kind: EventErrorKind::Invalid,
+                field: TTL_EXTENSION.into(),
+                reason: format!("{TTL_EXTENSION} must be an integer, got {ttl:?}"),
+            })?;
+            if ttl <= 0 {
+                return Err(EventError {
+                    kind: EventErrorKind::Invalid,
+                    field: TTL_EXTENSION.into(),
+                    reason: format!("{TTL_EXTENSION} must be positive, got {ttl}"),
+                });
+            }
+            event.set_attribute(TTL_EXTENSION, AttrValue::Integer(ttl))?;
+        }
+    }
+    event.set_attribute(ARRIVAL_EXTENSION, arrival.clone())?;
+    for name in TRACING_HEADERS {
+        if event.attribute(name).is_none()
+            && let Some(value) = headers.get(name).and_then(|v| v.to_str().ok())
+            && !value.is_empty()
+        {
+            event.set_attribute(name, AttrValue::String(value.to_owned()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Current time as RFC 3339 with microseconds, UTC.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;

@@ -1,0 +1,10 @@
+//! tidegate: an event-driven scaling gateway.
+//!
+//! `runtime` wires the pieces; every other module can be read and tested alone.
+
+pub mod commands;
+pub mod dispatch;
+pub mod ingress;
+pub mod metrics;
+pub mod runtime;
+pub mod sample_service;

@@ -1,0 +1,166 @@
+//! The `tidegate` command line. Everything it runs lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tidegate::commands;
+use tidegate::ingress::events::DEFAULT_MAX_BODY_BYTES;
+use tidegate::runtime::{self, ServeConfig};
+use tidegate::sample_service::{self, SampleConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "tidegate",
+    version,
+    about = "Event-driven scaling gateway for Knative workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: CloudEvents ingress, embedded broker, trigger delivery, admin API.
+    Serve(ServeArgs),
+    /// Publish one CloudEvent and print the response.
+    Send(commands::send::SendArgs),
+    /// Validate manifest directories; exit 1 on any error.
+    Check {
+        /// Directories (or files) holding Knative YAML.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Show brokers and triggers from a running gateway's admin API.
+    Status {
+        /// Admin API base URL.
+        #[arg(
+            long,
+            env = "TIDEGATE_ADMIN_URL",
+            default_value = "http://127.0.0.1:9090"
+        )]
+        admin: String,
+    },
+    /// A small HTTP workload for examples, tests and benchmarks.
+    SampleService(SampleArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Manifest directory; repeat for several.
+    #[arg(
+        long = "manifests",
+        env = "TIDEGATE_MANIFESTS",
+        value_delimiter = ',',
+        default_value = "deploy/local"
+    )]
+    manifests: Vec<PathBuf>,
+    /// Where the embedded broker keeps its log.
+    #[arg(long, env = "TIDEGATE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Ingress address (CloudEvents).
+    #[arg(long, env = "TIDEGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Admin address (health, metrics, API).
+    #[arg(long, env = "TIDEGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    admin_listen: SocketAddr,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "TIDEGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// How long SIGTERM waits for in-flight deliveries.
+    #[arg(long, env = "TIDEGATE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Quota for events retained by the embedded broker, in bytes; over it ingress answers 503.
+    #[arg(long, env = "TIDEGATE_STORAGE_MAX_BYTES")]
+    storage_max_bytes: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// Listen address; defaults to 127.0.0.1:$PORT, else 127.0.0.1:8081.
+    #[arg(long, env = "TIDEGATE_SAMPLE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Work time per request.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    delay: Duration,
+    /// Fraction of requests answered 500, in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Status code of successful answers.
+    #[arg(long, default_value_t = 200)]
+    status: u16,
+    /// Answer each CloudEvent with a reply event of this type.
+    #[arg(long)]
+    reply_type: Option<String>,
+    /// Most received events kept for `GET /events`.
+    #[arg(long, default_value_t = 100_000)]
+    keep: usize,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => runtime::serve(ServeConfig {
+                manifests: args.manifests,
+                data_dir: args.data_dir,
+                listen: args.listen,
+                admin_listen: args.admin_listen,
+                max_body_bytes: args.max_body_bytes,
+                drain_timeout: args.drain_timeout,
+                storage_max_bytes: args.storage_max_bytes,
+            })
+            .await
+            .map(|()| ExitCode::SUCCESS),
+            Command::Send(args) => commands::send::run(args).await,
+            Command::Check { dirs } => Ok(commands::check(&dirs)),
+            Command::Status { admin } => commands::status(&admin).await.map(|()| ExitCode::SUCCESS),
+            Command::SampleService(args) => {
+                let listen = args.listen.unwrap_or_else(|| {
+                    let port = std::env::var("PORT")
+                        .ok()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(8081);
+                    SocketAddr::from(([127, 0, 0, 1], port))
+                });
+                sample_service::run(SampleConfig {
+                    listen,
+                    delay: args.delay,
+                    fail_rate: args.fail_rate,
+                    status: args.status,
+                    reply_type: args.reply_type,
+                    keep: args.keep,
+                })
+                .await
+                .map(|()| ExitCode::SUCCESS)
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Prometheus metrics, named `tidegate_<subsystem>_<name>_<unit>[_total]`.
+//!
+//! Label values come from bounded enums or from configured names (namespace, broker, trigger),
+//! never from error strings or event contents.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Outcome of one ingress request.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum IngestOutcome {
+    Accepted,
+    Invalid,
+    UnknownBroker,
+    TooLarge,
+    UnsupportedMediaType,
+    Unavailable,
+}
+
+/// Outcome of one delivery attempt.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum AttemptOutcome {
+    Success,
+    Retryable,
+    Rejected,
+    Timeout,
+    NetworkError,
+}
+
+/// Why an event left a trigger without reaching its subscriber.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum DropReason {
+    /// Retries exhausted and no dead-letter sink configured, or the sink failed too.
+    RetriesExhausted,
+    /// A reply whose `knativebrokerttl` reached zero.
+    TtlExpired,
+    /// A reply that could not be stored.
+    ReplyNotStored,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BrokerLabels {
+    pub namespace: String,
+    pub broker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngestLabels {
+    pub namespace: String,
+    pub broker: String,
+    pub outcome: IngestOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    pub namespace: String,
+    pub trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub namespace: String,
+    pub trigger: String,
+    pub outcome: AttemptOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub namespace: String,
+    pub trigger: String,
+    pub reason: DropReason,
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Ingress requests by outcome.
+    pub ingest_requests: Family<IngestLabels, Counter>,
+    /// Events durably stored through ingress (a batch counts each event).
+    pub ingest_events: Family<BrokerLabels, Counter>,
+    /// Time from request arrival to the durable-store answer, seconds.
+    pub ingest_latency: Family<BrokerLabels, Histogram>,
+    /// Delivery attempts by outcome.
+    pub delivery_attempts: Family<AttemptLabels, Counter>,
+    /// Events the subscriber accepted.
+    pub delivered: Family<TriggerLabels, Counter>,
+    /// Retries (attempts after the first).
+    pub retries: Family<TriggerLabels, Counter>,
+    /// Events the dead-letter sink accepted.
+    pub dead_lettered: Family<TriggerLabels, Counter>,
+    /// Events dropped, by reason.
+    pub dropped: Family<DropLabels, Counter>,
+    /// Events that did not pass the trigger's filter.
+    pub filtered: Family<TriggerLabels, Counter>,
+    /// Deliveries of events handed out before a restart (at-least-once duplicates).
+    pub redelivered: Family<TriggerLabels, Counter>,
+    /// Replies re-published into the broker.
+    pub replies: Family<TriggerLabels, Counter>,
+    /// Time from the first attempt to the subscriber's (or sink's) final answer, seconds.
+    pub delivery_latency: Family<TriggerLabels, Histogram>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~52 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tidegate");
+        let ingest_requests = Family::default();
+        let ingest_events = Family::default();
+        let ingest_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let delivery_attempts = Family::default();
+        let delivered = Family::default();
+        let retries = Family::default();
+        let dead_lettered = Family::default();
+        let dropped = Family::default();
+        let filtered = Family::default();
+        let redelivered = Family::default();
+        let replies = Family::default();
+        let delivery_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "ingest_requests",
+            "Ingress requests by outcome",
+            ingest_requests.clone(),
+        );
+        registry.register(
+            "ingest_events",
+            "Events durably stored through ingress",
+            ingest_events.clone(),
+        );
+        registry.register(
+            "ingest_latency_seconds",
+            "Ingress request time until the durable-store answer",
+            ingest_latency.clone(),
+        );
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts by outcome",
+            delivery_attempts.clone(),
+        );
+        registry.register(
+            "delivery_delivered",
+            "Events accepted by the subscriber",
+            delivered.clone(),
+        );
+        registry.register(
+            "delivery_retries",
+            "Delivery attempts after the first",
+            retries.clone(),
+        );
+        registry.register(
+            "delivery_dead_lettered",
+            "Events accepted by the dead-letter sink",
+            dead_lettered.clone(),
+        );
+        registry.register(
+            "delivery_dropped",
+            "Events dropped, by reason",
+            dropped.clone(),
+        );
+        registry.register(
+            "delivery_filtered",
+            "Events that did not pass the trigger filter",
+            filtered.clone(),
+        );
+        registry.register(
+            "delivery_redelivered",
+            "Deliveries of events already handed out before a restart",
+            redelivered.clone(),
+        );
+        registry.register(
+            "delivery_replies",
+            "Subscriber replies re-published into the broker",
+            replies.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from the first delivery attempt to the final answer",
+            delivery_latency.clone(),
+        );
+        Self {
+            registry,
+            ingest_requests,
+            ingest_events,
+            ingest_latency,
+            delivery_attempts,
+            delivered,
+            retries,
+            dead_lettered,
+            dropped,
+            filtered,
+            redelivered,
+            replies,
+            delivery_latency,
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

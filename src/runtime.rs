@@ -1,0 +1,235 @@
+//! The one place that wires everything together and owns start-up and shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use brokers::embedded::{EmbeddedOptions, EmbeddedStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use triggers::{Backend, Snapshot};
+
+use crate::dispatch::Dispatcher;
+use crate::ingress::topology::IngestCounters;
+use crate::ingress::{BrokerEntry, Topology, admin, events};
+use crate::metrics::Metrics;
+
+/// How often manifest directories are checked for changes.
+pub const MANIFEST_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything `tidegate serve` needs.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub manifests: Vec<PathBuf>,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub drain_timeout: Duration,
+    /// Retained-event quota of the embedded broker; over it ingress answers 503.
+    pub storage_max_bytes: Option<u64>,
+}
+
+/// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let snapshot = triggers::load_dirs(&config.manifests).map_err(|errors| {
+        for e in &errors {
+            tracing::error!(file = %e.file.display(), document = e.document, field = %e.field, reason = %e.reason, "Manifest rejected.");
+        }
+        anyhow::anyhow!(
+            "{} manifest error(s):\n{}",
+            errors.len(),
+            errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    for w in &snapshot.warnings {
+        tracing::warn!(warning = %w, "Manifest warning.");
+    }
+    let store = EmbeddedStore::open(
+        &config.data_dir,
+        EmbeddedOptions {
+            max_bytes: config.storage_max_bytes,
+            ..EmbeddedOptions::default()
+        },
+    )
+    .with_context(|| {
+        format!(
+            "opening the embedded broker in {}",
+            config.data_dir.display()
+        )
+    })?;
+
+    let metrics = Arc::new(Metrics::new());
+    let topology = Arc::new(ArcSwap::from_pointee(Topology::default()));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .context("building the delivery HTTP client")?;
+    let dispatcher = Arc::new(Dispatcher::new(client, Arc::clone(&metrics)));
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let apply = {
+        let store = Arc::clone(&store);
+        let metrics = Arc::clone(&metrics);
+        let topology = Arc::clone(&topology);
+        let dispatcher = Arc::clone(&dispatcher);
+        move |snapshot: Arc<Snapshot>| {
+            let store = Arc::clone(&store);
+            let metrics = Arc::clone(&metrics);
+            let topology = Arc::clone(&topology);
+            let dispatcher = Arc::clone(&dispatcher);
+            async move {
+                let next = build_topology(&snapshot, &store, &metrics, &topology.load());
+                topology.store(Arc::new(next));
+                dispatcher.apply(&snapshot.triggers, &topology.load()).await;
+            }
+        }
+    };
+    let snapshot = Arc::new(snapshot);
+    apply(Arc::clone(&snapshot)).await;
+
+    let ingress_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding ingress on {}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding admin on {}", config.admin_listen))?;
+    tracing::info!(
+        ingress = %ingress_listener.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        data_dir = %config.data_dir.display(),
+        brokers = snapshot.brokers.len(),
+        triggers = snapshot.triggers.len(),
+        "tidegate serving."
+    );
+
+    let stop_ingress = CancellationToken::new();
+    let ingress = events::router(events::IngressState {
+        topology: Arc::clone(&topology),
+        max_body_bytes: config.max_body_bytes,
+    });
+    let ingress_task = tokio::spawn({
+        let stop = stop_ingress.clone();
+        async move {
+            axum::serve(ingress_listener, ingress)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    });
+    let stop_admin = CancellationToken::new();
+    let admin = admin::router(admin::AdminState {
+        metrics: Arc::clone(&metrics),
+        topology: Arc::clone(&topology),
+        dispatcher: Arc::clone(&dispatcher),
+        ready: Arc::clone(&ready),
+    });
+    let admin_task = tokio::spawn({
+        let stop = stop_admin.clone();
+        async move {
+            axum::serve(admin_listener, admin)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    });
+
+    let mut watch = triggers::watch(config.manifests.clone(), snapshot, MANIFEST_POLL_INTERVAL);
+    let watcher = tokio::spawn(async move {
+        while watch.snapshots.changed().await.is_ok() {
+            let snapshot = watch.snapshots.borrow_and_update().clone();
+            tracing::info!(
+                brokers = snapshot.brokers.len(),
+                triggers = snapshot.triggers.len(),
+                "Manifests changed; applying."
+            );
+            apply(snapshot).await;
+        }
+    });
+    ready.store(true, Ordering::Release);
+
+    shutdown_signal().await;
+    tracing::info!("Shutting down: refusing new events, draining deliveries.");
+    ready.store(false, Ordering::Release);
+    watcher.abort();
+    stop_ingress.cancel();
+    match tokio::time::timeout(config.drain_timeout, ingress_task).await {
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "Ingress server ended with an error."),
+        Err(_) => tracing::warn!("Ingress requests still running after the drain timeout."),
+        _ => {}
+    }
+    let unfinished = dispatcher.shutdown(config.drain_timeout).await;
+    if unfinished > 0 {
+        tracing::warn!(
+            unfinished,
+            "Deliveries still running after the drain timeout; they will be redelivered."
+        );
+    }
+    store.close();
+    stop_admin.cancel();
+    let _ = admin_task.await;
+    tracing::info!("tidegate stopped.");
+    Ok(())
+}
+
+/// Brokers for a snapshot, reusing the previous entry (and its metric handles) when unchanged.
+fn build_topology(
+    snapshot: &Snapshot,
+    store: &Arc<EmbeddedStore>,
+    metrics: &Metrics,
+    previous: &Topology,
+) -> Topology {
+    Topology::new(snapshot.brokers.iter().map(|b| {
+        let (backend, broker, reason) = match &b.backend {
+            Backend::Embedded => ("embedded", Some(store.broker(&b.namespace, &b.name)), None),
+            Backend::Nats { .. } => (
+                "nats",
+                None,
+                Some("the nats backend is not available in this build".to_owned()),
+            ),
+            Backend::Kafka { .. } => (
+                "kafka",
+                None,
+                Some("the kafka backend is not available in this build".to_owned()),
+            ),
+        };
+        if let Some(old) = previous.get(&b.namespace, &b.name)
+            && old.backend == backend
+            && old.reason == reason
+        {
+            return Arc::clone(old);
+        }
+        Arc::new(BrokerEntry {
+            counters: IngestCounters::new(metrics, &b.namespace, &b.name),
+            namespace: b.namespace.clone(),
+            name: b.name.clone(),
+            backend,
+            broker,
+            reason,
+        })
+    }))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

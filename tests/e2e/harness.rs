@@ -1,0 +1,387 @@
+//! Starts the real `tidegate` binary and real HTTP subscribers on 127.0.0.1.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Upper bound for anything a test waits for.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tidegate")
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Option<Child>,
+    pub ingress: String,
+    pub admin: String,
+    pub manifests: PathBuf,
+    pub data: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Gateway {
+    pub async fn start(manifests: &Path, data: &Path, extra: &[&str]) -> Gateway {
+        let mut gw = Gateway {
+            child: None,
+            ingress: String::new(),
+            admin: String::new(),
+            manifests: manifests.to_owned(),
+            data: data.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    /// Starts the process; a restart keeps the ports so publishers can carry on.
+    async fn spawn(&mut self) {
+        if self.ingress.is_empty() {
+            self.ingress = format!("http://127.0.0.1:{}", free_port());
+            self.admin = format!("http://127.0.0.1:{}", free_port());
+        }
+        let ingress = self.ingress.trim_start_matches("http://").to_owned();
+        let admin = self.admin.trim_start_matches("http://").to_owned();
+        let child = Command::new(bin())
+            .arg("serve")
+            .arg("--manifests")
+            .arg(&self.manifests)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--listen")
+            .arg(&ingress)
+            .arg("--admin-listen")
+            .arg(&admin)
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tidegate serve");
+        self.child = Some(child);
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", self.admin)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("tidegate exited during start-up: {status}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tidegate not ready within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`, then start again on the same data directory.
+    pub async fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("gateway running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tidegate did not exit on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn broker_url(&self, namespace: &str, broker: &str) -> String {
+        format!("{}/{namespace}/{broker}", self.ingress)
+    }
+
+    pub async fn triggers(&self) -> Vec<serde_json::Value> {
+        reqwest::get(format!("{}/api/v1/triggers", self.admin))
+            .await
+            .expect("admin reachable")
+            .json()
+            .await
+            .expect("triggers JSON")
+    }
+
+    pub async fn trigger(&self, name: &str) -> serde_json::Value {
+        self.triggers()
+            .await
+            .into_iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("trigger {name} not listed"))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A `tidegate sample-service` process.
+pub struct SampleService {
+    child: Child,
+    pub url: String,
+}
+
+impl SampleService {
+    pub async fn start(args: &[&str]) -> SampleService {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(bin())
+            .arg("sample-service")
+            .arg("--listen")
+            .arg(&addr)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sample-service");
+        let url = format!("http://{addr}/");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while reqwest::get(format!("{url}events")).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sample-service not up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        SampleService { child, url }
+    }
+
+    /// The CloudEvents it received (structured JSON).
+    pub async fn events(&self) -> Vec<serde_json::Value> {
+        reqwest::get(format!("{}events", self.url))
+            .await
+            .expect("sample-service reachable")
+            .json()
+            .await
+            .expect("events JSON")
+    }
+}
+
+impl Drop for SampleService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request a subscriber received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+type Behaviour = dyn Fn(usize, &Received) -> Response + Send + Sync;
+
+struct SubscriberState {
+    received: Mutex<Vec<Received>>,
+    behaviour: Box<Behaviour>,
+}
+
+/// A real HTTP subscriber on 127.0.0.1 whose answers a test scripts.
+pub struct Subscriber {
+    pub url: String,
+    state: Arc<SubscriberState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    /// Answers every request with `202 Accepted`.
+    pub async fn accepting() -> Subscriber {
+        Self::start(|_, _| StatusCode::ACCEPTED.into_response()).await
+    }
+
+    /// `behaviour(n, request)` answers the n-th request (0-based).
+    pub async fn start(
+        behaviour: impl Fn(usize, &Received) -> Response + Send + Sync + 'static,
+    ) -> Subscriber {
+        let state = Arc::new(SubscriberState {
+            received: Mutex::new(Vec::new()),
+            behaviour: Box::new(behaviour),
+        });
+        let app = Router::new()
+            .fallback(record)
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind subscriber");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Subscriber { url, state, task }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "subscriber got {} of {n} requests within {WAIT:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn record(
+    State(state): State<Arc<SubscriberState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = Received { headers, body };
+    let n = {
+        let mut received = state.received.lock().expect("lock");
+        received.push(request.clone());
+        received.len() - 1
+    };
+    (state.behaviour)(n, &request)
+}
+
+/// A server that accepts connections and never answers; returns its URL.
+pub async fn hanging_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind hanging server");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+/// Writes `files` (name → YAML) into a fresh manifest directory under `root`.
+pub fn manifests(root: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let dir = root.join("manifests");
+    std::fs::create_dir_all(&dir).expect("create manifest dir");
+    for (name, yaml) in files {
+        std::fs::write(dir.join(name), yaml).expect("write manifest");
+    }
+    dir
+}
+
+pub const BROKER: &str = "apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: default
+  namespace: default
+";
+
+/// A Trigger delivering everything to `uri`, with a fast retry policy and optional extras
+/// appended to `spec` (indented by four spaces... by the caller).
+pub fn trigger(name: &str, uri: &str, spec_extra: &str) -> String {
+    format!(
+        "apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  broker: default
+  subscriber:
+    uri: {uri}
+{spec_extra}"
+    )
+}
+
+/// Publishes one binary-mode event.
+pub async fn publish(
+    client: &reqwest::Client,
+    url: &str,
+    id: &str,
+    ty: &str,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = client
+        .post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "tests/e2e")
+        .header("ce-type", ty)
+        .header("content-type", "application/json")
+        .body(format!("{{\"id\":\"{id}\"}}"));
+    for (k, v) in extra {
+        request = request.header(*k, *v);
+    }
+    request.send().await.expect("publish")
+}
+
+/// Counts of CE ids by number of arrivals.
+pub fn ids(received: &[Received]) -> HashMap<String, usize> {
+    let mut ids = HashMap::new();
+    for r in received {
+        if let Some(id) = r.header("ce-id") {
+            *ids.entry(id.to_owned()).or_insert(0) += 1;
+        }
+    }
+    ids
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `tidegate` binary, real HTTP publishers and subscribers on
+//! 127.0.0.1, real disk.
+
+mod delivery;
+mod durability;
+mod harness;
+mod ingress;
+mod manifests;

@@ -1,0 +1,331 @@
+//! Loading a manifest set: reading directories, splitting YAML documents, deserializing each
+//! into its typed manifest with the field path of any error, and validating the whole set
+//! into a [`Snapshot`].
+//!
+//! A directory contributes its `*.yaml` and `*.yml` files (not recursive, sorted by name;
+//! names starting with `.` are skipped, so Kubernetes ConfigMap volume internals such as
+//! `..data` are ignored). A path that is a file is read whatever its extension. Every file may
+//! hold any number of documents of any supported kind; empty documents are skipped and not
+//! counted. Loading reports every error of the set, not just the first.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use serde_path_to_error::{Path as SerdePath, Segment};
+
+use crate::error::{DOCUMENT_FIELD, FILE_FIELD, ManifestError, Origin, join_key};
+use crate::manifest::{CORE_API_VERSION, DEFAULT_NAMESPACE, EVENTING_API_VERSION, Manifest};
+use crate::snapshot::Snapshot;
+use crate::validate;
+
+/// Loads and validates every manifest in `dirs` (directories, or single files).
+pub fn load_dirs(dirs: &[PathBuf]) -> Result<Snapshot, Vec<ManifestError>> {
+    DirContents::read(dirs).load()
+}
+
+/// Loads and validates manifests given as `(file name, YAML text)` pairs, in order.
+pub fn load_documents(files: &[(PathBuf, String)]) -> Result<Snapshot, Vec<ManifestError>> {
+    let mut parsed = Parsed::default();
+    for (file, text) in files {
+        parse_file(file, text, &mut parsed);
+    }
+    let Parsed {
+        manifests,
+        rejected,
+        mut errors,
+    } = parsed;
+    let (snapshot, validation_errors) = validate::snapshot(&manifests, &rejected);
+    errors.extend(validation_errors);
+    if errors.is_empty() {
+        Ok(snapshot)
+    } else {
+        Err(dedup(errors))
+    }
+}
+
+/// A manifest and where it was found.
+#[derive(Debug, Clone)]
+pub(crate) struct Located {
+    pub(crate) origin: Origin,
+    pub(crate) manifest: Manifest,
+}
+
+/// `(kind, namespace, name)` of an object.
+pub(crate) type ObjectKey = (String, String, String);
+
+/// The documents of a manifest set, deserialized.
+#[derive(Debug, Default)]
+struct Parsed {
+    manifests: Vec<Located>,
+    /// Objects whose document was rejected: others referring to them get no second error.
+    rejected: HashSet<ObjectKey>,
+    errors: Vec<ManifestError>,
+}
+
+/// What a set of manifest directories held at one moment, including what could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DirContents {
+    pub(crate) files: Vec<(PathBuf, String)>,
+    pub(crate) errors: Vec<ManifestError>,
+}
+
+impl DirContents {
+    /// Reads every manifest file of `dirs`, in order.
+    pub(crate) fn read(dirs: &[PathBuf]) -> Self {
+        let mut contents = Self::default();
+        for dir in dirs {
+            contents.read_path(dir);
+        }
+        contents
+    }
+
+    /// Parses and validates what was read; read errors come first.
+    pub(crate) fn load(&self) -> Result<Snapshot, Vec<ManifestError>> {
+        let result = load_documents(&self.files);
+        if self.errors.is_empty() {
+            return result;
+        }
+        let mut errors = self.errors.clone();
+        if let Err(more) = result {
+            errors.extend(more);
+        }
+        Err(errors)
+    }
+
+    fn read_path(&mut self, path: &Path) {
+        match fs::metadata(path) {
+            Ok(meta) if meta.is_file() => self.read_file(path),
+            Ok(_) => self.read_dir(path),
+            Err(e) => self.fail(path, format!("cannot read the manifest directory: {e}")),
+        }
+    }
+
+    fn read_dir(&mut self, dir: &Path) {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => return self.fail(dir, format!("cannot read the manifest directory: {e}")),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = match entry {
+                Ok(entry) => entry.path(),
+                Err(e) => {
+                    return self.fail(dir, format!("cannot list the manifest directory: {e}"));
+                }
+            };
+            if is_manifest_name(&path) {
+                match fs::metadata(&path) {
+                    Ok(meta) if meta.is_file() => files.push(path),
+                    Ok(_) => {}
+                    Err(e) => self.fail(&path, format!("cannot read the file: {e}")),
+                }
+            }
+        }
+        files.sort();
+        for file in files {
+            self.read_file(&file);
+        }
+    }
+
+    fn read_file(&mut self, file: &Path) {
+        match fs::read(file) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => self.files.push((file.to_path_buf(), text)),
+                Err(e) => self.fail(file, format!("the file is not valid UTF-8: {e}")),
+            },
+            Err(e) => self.fail(file, format!("cannot read the file: {e}")),
+        }
+    }
+
+    fn fail(&mut self, path: &Path, reason: String) {
+        self.errors
+            .push(Origin::new(path, 0).error(FILE_FIELD, reason));
+    }
+}
+
+fn is_manifest_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+/// Splits `text` into documents and deserializes each; errors are located in `file`.
+fn parse_file(file: &Path, text: &str, parsed: &mut Parsed) {
+    let options = serde_saphyr::options! { with_snippet: false };
+    let mut reader = Cursor::new(text.as_bytes());
+    let documents = serde_saphyr::read_with_options::<_, Value>(&mut reader, options);
+    for (index, document) in documents.enumerate() {
+        let origin = Origin::new(file, index);
+        match document.map_err(|e| (DOCUMENT_FIELD.to_owned(), yaml_reason(&e))) {
+            Ok(value) => {
+                let declared = declared_object(&value);
+                match parse_document(value) {
+                    Ok(manifest) => parsed.manifests.push(Located { origin, manifest }),
+                    Err((field, reason)) => {
+                        parsed.rejected.extend(declared);
+                        parsed.errors.push(origin.error(field, reason));
+                    }
+                }
+            }
+            Err((field, reason)) => parsed.errors.push(origin.error(field, reason)),
+        }
+    }
+}
+
+/// Reads `apiVersion` and `kind`, then deserializes into the matching typed manifest.
+fn parse_document(value: Value) -> Result<Manifest, (String, String)> {
+    let Value::Object(object) = &value else {
+        return Err((
+            DOCUMENT_FIELD.to_owned(),
+            format!(
+                "expected a mapping with apiVersion and kind, found {}",
+                type_name(&value)
+            ),
+        ));
+    };
+    let api_version = string_field(object, "apiVersion")?;
+    let kind = string_field(object, "kind")?;
+    match (api_version.as_str(), kind.as_str()) {
+        (EVENTING_API_VERSION, "Broker") => typed(value).map(Manifest::Broker),
+        (EVENTING_API_VERSION, "Trigger") => typed(value).map(Manifest::Trigger),
+        (CORE_API_VERSION, "ConfigMap") => typed(value).map(Manifest::ConfigMap),
+        ("serving.knative.dev/v1", "Service") => Err((
+            "kind".to_owned(),
+            "unsupported kind Service (serving.knative.dev/v1): Knative Services are not \
+             supported yet"
+                .to_owned(),
+        )),
+        ("tidegate.dev/v1alpha1", "Trigger") => Err((
+            "kind".to_owned(),
+            "unsupported kind Trigger (tidegate.dev/v1alpha1): tidegate Triggers are not \
+             supported yet; use eventing.knative.dev/v1"
+                .to_owned(),
+        )),
+        (_, "Broker" | "Trigger") => Err((
+            "apiVersion".to_owned(),
+            format!(
+                "unsupported apiVersion {api_version:?} for {kind}; expected {EVENTING_API_VERSION}"
+            ),
+        )),
+        (_, "ConfigMap") => Err((
+            "apiVersion".to_owned(),
+            format!(
+                "unsupported apiVersion {api_version:?} for ConfigMap; expected {CORE_API_VERSION}"
+            ),
+        )),
+        _ => Err((
+            "kind".to_owned(),
+            format!(
+                "unsupported kind {kind:?} (apiVersion {api_version:?}); expected Broker or \
+                 Trigger ({EVENTING_API_VERSION}) or ConfigMap ({CORE_API_VERSION})"
+            ),
+        )),
+    }
+}
+
+/// The kind, namespace and name a document declares, if it reads that far.
+fn declared_object(value: &Value) -> Option<ObjectKey> {
+    let kind = value.get("kind")?.as_str()?;
+    let metadata = value.get("metadata")?;
+    let name = metadata.get("name")?.as_str()?;
+    let namespace = match metadata.get("namespace") {
+        Some(namespace) => namespace.as_str()?,
+        None => DEFAULT_NAMESPACE,
+    };
+    Some((kind.to_owned(), namespace.to_owned(), name.to_owned()))
+}
+
+fn string_field(
+    object: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<String, (String, String)> {
+    match object.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err((
+            name.to_owned(),
+            format!("expected a string, found {}", type_name(other)),
+        )),
+        None => Err((name.to_owned(), "required field is missing".to_owned())),
+    }
+}
+
+/// Deserializes with the path of the failing field, e.g. `spec.filters[1].prefix`.
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut field = field_path(e.path());
+        let mut reason = e.inner().to_string();
+        if let Some(missing) = backticked(&reason, "missing field `") {
+            field = join_key(&field, missing);
+            reason = "required field is missing".to_owned();
+        } else if reason.contains("expected a string") {
+            reason.push_str("; quote the value");
+        }
+        if field.is_empty() {
+            field = DOCUMENT_FIELD.to_owned();
+        }
+        (field, reason)
+    })
+}
+
+fn field_path(path: &SerdePath) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => out = join_key(&out, key),
+            Segment::Unknown => out = join_key(&out, "?"),
+        }
+    }
+    out
+}
+
+/// The text between `prefix` and the next backtick, if `message` starts with `prefix`.
+fn backticked<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split_once('`').map(|(name, _)| name)
+}
+
+fn yaml_reason(error: &serde_saphyr::Error) -> String {
+    let message = error
+        .without_snippet()
+        .to_string()
+        .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    match error.location() {
+        Some(at) if !message.contains(" line ") => {
+            format!(
+                "invalid YAML: {message} at line {}, column {}",
+                at.line(),
+                at.column()
+            )
+        }
+        _ => format!("invalid YAML: {message}"),
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Drops repeated errors (a ConfigMap shared by two Brokers reports its problems once).
+fn dedup(errors: Vec<ManifestError>) -> Vec<ManifestError> {
+    let mut seen = HashSet::new();
+    errors
+        .into_iter()
+        .filter(|e| seen.insert(e.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

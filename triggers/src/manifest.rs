@@ -1,0 +1,251 @@
+//! Serde types mirroring the manifests users write: `eventing.knative.dev/v1` Broker and
+//! Trigger, and `v1` ConfigMap.
+//!
+//! These check shape only (unknown fields are rejected); meaning is checked when a set of them
+//! becomes a [`crate::Snapshot`]. The doc comments are the reference for each field.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::BackoffPolicy;
+
+/// `apiVersion` of Broker and Trigger.
+pub const EVENTING_API_VERSION: &str = "eventing.knative.dev/v1";
+/// `apiVersion` of ConfigMap.
+pub const CORE_API_VERSION: &str = "v1";
+/// Namespace of objects that do not set `metadata.namespace`.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Broker of Triggers that do not set `spec.broker`.
+pub const DEFAULT_BROKER: &str = "default";
+
+/// Broker annotation naming the broker implementation (any value is accepted; `Kafka` makes
+/// `kafka` the default backend).
+pub const BROKER_CLASS_ANNOTATION: &str = "eventing.knative.dev/broker.class";
+/// Trigger annotation: `ordered` or `unordered` (default).
+pub const DELIVERY_ORDER_ANNOTATION: &str = "tidegate.dev/delivery-order";
+/// Trigger annotation: positive number of deliveries in flight (default 100).
+pub const MAX_IN_FLIGHT_ANNOTATION: &str = "tidegate.dev/max-in-flight";
+
+/// One document of a manifest set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Manifest {
+    /// `eventing.knative.dev/v1` Broker.
+    Broker(Broker),
+    /// `eventing.knative.dev/v1` Trigger.
+    Trigger(Trigger),
+    /// `v1` ConfigMap.
+    ConfigMap(ConfigMap),
+}
+
+/// `eventing.knative.dev/v1` Broker: a named event store in a namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Broker {
+    /// `eventing.knative.dev/v1`.
+    pub api_version: String,
+    /// `Broker`.
+    pub kind: String,
+    /// Name, namespace, labels, annotations.
+    pub metadata: ObjectMeta,
+    /// Backend and delivery defaults; may be omitted.
+    #[serde(default)]
+    pub spec: BrokerSpec,
+}
+
+/// `Broker.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BrokerSpec {
+    /// A `v1` ConfigMap (also in the manifest set) holding the backend settings:
+    /// `backend: embedded|nats|kafka`; for nats `url` and optional `stream`; for kafka
+    /// `bootstrap.servers` and optional `topic` and `partitions`. Omitted: embedded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<KReference>,
+    /// Delivery defaults for the Broker's Triggers, field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliverySpec>,
+}
+
+/// `eventing.knative.dev/v1` Trigger: a filter and a subscriber on a Broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Trigger {
+    /// `eventing.knative.dev/v1`.
+    pub api_version: String,
+    /// `Trigger`.
+    pub kind: String,
+    /// Name, namespace, labels, annotations (`tidegate.dev/delivery-order`,
+    /// `tidegate.dev/max-in-flight`).
+    pub metadata: ObjectMeta,
+    /// What to deliver, where, and how.
+    pub spec: TriggerSpec,
+}
+
+/// `Trigger.spec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TriggerSpec {
+    /// Name of the Broker in the Trigger's namespace; default `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// Exact-match attribute filter; ignored (with a warning) when `filters` is non-empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<TriggerFilter>,
+    /// Subscriptions API filters; every entry must match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<SubscriptionsApiFilter>,
+    /// Where matching events are delivered.
+    pub subscriber: DestinationSpec,
+    /// Retry, backoff, timeout and dead-letter settings; unset fields come from the Broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliverySpec>,
+}
+
+/// `Trigger.spec.filter`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TriggerFilter {
+    /// CloudEvents attribute name to exact value; every entry must match. An empty value
+    /// only requires the attribute to be present.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One entry of `Trigger.spec.filters`: exactly one dialect must be set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubscriptionsApiFilter {
+    /// One attribute whose value must equal the given string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<BTreeMap<String, String>>,
+    /// One attribute whose value must start with the given non-empty string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<BTreeMap<String, String>>,
+    /// One attribute whose value must end with the given non-empty string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<BTreeMap<String, String>>,
+    /// Every nested filter must match (empty: always matches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<Vec<SubscriptionsApiFilter>>,
+    /// At least one nested filter must match (empty: always matches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<Vec<SubscriptionsApiFilter>>,
+    /// The nested filter must not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not: Option<Box<SubscriptionsApiFilter>>,
+    /// A CloudEvents SQL expression. Not supported yet: rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cesql: Option<String>,
+}
+
+/// A delivery target: `ref`, `uri`, or `ref` plus a relative `uri` appended to its address.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DestinationSpec {
+    /// An addressable object, usually a `serving.knative.dev/v1` Service.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<KReference>,
+    /// An absolute `http(s)` URL, or with `ref` a relative path such as `/events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+/// A reference to another object by kind and name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KReference {
+    /// API version of the referent, e.g. `serving.knative.dev/v1` or `v1`.
+    pub api_version: String,
+    /// Kind of the referent, e.g. `Service` or `ConfigMap`.
+    pub kind: String,
+    /// Name of the referent.
+    pub name: String,
+    /// Namespace of the referent; default: the referring object's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Delivery settings (`spec.delivery` of Trigger and Broker).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeliverySpec {
+    /// Retries after the first failed attempt (≥ 0); default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<i32>,
+    /// `linear` (delay × n) or `exponential` (delay × 2^n, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_policy: Option<BackoffPolicy>,
+    /// ISO-8601 base delay between retries, e.g. `PT0.2S` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_delay: Option<String>,
+    /// ISO-8601 timeout of one attempt, greater than zero; default `PT30S`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Where events go after the last failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_sink: Option<DestinationSpec>,
+    /// ISO-8601 upper bound for honouring `Retry-After` on 429/503; unset ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_max: Option<String>,
+}
+
+/// `v1` ConfigMap: string settings, here the backend of a Broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigMap {
+    /// `v1`.
+    pub api_version: String,
+    /// `ConfigMap`.
+    pub kind: String,
+    /// Name, namespace, labels, annotations.
+    pub metadata: ObjectMeta,
+    /// Key to string value (quote numbers: `partitions: "3"`).
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+/// The part of Kubernetes object metadata tidegate reads; other fields are rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// DNS-1123 label (lowercase letters, digits, `-`; at most 63 characters).
+    pub name: String,
+    /// DNS-1123 label; default `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Free-form string labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form string annotations; some tidegate.dev and eventing.knative.dev keys have
+    /// meaning.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// `Broker`, `Trigger` or `ConfigMap`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Manifest::Broker(_) => "Broker",
+            Manifest::Trigger(_) => "Trigger",
+            Manifest::ConfigMap(_) => "ConfigMap",
+        }
+    }
+
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Manifest::Broker(b) => &b.metadata,
+            Manifest::Trigger(t) => &t.metadata,
+            Manifest::ConfigMap(c) => &c.metadata,
+        }
+    }
+}
+
+impl ObjectMeta {
+    /// `namespace`, or `default` when unset.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
+}

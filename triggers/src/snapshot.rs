@@ -1,0 +1,172 @@
+//! The validated manifest set the gateway routes with: brokers with their backend, triggers
+//! with compiled filters, resolved subscribers and fully defaulted delivery settings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ManifestWarning;
+use crate::filter::Filter;
+
+/// Retries after the first failed attempt when neither the Trigger nor its Broker sets
+/// `delivery.retry`.
+pub const DEFAULT_RETRY: u32 = 10;
+/// Backoff policy when neither the Trigger nor its Broker sets `delivery.backoffPolicy`.
+pub const DEFAULT_BACKOFF_POLICY: BackoffPolicy = BackoffPolicy::Exponential;
+/// Backoff delay when neither the Trigger nor its Broker sets `delivery.backoffDelay`
+/// (Knative's `config-br-defaults`: `PT0.2S`).
+pub const DEFAULT_BACKOFF_DELAY: Duration = Duration::from_millis(200);
+/// Per-attempt timeout when neither the Trigger nor its Broker sets `delivery.timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deliveries in flight per trigger without the `tidegate.dev/max-in-flight` annotation.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
+
+/// Everything a valid manifest set declares, sorted by (namespace, name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Brokers, sorted by (namespace, name).
+    pub brokers: Vec<BrokerConfig>,
+    /// Triggers, sorted by (namespace, name).
+    pub triggers: Vec<TriggerConfig>,
+    /// Accepted but suspicious things, such as a Trigger whose Broker is not in the set.
+    pub warnings: Vec<ManifestWarning>,
+}
+
+/// A Broker and the backend that stores its events.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerConfig {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// Where the events are stored, from the ConfigMap in `spec.config`.
+    pub backend: Backend,
+}
+
+/// Where a Broker's events are stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// tidegate's own log on local disk.
+    Embedded,
+    /// A NATS JetStream stream.
+    Nats {
+        /// Server URL(s), as the ConfigMap's `url`.
+        url: String,
+        /// Stream name; defaults to `{namespace}-{name}`.
+        stream: String,
+    },
+    /// A Kafka topic.
+    Kafka {
+        /// Comma-separated `host:port` list, as the ConfigMap's `bootstrap.servers`.
+        bootstrap_servers: String,
+        /// Topic name; defaults to `knative-broker-{namespace}-{name}`.
+        topic: String,
+        /// Partitions to create the topic with.
+        partitions: u32,
+    },
+}
+
+/// A Trigger ready to dispatch: filter compiled, subscriber resolved, delivery defaulted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TriggerConfig {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// Name of the Broker in the same namespace.
+    pub broker: String,
+    /// Whether that Broker is in the manifest set. A Trigger without its Broker is kept
+    /// (it may appear later) but receives nothing.
+    pub broker_ready: bool,
+    /// Which events to deliver.
+    pub filter: Filter,
+    /// Where to deliver them.
+    pub subscriber: Destination,
+    /// Retry, backoff, timeout and dead-letter settings.
+    pub delivery: DeliveryConfig,
+    /// From the `tidegate.dev/delivery-order` annotation.
+    pub order: DeliveryOrder,
+    /// From the `tidegate.dev/max-in-flight` annotation.
+    pub max_in_flight: usize,
+    /// Changes whenever anything above changes (including defaults inherited from the
+    /// Broker), so the gateway can tell which dispatchers to restart. Stable for a given
+    /// configuration; do not persist it across tidegate versions.
+    pub generation_key: u64,
+}
+
+/// Where deliveries go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// An absolute `http` or `https` URL.
+    Uri(String),
+    /// An addressable object (usually a Knative Service), resolved by the gateway.
+    Ref {
+        /// `ref.apiVersion`, e.g. `serving.knative.dev/v1`.
+        api_version: String,
+        /// `ref.kind`, e.g. `Service`.
+        kind: String,
+        /// `ref.namespace`, defaulting to the referring object's namespace.
+        namespace: String,
+        /// `ref.name`.
+        name: String,
+        /// The relative `uri` given next to `ref`, appended to the resolved address.
+        path: Option<String>,
+    },
+}
+
+/// Fully defaulted delivery settings: Trigger, then Broker, then the `DEFAULT_*` constants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeliveryConfig {
+    /// Retries after the first attempt.
+    pub retry: u32,
+    /// How the delay grows between retries.
+    pub backoff_policy: BackoffPolicy,
+    /// Base delay between retries.
+    pub backoff_delay: Duration,
+    /// Timeout of one delivery attempt.
+    pub timeout: Duration,
+    /// Where events go after the last failed attempt; `None` drops them (counted).
+    pub dead_letter_sink: Option<Destination>,
+    /// Upper bound for honouring `Retry-After`; `None` ignores `Retry-After`.
+    pub retry_after_max: Option<Duration>,
+}
+
+/// How the delay between retries grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffPolicy {
+    /// `backoffDelay × n` before retry n.
+    Linear,
+    /// `backoffDelay × 2^n` before retry n.
+    Exponential,
+}
+
+/// Whether a trigger delivers one event at a time per ordering key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum DeliveryOrder {
+    /// Kafka: one in flight per partition; NATS and embedded: one in flight.
+    Ordered,
+    /// Up to `max_in_flight` deliveries at once.
+    #[default]
+    Unordered,
+}
+
+impl Snapshot {
+    /// The Broker `namespace/name`, if the set has it.
+    pub fn broker(&self, namespace: &str, name: &str) -> Option<&BrokerConfig> {
+        self.brokers
+            .iter()
+            .find(|b| b.namespace == namespace && b.name == name)
+    }
+
+    /// The Triggers subscribed to Broker `namespace/name`.
+    pub fn triggers_of<'a>(
+        &'a self,
+        namespace: &'a str,
+        broker: &'a str,
+    ) -> impl Iterator<Item = &'a TriggerConfig> + 'a {
+        self.triggers
+            .iter()
+            .filter(move |t| t.namespace == namespace && t.broker == broker)
+    }
+}

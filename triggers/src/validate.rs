@@ -1,0 +1,463 @@
+//! Turning typed manifests into a [`Snapshot`]: names, references between objects, backends,
+//! filters, destinations and delivery defaults, with every problem located.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use crate::duration::parse_iso8601;
+use crate::error::{ManifestError, ManifestWarning, Origin, join_key};
+use crate::fingerprint::stable_hash;
+use crate::load::{Located, ObjectKey};
+use crate::manifest::{
+    BROKER_CLASS_ANNOTATION, Broker, ConfigMap, DEFAULT_BROKER, DELIVERY_ORDER_ANNOTATION,
+    DeliverySpec, DestinationSpec, KReference, MAX_IN_FLIGHT_ANNOTATION, Manifest, ObjectMeta,
+    Trigger,
+};
+use crate::snapshot::{
+    Backend, BackoffPolicy, BrokerConfig, DEFAULT_BACKOFF_DELAY, DEFAULT_BACKOFF_POLICY,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_RETRY, DEFAULT_TIMEOUT, DeliveryConfig, DeliveryOrder,
+    Destination, Snapshot, TriggerConfig,
+};
+
+mod backend;
+mod filters;
+mod syntax;
+
+use backend::{KAFKA_BROKER_CLASS, Target, broker_backend};
+use filters::trigger_filter;
+use syntax::{check_dns_label, check_dns_subdomain, check_http_url, check_relative_uri};
+
+/// Annotation prefix whose keys tidegate reads; unknown keys under it draw a warning.
+const TIDEGATE_ANNOTATION_PREFIX: &str = "tidegate.dev/";
+/// Trigger annotations tidegate knows (the backlog target is read by the autoscaler).
+const KNOWN_TRIGGER_ANNOTATIONS: [&str; 3] = [
+    DELIVERY_ORDER_ANNOTATION,
+    MAX_IN_FLIGHT_ANNOTATION,
+    "tidegate.dev/backlog-target",
+];
+
+/// Validates a whole manifest set. The snapshot is meaningful only when no error is returned.
+///
+/// `rejected` holds objects whose documents were already rejected, so a Broker referring to
+/// such a ConfigMap does not also report it missing.
+pub(crate) fn snapshot(
+    manifests: &[Located],
+    rejected: &HashSet<ObjectKey>,
+) -> (Snapshot, Vec<ManifestError>) {
+    let mut report = Report::default();
+    check_names(manifests, &mut report);
+
+    let mut config_maps: HashMap<(&str, &str), (&ConfigMap, &Origin)> = HashMap::new();
+    for located in manifests {
+        if let Manifest::ConfigMap(cm) = &located.manifest {
+            let key = (cm.metadata.namespace(), cm.metadata.name.as_str());
+            config_maps.entry(key).or_insert((cm, &located.origin));
+        }
+    }
+
+    let mut brokers = Vec::new();
+    let mut broker_delivery: HashMap<(&str, &str), PartialDelivery> = HashMap::new();
+    for located in manifests {
+        if let Manifest::Broker(broker) = &located.manifest {
+            let mut scope = Scope::new(&located.origin, &mut report);
+            let (config, delivery) = validate_broker(broker, &config_maps, rejected, &mut scope);
+            brokers.push(config);
+            let key = (broker.metadata.namespace(), broker.metadata.name.as_str());
+            broker_delivery.entry(key).or_insert(delivery);
+        }
+    }
+
+    let mut triggers = Vec::new();
+    for located in manifests {
+        if let Manifest::Trigger(trigger) = &located.manifest {
+            let mut scope = Scope::new(&located.origin, &mut report);
+            triggers.extend(validate_trigger(trigger, &broker_delivery, &mut scope));
+        }
+    }
+
+    brokers.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    triggers.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut seen = HashSet::new();
+    report.warnings.retain(|w| seen.insert(w.clone()));
+    let snapshot = Snapshot {
+        brokers,
+        triggers,
+        warnings: report.warnings,
+    };
+    (snapshot, report.errors)
+}
+
+/// Errors and warnings gathered while validating.
+#[derive(Debug, Default)]
+struct Report {
+    errors: Vec<ManifestError>,
+    warnings: Vec<ManifestWarning>,
+}
+
+/// The document being validated and where its problems go.
+struct Scope<'a> {
+    origin: &'a Origin,
+    report: &'a mut Report,
+}
+
+/// Delivery settings as one object sets them; unset fields fall back to the next level.
+#[derive(Debug, Clone, Default)]
+struct PartialDelivery {
+    retry: Option<u32>,
+    backoff_policy: Option<BackoffPolicy>,
+    backoff_delay: Option<Duration>,
+    timeout: Option<Duration>,
+    dead_letter_sink: Option<Destination>,
+    retry_after_max: Option<Duration>,
+}
+
+impl<'a> Scope<'a> {
+    fn new(origin: &'a Origin, report: &'a mut Report) -> Self {
+        Self { origin, report }
+    }
+
+    /// The same report, located in another document.
+    fn at<'b>(&'b mut self, origin: &'b Origin) -> Scope<'b> {
+        Scope {
+            origin,
+            report: self.report,
+        }
+    }
+
+    fn error(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.report.errors.push(self.origin.error(field, reason));
+    }
+
+    fn warn(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.report
+            .warnings
+            .push(self.origin.warning(field, reason));
+    }
+}
+
+impl PartialDelivery {
+    /// Fills unset fields from the Broker's delivery, then from the `DEFAULT_*` constants.
+    fn resolve(self, broker: Option<&PartialDelivery>) -> DeliveryConfig {
+        let fallback = broker.cloned().unwrap_or_default();
+        DeliveryConfig {
+            retry: self.retry.or(fallback.retry).unwrap_or(DEFAULT_RETRY),
+            backoff_policy: self
+                .backoff_policy
+                .or(fallback.backoff_policy)
+                .unwrap_or(DEFAULT_BACKOFF_POLICY),
+            backoff_delay: self
+                .backoff_delay
+                .or(fallback.backoff_delay)
+                .unwrap_or(DEFAULT_BACKOFF_DELAY),
+            timeout: self.timeout.or(fallback.timeout).unwrap_or(DEFAULT_TIMEOUT),
+            dead_letter_sink: self.dead_letter_sink.or(fallback.dead_letter_sink),
+            retry_after_max: self.retry_after_max.or(fallback.retry_after_max),
+        }
+    }
+}
+
+/// Checks names and namespaces, and that no object is declared twice.
+fn check_names(manifests: &[Located], report: &mut Report) {
+    let mut first: HashMap<(&str, &str, &str), &Origin> = HashMap::new();
+    for located in manifests {
+        let kind = located.manifest.kind();
+        let meta = located.manifest.metadata();
+        let mut scope = Scope::new(&located.origin, report);
+        check_metadata(
+            meta,
+            matches!(located.manifest, Manifest::ConfigMap(_)),
+            &mut scope,
+        );
+        let key = (kind, meta.namespace(), meta.name.as_str());
+        match first.get(&key) {
+            Some(origin) => scope.error(
+                "metadata.name",
+                format!(
+                    "duplicate {kind} {}/{}; first defined in {} document {}",
+                    meta.namespace(),
+                    meta.name,
+                    origin.file.display(),
+                    origin.document
+                ),
+            ),
+            None => {
+                first.insert(key, &located.origin);
+            }
+        }
+    }
+}
+
+fn check_metadata(meta: &ObjectMeta, subdomain_name: bool, scope: &mut Scope<'_>) {
+    let name_check = if subdomain_name {
+        check_dns_subdomain(&meta.name)
+    } else {
+        check_dns_label(&meta.name)
+    };
+    if let Err(why) = name_check {
+        scope.error("metadata.name", why);
+    }
+    if let Some(namespace) = &meta.namespace
+        && let Err(why) = check_dns_label(namespace)
+    {
+        scope.error("metadata.namespace", why);
+    }
+}
+
+fn validate_broker(
+    broker: &Broker,
+    config_maps: &HashMap<(&str, &str), (&ConfigMap, &Origin)>,
+    rejected: &HashSet<ObjectKey>,
+    scope: &mut Scope<'_>,
+) -> (BrokerConfig, PartialDelivery) {
+    let namespace = broker.metadata.namespace();
+    let name = &broker.metadata.name;
+    let backend = match &broker.spec.config {
+        None => Backend::Embedded,
+        Some(reference) => {
+            let class = broker.metadata.annotations.get(BROKER_CLASS_ANNOTATION);
+            let default_kafka = class.is_some_and(|c| c == KAFKA_BROKER_CLASS);
+            let target = Target {
+                namespace,
+                name,
+                default_kafka,
+            };
+            broker_backend(reference, &target, config_maps, rejected, scope)
+                .unwrap_or(Backend::Embedded)
+        }
+    };
+    let delivery = broker
+        .spec
+        .delivery
+        .as_ref()
+        .map(|d| partial_delivery(d, "spec.delivery", namespace, scope))
+        .unwrap_or_default();
+    let config = BrokerConfig {
+        namespace: namespace.to_owned(),
+        name: name.clone(),
+        backend,
+    };
+    (config, delivery)
+}
+
+fn validate_trigger(
+    trigger: &Trigger,
+    brokers: &HashMap<(&str, &str), PartialDelivery>,
+    scope: &mut Scope<'_>,
+) -> Option<TriggerConfig> {
+    let namespace = trigger.metadata.namespace();
+    let spec = &trigger.spec;
+    let broker = spec.broker.as_deref().unwrap_or(DEFAULT_BROKER);
+    if spec.broker.is_some()
+        && let Err(why) = check_dns_label(broker)
+    {
+        scope.error("spec.broker", why);
+    }
+    let broker_delivery = brokers.get(&(namespace, broker));
+    if broker_delivery.is_none() {
+        scope.warn(
+            "spec.broker",
+            format!(
+                "Broker {namespace}/{broker} is not in the manifest set; the Trigger receives \
+                 no events until it is"
+            ),
+        );
+    }
+
+    let filter = trigger_filter(spec, scope);
+    let subscriber = destination(&spec.subscriber, "spec.subscriber", namespace, scope);
+    let delivery = spec
+        .delivery
+        .as_ref()
+        .map(|d| partial_delivery(d, "spec.delivery", namespace, scope))
+        .unwrap_or_default()
+        .resolve(broker_delivery);
+    let order = delivery_order(&trigger.metadata.annotations, scope);
+    let max_in_flight = max_in_flight(&trigger.metadata.annotations, scope);
+    warn_unknown_annotations(&trigger.metadata.annotations, scope);
+
+    let mut config = TriggerConfig {
+        namespace: namespace.to_owned(),
+        name: trigger.metadata.name.clone(),
+        broker: broker.to_owned(),
+        broker_ready: broker_delivery.is_some(),
+        filter: filter?,
+        subscriber: subscriber?,
+        delivery,
+        order: order?,
+        max_in_flight: max_in_flight?,
+        generation_key: 0,
+    };
+    config.generation_key = stable_hash(&config);
+    Some(config)
+}
+
+/// A `ref`, a `uri`, or a `ref` with a relative `uri`.
+fn destination(
+    spec: &DestinationSpec,
+    field: &str,
+    namespace: &str,
+    scope: &mut Scope<'_>,
+) -> Option<Destination> {
+    let uri_field = join_key(field, "uri");
+    match (&spec.reference, &spec.uri) {
+        (None, None) => {
+            scope.error(field, "set ref, uri, or ref with a relative uri");
+            None
+        }
+        (None, Some(uri)) => match check_http_url(uri) {
+            Ok(()) => Some(Destination::Uri(uri.clone())),
+            Err(why) => {
+                scope.error(uri_field, why);
+                None
+            }
+        },
+        (Some(reference), uri) => {
+            let path = match uri {
+                None => Some(None),
+                Some(path) => match check_relative_uri(path) {
+                    Ok(()) => Some(Some(path.clone())),
+                    Err(why) => {
+                        scope.error(uri_field, why);
+                        None
+                    }
+                },
+            };
+            let checked = check_reference(reference, &join_key(field, "ref"), scope);
+            let path = path?;
+            checked?;
+            Some(Destination::Ref {
+                api_version: reference.api_version.clone(),
+                kind: reference.kind.clone(),
+                namespace: reference
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| namespace.to_owned()),
+                name: reference.name.clone(),
+                path,
+            })
+        }
+    }
+}
+
+fn check_reference(reference: &KReference, field: &str, scope: &mut Scope<'_>) -> Option<()> {
+    let mut ok = true;
+    for (key, value) in [
+        ("apiVersion", &reference.api_version),
+        ("kind", &reference.kind),
+    ] {
+        if value.trim().is_empty() {
+            scope.error(join_key(field, key), "must not be empty");
+            ok = false;
+        }
+    }
+    if let Err(why) = check_dns_subdomain(&reference.name) {
+        scope.error(join_key(field, "name"), why);
+        ok = false;
+    }
+    if let Some(namespace) = &reference.namespace
+        && let Err(why) = check_dns_label(namespace)
+    {
+        scope.error(join_key(field, "namespace"), why);
+        ok = false;
+    }
+    ok.then_some(())
+}
+
+fn partial_delivery(
+    spec: &DeliverySpec,
+    field: &str,
+    namespace: &str,
+    scope: &mut Scope<'_>,
+) -> PartialDelivery {
+    let retry = spec.retry.and_then(|retry| match u32::try_from(retry) {
+        Ok(retry) => Some(retry),
+        Err(_) => {
+            scope.error(
+                join_key(field, "retry"),
+                format!("must be 0 or more, found {retry}"),
+            );
+            None
+        }
+    });
+    let mut duration = |key: &str, value: &Option<String>, positive: bool| {
+        let value = value.as_deref()?;
+        match parse_iso8601(value) {
+            Ok(d) if positive && d.is_zero() => {
+                scope.error(join_key(field, key), "must be greater than zero");
+                None
+            }
+            Ok(d) => Some(d),
+            Err(why) => {
+                scope.error(join_key(field, key), why);
+                None
+            }
+        }
+    };
+    let backoff_delay = duration("backoffDelay", &spec.backoff_delay, false);
+    let timeout = duration("timeout", &spec.timeout, true);
+    let retry_after_max = duration("retryAfterMax", &spec.retry_after_max, false);
+    let dead_letter_sink = spec
+        .dead_letter_sink
+        .as_ref()
+        .and_then(|sink| destination(sink, &join_key(field, "deadLetterSink"), namespace, scope));
+    PartialDelivery {
+        retry,
+        backoff_policy: spec.backoff_policy,
+        backoff_delay,
+        timeout,
+        dead_letter_sink,
+        retry_after_max,
+    }
+}
+
+fn delivery_order(
+    annotations: &BTreeMap<String, String>,
+    scope: &mut Scope<'_>,
+) -> Option<DeliveryOrder> {
+    match annotations
+        .get(DELIVERY_ORDER_ANNOTATION)
+        .map(String::as_str)
+    {
+        None | Some("unordered") => Some(DeliveryOrder::Unordered),
+        Some("ordered") => Some(DeliveryOrder::Ordered),
+        Some(other) => {
+            scope.error(
+                join_key("metadata.annotations", DELIVERY_ORDER_ANNOTATION),
+                format!("expected ordered or unordered, found {other:?}"),
+            );
+            None
+        }
+    }
+}
+
+fn max_in_flight(annotations: &BTreeMap<String, String>, scope: &mut Scope<'_>) -> Option<usize> {
+    let Some(value) = annotations.get(MAX_IN_FLIGHT_ANNOTATION) else {
+        return Some(DEFAULT_MAX_IN_FLIGHT);
+    };
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            scope.error(
+                join_key("metadata.annotations", MAX_IN_FLIGHT_ANNOTATION),
+                format!("must be a positive integer, found {value:?}"),
+            );
+            None
+        }
+    }
+}
+
+fn warn_unknown_annotations(annotations: &BTreeMap<String, String>, scope: &mut Scope<'_>) {
+    for key in annotations.keys() {
+        if key.starts_with(TIDEGATE_ANNOTATION_PREFIX)
+            && !KNOWN_TRIGGER_ANNOTATIONS.contains(&key.as_str())
+        {
+            scope.warn(
+                join_key("metadata.annotations", key),
+                format!(
+                    "unknown tidegate annotation, ignored; known: {}",
+                    KNOWN_TRIGGER_ANNOTATIONS.join(", ")
+                ),
+            );
+        }
+    }
+}
