@@ -516,8 +516,7 @@ pub(crate) fn is_json_media_type(content_type: &str) -> bool {
     let Some((_, subtype)) = essence.split_once('/') else {
         return false;
     };
-    subtype.eq_ignore_ascii_case("json")
-        || (subtype.len() > 5
-            && subtype.is_char_boundary(subtype.len() - 5)
-            && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
+    let subtype = subtype.as_bytes();
+    subtype.eq_ignore_ascii_case(b"json")
+        || (subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }

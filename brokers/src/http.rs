@@ -1,8 +1,8 @@
 //! The CloudEvents HTTP protocol binding: binary, structured and batched content modes.
 //!
 //! [`decode_request`] picks the mode from `Content-Type` and returns validated events; the
-//! `encode_*` functions produce requests for delivery. The JSON event format itself lives in
-//! [`json`](self::to_json_value).
+//! `encode_*` functions produce requests for delivery. The JSON event format is also available
+//! on its own through [`to_json_value`] and [`from_json_value`].
 
 mod json;
 #[cfg(test)]
@@ -135,6 +135,12 @@ fn decode_binary(
         };
         if attribute == "specversion" {
             continue;
+        }
+        if attribute.is_empty() {
+            return Err(EventError::invalid(
+                name.as_str(),
+                "header has no attribute name after the ce- prefix",
+            ));
         }
         if attribute == "datacontenttype" {
             return Err(EventError::invalid(

@@ -98,11 +98,30 @@ async fn rejections_name_the_field_and_status() {
 #[tokio::test]
 async fn full_storage_answers_503_and_stores_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let gw = gateway(tmp.path(), &["--storage-max-bytes", "2000"]).await;
+    // A trigger whose subscriber never answers keeps everything retained; events matching no
+    // trigger would not be stored at all (Knative's behaviour).
+    let (hang, _task) = hanging_server().await;
+    let dir = manifests(
+        tmp.path(),
+        &[("b.yaml", BROKER), ("t.yaml", &trigger("slow", &hang, ""))],
+    );
+    let gw = Gateway::start(
+        &dir,
+        &tmp.path().join("data"),
+        &["--storage-max-bytes", "3000"],
+    )
+    .await;
     let client = reqwest::Client::new();
     let url = gw.broker_url("default", "default");
-    // No trigger: nothing consumes, so the quota fills. Without a subscription events are
-    // reclaimed, so add load faster than reclaim by sending a batch over the quota at once.
+    // A few events fit; a batch over the quota is refused whole.
+    for i in 0..3 {
+        assert_eq!(
+            publish(&client, &url, &format!("ok-{i}"), "t", &[])
+                .await
+                .status(),
+            202
+        );
+    }
     let batch: Vec<serde_json::Value> = (0..50)
         .map(|i| {
             serde_json::json!({"specversion":"1.0","id":format!("{i}"),"source":"s","type":"t","data":{"pad":"x".repeat(100)}})
@@ -117,6 +136,11 @@ async fn full_storage_answers_503_and_stores_nothing() {
         .expect("post");
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
+    let t = gw.trigger("slow").await;
+    assert_eq!(
+        t["pending"], 3,
+        "nothing of the refused batch was stored: {t}"
+    );
 }
 
 #[tokio::test]

@@ -254,8 +254,15 @@ async fn removed_subscription_ends_and_restarts_at_head() {
     let broker = store.broker("ns", "b");
     let mut sub = broker.subscribe("t").await.expect("subscribe");
     broker.append(events(0..2)).await.expect("append");
+    let _ = take(&mut sub, 2).await;
+    let waiting = tokio::spawn(async move { sub.next().await.is_none() });
+    tokio::time::sleep(Duration::from_millis(20)).await;
     broker.remove_subscription("t").await.expect("remove");
-    assert!(sub.next().await.is_none());
+    let ended = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+    assert!(
+        matches!(ended, Ok(Ok(true))),
+        "a waiting handle ends on removal"
+    );
     let mut sub = broker.subscribe("t").await.expect("subscribe again");
     broker.append(events(2..3)).await.expect("append");
     assert_eq!(next(&mut sub).await.offset, 2);
@@ -354,4 +361,40 @@ async fn invalid_events_are_refused() {
         .append(Vec::new())
         .await
         .expect("empty append is a no-op");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn measure_group_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let broker = store.broker("ns", "b");
+    let _sub = broker.subscribe("t").await.expect("subscribe");
+    let start = tokio::time::Instant::now();
+    for i in 0..300 {
+        broker.append(vec![event(i)]).await.expect("append");
+    }
+    let c = store.commits();
+    println!(
+        "sequential: 300 appends, {c} commits, {:?} per append",
+        start.elapsed() / 300
+    );
+    for concurrency in [10usize, 100, 1000] {
+        let before = store.commits();
+        let start = tokio::time::Instant::now();
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|i| {
+                let broker = broker.clone();
+                tokio::spawn(async move { broker.append(vec![event(i)]).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect("append");
+        }
+        println!(
+            "concurrent {concurrency}: {} commits, {:?} total",
+            store.commits() - before,
+            start.elapsed()
+        );
+    }
 }

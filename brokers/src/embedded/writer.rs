@@ -397,7 +397,14 @@ impl Writer {
                     .collect();
             }
             t.broker.retained.store(t.count, Ordering::Relaxed);
-            t.broker.head.send_replace(t.head);
+            // Subscriptions wake when there is something new to read, or when one of them was
+            // removed (its handle then ends).
+            let (head, removed) = (t.head, !t.removed.is_empty());
+            t.broker.head.send_if_modified(|current| {
+                let moved = *current != head;
+                *current = head;
+                moved || removed
+            });
             if t.more_to_reclaim {
                 self.reclaim_backlog.push(t.broker);
             }

@@ -309,6 +309,31 @@ fn encoding_structured_data() {
 }
 
 #[test]
+fn hostile_json_is_an_error_not_a_crash() {
+    let deep = format!(
+        r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let ct = headers(&[("content-type", MODE_STRUCTURED)]);
+    // Valid JSON, however deep, is opaque data: it is stored and re-encoded without recursion.
+    let decoded = decode_request(&ct, Bytes::from(deep));
+    let event = decoded.as_ref().map(|events| &events[0]);
+    assert!(event.is_ok_and(|e| e.data().is_some_and(|d| d.len() == 200_000)));
+    if let Ok(event) = event {
+        assert!(encode_structured(event).len() > 200_000);
+        // Too deep for serde_json::Value: the bytes are kept as data_base64.
+        assert!(to_json_value(event).get("data_base64").is_some());
+    }
+    let spaced = "{ \"specversion\" : \"1.0\" , \"id\" : \"1\", \"source\":\"/s\",\n \
+                  \"type\":\"t\", \"data\" :  null , \"datacontenttype\": \"text/plain\" }";
+    let event = one(decode_request(&ct, Bytes::from_static(spaced.as_bytes())));
+    assert_eq!(event.data(), None);
+    let not_utf8 = decode_request(&ct, Bytes::from_static(b"{\"id\": \"\xff\"}"));
+    assert_eq!(error(not_utf8).field, "body");
+}
+
+#[test]
 fn batches() {
     let batch = |body: serde_json::Value| {
         decode_request(
