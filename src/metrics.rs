@@ -3,25 +3,24 @@
 //! Label values come from bounded enums or from configured names (namespace, broker, trigger),
 //! never from error strings or event contents.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Outcome of one ingress request.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum IngestOutcome {
     Accepted,
     Invalid,
-    UnknownBroker,
     TooLarge,
     UnsupportedMediaType,
     Unavailable,
 }
 
 /// Outcome of one delivery attempt.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum AttemptOutcome {
     Success,
     Retryable,
@@ -31,7 +30,7 @@ pub enum AttemptOutcome {
 }
 
 /// Why an event left a trigger without reaching its subscriber.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum DropReason {
     /// Retries exhausted and no dead-letter sink configured, or the sink failed too.
     RetriesExhausted,
@@ -39,6 +38,44 @@ pub enum DropReason {
     TtlExpired,
     /// A reply that could not be stored.
     ReplyNotStored,
+}
+
+/// Label values in Prometheus' snake_case.
+macro_rules! label_values {
+    ($($ty:ident { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),+ }
+            }
+        }
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    )+};
+}
+
+label_values! {
+    IngestOutcome {
+        Accepted => "accepted",
+        Invalid => "invalid",
+        TooLarge => "too_large",
+        UnsupportedMediaType => "unsupported_media_type",
+        Unavailable => "unavailable",
+    }
+    AttemptOutcome {
+        Success => "success",
+        Retryable => "retryable",
+        Rejected => "rejected",
+        Timeout => "timeout",
+        NetworkError => "network_error",
+    }
+    DropReason {
+        RetriesExhausted => "retries_exhausted",
+        TtlExpired => "ttl_expired",
+        ReplyNotStored => "reply_not_stored",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +116,8 @@ pub struct Metrics {
     registry: Registry,
     /// Ingress requests by outcome.
     pub ingest_requests: Family<IngestLabels, Counter>,
+    /// Requests for a broker that does not exist (no labels: the path is publisher input).
+    pub ingest_unknown_broker: Counter,
     /// Events durably stored through ingress (a batch counts each event).
     pub ingest_events: Family<BrokerLabels, Counter>,
     /// Time from request arrival to the durable-store answer, seconds.
@@ -112,6 +151,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tidegate");
         let ingest_requests = Family::default();
+        let ingest_unknown_broker = Counter::default();
         let ingest_events = Family::default();
         let ingest_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let delivery_attempts = Family::default();
@@ -127,6 +167,11 @@ impl Metrics {
             "ingest_requests",
             "Ingress requests by outcome",
             ingest_requests.clone(),
+        );
+        registry.register(
+            "ingest_unknown_broker",
+            "Requests for a broker that does not exist",
+            ingest_unknown_broker.clone(),
         );
         registry.register(
             "ingest_events",
@@ -186,6 +231,7 @@ impl Metrics {
         Self {
             registry,
             ingest_requests,
+            ingest_unknown_broker,
             ingest_events,
             ingest_latency,
             delivery_attempts,

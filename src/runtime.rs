@@ -112,6 +112,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let ingress = events::router(events::IngressState {
         topology: Arc::clone(&topology),
         max_body_bytes: config.max_body_bytes,
+        unknown_broker: metrics.ingest_unknown_broker.clone(),
     });
     let ingress_task = tokio::spawn({
         let stop = stop_ingress.clone();
@@ -168,7 +169,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             "Deliveries still running after the drain timeout; they will be redelivered."
         );
     }
-    store.close();
+    // Flushes the last cursor updates; joins the writer thread, so off the async workers.
+    let _ = tokio::task::spawn_blocking(move || store.close()).await;
     stop_admin.cancel();
     let _ = admin_task.await;
     tracing::info!("tidegate stopped.");

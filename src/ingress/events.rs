@@ -37,6 +37,8 @@ const TRACING_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 pub struct IngressState {
     pub topology: SharedTopology,
     pub max_body_bytes: usize,
+    /// Requests naming a broker that does not exist.
+    pub unknown_broker: prometheus_client::metrics::counter::Counter,
 }
 
 /// Every way an ingress request fails, mapped to a response in one place.
@@ -125,6 +127,7 @@ async fn publish(
     let started = Instant::now();
     let topology = state.topology.load();
     let Some(entry) = topology.get(&namespace, &name) else {
+        state.unknown_broker.inc();
         return Err(IngressError::UnknownBroker { namespace, name });
     };
     let counters = &entry.counters;

@@ -35,6 +35,7 @@ fn fixture() -> Fixture {
     let router = router(IngressState {
         topology: Arc::new(ArcSwap::from_pointee(Topology::new([entry]))),
         max_body_bytes: 64 * 1024,
+        unknown_broker: metrics.ingest_unknown_broker.clone(),
     });
     Fixture {
         _dir: dir,

@@ -329,3 +329,67 @@ async fn non_cloudevent_200_body_is_a_failed_delivery() {
     let dead = dls.wait_for(1).await;
     assert_eq!(dead[0].header("ce-knativeerrorcode"), Some("200"));
 }
+
+#[tokio::test]
+async fn send_and_status_commands_work_against_a_running_gateway() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sub = Subscriber::accepting().await;
+    let dir = manifests(
+        tmp.path(),
+        &[
+            ("b.yaml", BROKER),
+            ("t.yaml", &trigger("cli", &sub.url, "")),
+        ],
+    );
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let url = gw.broker_url("default", "default");
+    for structured in [false, true] {
+        let mut cmd = tokio::process::Command::new(bin());
+        cmd.args([
+            "send",
+            "--url",
+            &url,
+            "--type",
+            "dev.cli",
+            "--data",
+            r#"{"n":1}"#,
+        ]);
+        cmd.args(["--extension", "color=blue"]);
+        if structured {
+            cmd.arg("--structured");
+        }
+        let out = cmd.output().await.expect("run send");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.starts_with("202"), "{stdout}");
+    }
+    let got = sub.wait_for(2).await;
+    for r in &got {
+        assert_eq!(r.header("ce-type"), Some("dev.cli"));
+        assert_eq!(r.header("ce-color"), Some("blue"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(&r.body[..], br#"{"n":1}"#);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while gw.trigger("cli").await["delivered"] != 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = tokio::process::Command::new(bin())
+        .args(["status", "--admin", &gw.admin])
+        .output()
+        .await
+        .expect("run status");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let row = stdout
+        .lines()
+        .find(|l| l.contains(" cli "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        columns[..5],
+        ["default", "cli", "default", "true", "2"],
+        "{row}"
+    );
+}

@@ -172,7 +172,7 @@ async fn admin_endpoints_answer() {
         .await
         .expect("text");
     assert!(
-        text.contains("tidegate_ingest_requests_total{namespace=\"default\",broker=\"default\",outcome=\"Accepted\"} 1"),
+        text.contains("tidegate_ingest_requests_total{namespace=\"default\",broker=\"default\",outcome=\"accepted\"} 1"),
         "{text}"
     );
     let brokers: Vec<serde_json::Value> = client
