@@ -6,5 +6,6 @@ pub mod commands;
 pub mod dispatch;
 pub mod ingress;
 pub mod metrics;
+pub mod revision;
 pub mod runtime;
 pub mod sample_service;

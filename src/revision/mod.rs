@@ -1,0 +1,3 @@
+//! Revisions: routes and traffic split, exact in-flight accounting, precise dispatch.
+
+pub mod queue;
