@@ -1,3 +1,279 @@
-//! Revisions: routes and traffic split, exact in-flight accounting, precise dispatch.
+//! Revisions: exact in-flight accounting and precise dispatch per revision, routes and traffic
+//! split across revisions.
+//!
+//! Every request or delivery for a revision holds either a queue ticket (queued in the gateway)
+//! or a [`SlotGuard`] (in flight on one pod). Both are released on drop — when the response body
+//! ends, the client goes away, or the wait times out — so the counts are exact at every instant.
 
 pub mod queue;
+pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use queue::{DispatchQueue, PodId, PodSlots, Slot, Ticket};
+
+/// Requests that may wait per revision unless `tidegate.dev/queue-depth` says otherwise.
+pub const DEFAULT_QUEUE_DEPTH: usize = 10_000;
+
+/// Why a request got no slot.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DispatchError {
+    #[error("revision {0} has {1} requests queued already")]
+    QueueFull(String, usize),
+    #[error("no pod of revision {0} had a free slot within the request timeout")]
+    Timeout(String),
+}
+
+/// One immutable revision of a Knative Service as the data path sees it.
+pub struct Revision {
+    pub namespace: String,
+    pub service: String,
+    pub name: String,
+    /// Autoscaler class shown by the admin API.
+    pub class: &'static str,
+    pub container_concurrency: u32,
+    /// `timeoutSeconds`: the longest a request may take, queueing included.
+    pub timeout: Duration,
+    dispatch: Mutex<DispatchQueue<oneshot::Sender<Slot>>>,
+    /// Fires on every change of demand (arrival, queueing, completion) and of pods.
+    pub changed: Arc<Notify>,
+    desired: AtomicU32,
+    /// Set once a pod of this revision was ready (Knative's revision Ready condition).
+    ever_ready: AtomicBool,
+}
+
+/// Counts of a revision at one instant.
+#[derive(Clone, Debug)]
+pub struct RevisionCounts {
+    pub in_flight: u64,
+    pub queued: u64,
+    pub ready_pods: u32,
+    pub pods: Vec<PodSlots>,
+}
+
+impl Revision {
+    pub fn new(
+        namespace: &str,
+        service: &str,
+        name: &str,
+        class: &'static str,
+        container_concurrency: u32,
+        timeout: Duration,
+        queue_depth: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            namespace: namespace.to_owned(),
+            service: service.to_owned(),
+            name: name.to_owned(),
+            class,
+            container_concurrency,
+            timeout,
+            dispatch: Mutex::new(DispatchQueue::new(container_concurrency, queue_depth)),
+            changed: Arc::new(Notify::new()),
+            desired: AtomicU32::new(0),
+            ever_ready: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DispatchQueue<oneshot::Sender<Slot>>> {
+        // The queue's invariants hold between calls; a panic elsewhere cannot break them.
+        self.dispatch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for a slot on a pod, at most until `deadline`. A revision at zero is woken at once
+    /// through [`Revision::changed`]; the request waits in FIFO order until a pod is ready.
+    pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<SlotGuard, DispatchError> {
+        let (tx, rx) = oneshot::channel();
+        let ticket = {
+            let mut q = self.lock();
+            if let Some(slot) = q.try_acquire() {
+                drop(q);
+                self.changed.notify_one();
+                return Ok(SlotGuard {
+                    revision: Arc::clone(self),
+                    slot,
+                });
+            }
+            match q.enqueue(tx) {
+                Ok(ticket) => ticket,
+                Err(_) => {
+                    return Err(DispatchError::QueueFull(self.name.clone(), q.queued()));
+                }
+            }
+        };
+        self.changed.notify_one();
+        let mut waiter = Waiter {
+            revision: self,
+            ticket,
+            rx: Some(rx),
+        };
+        let result = match waiter.rx.as_mut() {
+            Some(rx) => tokio::time::timeout_at(deadline, rx).await,
+            None => return Err(DispatchError::Timeout(self.name.clone())),
+        };
+        match result {
+            Ok(Ok(slot)) => {
+                waiter.rx = None;
+                Ok(SlotGuard {
+                    revision: Arc::clone(self),
+                    slot,
+                })
+            }
+            // The sender is only dropped by a cancel, which is ours; treat like a timeout.
+            Ok(Err(_)) | Err(_) => match waiter.leave() {
+                Some(slot) => Ok(SlotGuard {
+                    revision: Arc::clone(self),
+                    slot,
+                }),
+                None => Err(DispatchError::Timeout(self.name.clone())),
+            },
+        }
+    }
+
+    /// Frees a slot and passes it to the longest waiter still there.
+    fn release(&self, pod: PodId) {
+        {
+            let mut q = self.lock();
+            let mut next = q.release(pod);
+            while let Some((waiter, slot)) = next {
+                match waiter.send(slot) {
+                    Ok(()) => break,
+                    Err(slot) => next = q.release(slot.pod),
+                }
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    fn hand_over_all(
+        q: &mut DispatchQueue<oneshot::Sender<Slot>>,
+        handed: Vec<(oneshot::Sender<Slot>, Slot)>,
+    ) {
+        for (waiter, slot) in handed {
+            if let Err(slot) = waiter.send(slot) {
+                let mut next = q.release(slot.pod);
+                while let Some((w, s)) = next {
+                    match w.send(s) {
+                        Ok(()) => break,
+                        Err(s) => next = q.release(s.pod),
+                    }
+                }
+            }
+        }
+    }
+
+    /// A pod is ready: it takes queued requests at once.
+    pub fn pod_ready(&self, id: PodId, address: SocketAddr) {
+        {
+            let mut q = self.lock();
+            let handed = q.add_pod(id, address);
+            Self::hand_over_all(&mut q, handed);
+        }
+        self.ever_ready.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// A pod stops taking new work (scale down).
+    pub fn pod_draining(&self, id: PodId) {
+        self.lock().drain_pod(id);
+        self.changed.notify_one();
+    }
+
+    /// A pod is gone. Its requests still running release their slots into nothing.
+    pub fn pod_gone(&self, id: PodId) {
+        self.lock().remove_pod(id);
+        self.changed.notify_one();
+    }
+
+    /// Requests from this gateway running on a pod.
+    pub fn pod_in_flight(&self, id: PodId) -> u32 {
+        self.lock().pod(id).map_or(0, |p| p.in_flight)
+    }
+
+    pub fn counts(&self) -> RevisionCounts {
+        let q = self.lock();
+        RevisionCounts {
+            in_flight: q.in_flight(),
+            queued: q.queued() as u64,
+            ready_pods: u32::try_from(q.ready_pods()).unwrap_or(u32::MAX),
+            pods: q.pods().to_vec(),
+        }
+    }
+
+    pub fn desired(&self) -> u32 {
+        self.desired.load(Ordering::Relaxed)
+    }
+
+    pub fn set_desired(&self, desired: u32) {
+        self.desired.store(desired, Ordering::Relaxed);
+    }
+
+    /// True once any pod of the revision was ready.
+    pub fn ever_ready(&self) -> bool {
+        self.ever_ready.load(Ordering::Acquire)
+    }
+}
+
+/// A queued request; leaving the queue (timeout, client gone) is exact, even mid-hand-over.
+struct Waiter<'a> {
+    revision: &'a Arc<Revision>,
+    ticket: Ticket,
+    rx: Option<oneshot::Receiver<Slot>>,
+}
+
+impl Waiter<'_> {
+    /// Leaves the queue; returns a slot handed over in the meantime.
+    fn leave(&mut self) -> Option<Slot> {
+        let mut rx = self.rx.take()?;
+        let cancelled = self.revision.lock().cancel(self.ticket).is_some();
+        if cancelled {
+            self.revision.changed.notify_one();
+            return None;
+        }
+        rx.try_recv().ok()
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.leave() {
+            self.revision.release(slot.pod);
+        }
+    }
+}
+
+/// A request in flight on a pod; the slot is released when this drops.
+pub struct SlotGuard {
+    revision: Arc<Revision>,
+    slot: Slot,
+}
+
+impl SlotGuard {
+    pub fn address(&self) -> SocketAddr {
+        self.slot.address
+    }
+
+    pub fn pod(&self) -> PodId {
+        self.slot.pod
+    }
+
+    pub fn revision(&self) -> &Arc<Revision> {
+        &self.revision
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.revision.release(self.slot.pod);
+    }
+}
+
+#[cfg(test)]
+#[path = "revision_tests.rs"]
+mod tests;

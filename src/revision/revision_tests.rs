@@ -1,0 +1,142 @@
+//! Exact accounting and dispatch of one revision, on paused time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn revision(cc: u32, depth: usize) -> Arc<Revision> {
+    Revision::new(
+        "default",
+        "svc",
+        "svc-00001",
+        "precise",
+        cc,
+        Duration::from_secs(10),
+        depth,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn cold_requests_wait_for_the_first_pod_and_count_as_queued() {
+    let rev = revision(1, 100);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let rev = Arc::clone(&rev);
+            tokio::spawn(async move { rev.acquire(deadline).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let counts = rev.counts();
+    assert_eq!((counts.in_flight, counts.queued), (0, 3));
+    rev.pod_ready(1, addr(1));
+    rev.pod_ready(2, addr(2));
+    let counts = rev.counts();
+    assert_eq!((counts.in_flight, counts.queued), (2, 1));
+    let mut guards = Vec::new();
+    for w in waiting.into_iter().take(2) {
+        guards.push(w.await.expect("join").expect("slot"));
+    }
+    drop(guards.pop());
+    let counts = rev.counts();
+    assert_eq!(
+        (counts.in_flight, counts.queued),
+        (2, 0),
+        "the freed slot went to the waiter"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_and_gone_clients_leave_the_queue_exactly() {
+    let rev = revision(1, 100);
+    let short = Instant::now() + Duration::from_millis(100);
+    let result = rev.acquire(short).await;
+    assert_eq!(
+        result.err(),
+        Some(DispatchError::Timeout("svc-00001".into()))
+    );
+    assert_eq!(rev.counts().queued, 0);
+
+    let far = Instant::now() + Duration::from_secs(60);
+    let task = {
+        let rev = Arc::clone(&rev);
+        tokio::spawn(async move { rev.acquire(far).await })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(rev.counts().queued, 1);
+    task.abort();
+    let _ = task.await;
+    assert_eq!(rev.counts().queued, 0, "an abandoned wait is not counted");
+    rev.pod_ready(1, addr(1));
+    assert_eq!(
+        rev.counts().in_flight,
+        0,
+        "nobody took the slot for a gone client"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_queue_is_refused() {
+    let rev = revision(1, 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = {
+        let rev = Arc::clone(&rev);
+        tokio::spawn(async move { rev.acquire(deadline).await.map(|_| ()) })
+    };
+    tokio::task::yield_now().await;
+    assert!(matches!(
+        rev.acquire(deadline).await,
+        Err(DispatchError::QueueFull(..))
+    ));
+    first.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_concurrent_requests_never_exceed_container_concurrency() {
+    let rev = revision(2, 1000);
+    rev.pod_ready(1, addr(1));
+    rev.pod_ready(2, addr(2));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let max_seen = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let rev = Arc::clone(&rev);
+            let max_seen = Arc::clone(&max_seen);
+            tokio::spawn(async move {
+                let guard = rev.acquire(deadline).await.expect("slot");
+                let on_pod = rev.pod_in_flight(guard.pod());
+                max_seen.fetch_max(on_pod, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1 + i % 7)).await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("join");
+    }
+    assert_eq!(max_seen.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let counts = rev.counts();
+    assert_eq!((counts.in_flight, counts.queued), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gone_pod_frees_nothing_twice() {
+    let rev = revision(1, 10);
+    rev.pod_ready(1, addr(1));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let guard = rev.acquire(deadline).await.expect("slot");
+    rev.pod_gone(1);
+    assert_eq!(rev.counts().in_flight, 0);
+    drop(guard);
+    assert_eq!(rev.counts().in_flight, 0);
+    rev.pod_ready(2, addr(2));
+    let g = rev.acquire(deadline).await.expect("slot");
+    assert_eq!(g.pod(), 2);
+}
