@@ -1,7 +1,12 @@
-//! ISO-8601 durations, the format Knative uses for `backoffDelay`, `timeout` and
+//! The two duration syntaxes of Knative manifests.
+//!
+//! [`parse_iso8601`]: ISO-8601, as eventing writes `backoffDelay`, `timeout` and
 //! `retryAfterMax` (`PT0.2S`, `PT1M30S`, `P1D`).
 //!
-//! Supported: `PnW`, `PnD`, and a time part `TnHnMnS`, combinable as `PnWnDTnHnMnS` in that
+//! [`parse_go_duration`]: Go's `time.ParseDuration` syntax, as serving writes the autoscaling
+//! annotations (`60s`, `1m30s`, `500ms`).
+//!
+//! ISO-8601 support: `PnW`, `PnD`, and a time part `TnHnMnS`, combinable as `PnWnDTnHnMnS` in that
 //! order. The last component may carry a fraction (`PT0.2S`, `PT1.5M`, `P0.5D`; `.` or `,`).
 //! Years and months are rejected because their length depends on the calendar; negative
 //! durations are rejected.
@@ -21,6 +26,86 @@ const MAX_FRACTION_DIGITS: usize = 18;
 /// The error is a sentence naming the input and what is wrong with it.
 pub fn parse_iso8601(s: &str) -> Result<Duration, String> {
     parse(s).map_err(|why| format!("invalid ISO-8601 duration {s:?}: {why}"))
+}
+
+/// Parses a Go duration such as `60s`, `1m30s`, `500ms`, `1.5h` or `0`, as Go's
+/// `time.ParseDuration` does: a sequence of decimal numbers (fraction allowed) each followed
+/// by a unit `ns`, `us` (or `µs`), `ms`, `s`, `m` or `h`; an optional leading `+`; `0` alone
+/// needs no unit. Negative durations are rejected.
+///
+/// The error is a sentence naming the input and what is wrong with it.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    parse_go(s).map_err(|why| format!("invalid duration {s:?}: {why}"))
+}
+
+fn parse_go(s: &str) -> Result<Duration, String> {
+    if s.starts_with('-') {
+        return Err("negative durations are not allowed".to_owned());
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err("it is empty; write a number and a unit, e.g. `60s`".to_owned());
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let integer_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let integer = &rest[..integer_end];
+        let mut after = &rest[integer_end..];
+        let mut fraction = "";
+        let mut has_point = false;
+        if let Some(tail) = after.strip_prefix('.') {
+            has_point = true;
+            let fraction_end = tail
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(tail.len());
+            fraction = &tail[..fraction_end];
+            after = &tail[fraction_end..];
+        }
+        if integer.is_empty() && fraction.is_empty() {
+            let what = if has_point { "a lone `.`" } else { "a unit" };
+            return Err(format!(
+                "expected a number before {rest:?}, found {what}; e.g. `60s`"
+            ));
+        }
+        let unit_end = after
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let unit = &after[..unit_end];
+        let nanos_per_unit = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => NANOS_PER_SECOND,
+            "m" => NANOS_PER_MINUTE,
+            "h" => NANOS_PER_HOUR,
+            "" => {
+                return Err(format!(
+                    "the number {:?} has no unit; use ns, us, ms, s, m or h, e.g. `60s`",
+                    &rest[..rest.len() - after.len()]
+                ));
+            }
+            other => {
+                return Err(format!("unknown unit {other:?}; use ns, us, ms, s, m or h"));
+            }
+        };
+        let component = Component {
+            integer: if integer.is_empty() { "0" } else { integer },
+            fraction,
+            designator: 's',
+        };
+        total = total
+            .checked_add(value_nanos(&component, nanos_per_unit)?)
+            .ok_or_else(too_large)?;
+        rest = &after[unit_end..];
+    }
+    let seconds = u64::try_from(total / NANOS_PER_SECOND).map_err(|_| too_large())?;
+    let nanos = u32::try_from(total % NANOS_PER_SECOND).map_err(|_| too_large())?;
+    Ok(Duration::new(seconds, nanos))
 }
 
 /// One `<number><designator>` component.
@@ -215,5 +300,54 @@ mod tests {
         assert!(err("PT1.S").contains("followed by digits"));
         assert!(err("PT1.5M3S").contains("last component"));
         assert!(err("P99999999999999999999999999999999W").contains("too large"));
+    }
+
+    fn go(s: &str) -> Result<Duration, String> {
+        parse_go_duration(s)
+    }
+
+    #[test]
+    fn parses_go_durations() {
+        let ms = Duration::from_millis;
+        for (input, expected) in [
+            ("60s", Duration::from_secs(60)),
+            ("1m30s", Duration::from_secs(90)),
+            ("500ms", ms(500)),
+            ("1.5h", Duration::from_secs(5_400)),
+            ("1h2m3s4ms", ms(3_723_004)),
+            ("1s1m", Duration::from_secs(61)),
+            (".5s", ms(500)),
+            ("1.s", Duration::from_secs(1)),
+            ("+6s", Duration::from_secs(6)),
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("10us", Duration::from_micros(10)),
+            ("10\u{b5}s", Duration::from_micros(10)),
+            ("10\u{3bc}s", Duration::from_micros(10)),
+            ("7ns", Duration::from_nanos(7)),
+            ("0.000000001s", Duration::from_nanos(1)),
+        ] {
+            assert_eq!(go(input), Ok(expected), "{input}");
+        }
+    }
+
+    #[test]
+    fn rejects_go_durations_with_reasons() {
+        for (input, why) in [
+            ("", "empty"),
+            ("-1s", "negative"),
+            ("60", "no unit"),
+            ("1m30", "\"30\" has no unit"),
+            ("s", "expected a number"),
+            (".s", "lone `.`"),
+            ("1d", "unknown unit \"d\""),
+            ("1 s", "unknown unit \" s\""),
+            ("PT1S", "expected a number"),
+            ("99999999999999999999999h", "too large"),
+        ] {
+            let error = go(input).err().unwrap_or_default();
+            assert!(error.contains(why), "{input}: {error}");
+            assert!(error.starts_with("invalid duration"), "{input}: {error}");
+        }
     }
 }

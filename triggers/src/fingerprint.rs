@@ -3,6 +3,8 @@
 
 use std::hash::{Hash, Hasher};
 
+use crate::snapshot::{RevisionTemplate, ScalingSpec};
+
 const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0000_0100_0000_01b3;
 
@@ -10,6 +12,58 @@ const PRIME: u64 = 0x0000_0100_0000_01b3;
 pub(crate) fn stable_hash<T: Hash + ?Sized>(value: &T) -> u64 {
     let mut hasher = Fnv1a(OFFSET_BASIS);
     value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Hashes a revision template and its name: everything a revision is made from. Floats hash
+/// by value (`0.0` and `-0.0` alike). Every field is named, so adding one without hashing it
+/// does not compile.
+pub(crate) fn template_fingerprint(template: &RevisionTemplate, name: Option<&str>) -> u64 {
+    let RevisionTemplate {
+        annotations,
+        labels,
+        container_concurrency,
+        timeout,
+        container,
+        scaling,
+    } = template;
+    let ScalingSpec {
+        class,
+        metric,
+        target,
+        target_utilization,
+        min_scale,
+        max_scale,
+        initial_scale,
+        window,
+        panic_window_percentage,
+        panic_threshold_percentage,
+        scale_down_delay,
+        scale_to_zero_retention,
+        backlog_target,
+        reserved_instances,
+        queue_depth,
+    } = scaling;
+    let float = |value: f64| if value == 0.0 { 0 } else { value.to_bits() };
+    let mut hasher = Fnv1a(OFFSET_BASIS);
+    (
+        name,
+        annotations,
+        labels,
+        container_concurrency,
+        timeout,
+        container,
+    )
+        .hash(&mut hasher);
+    (class, metric, target.map(float), float(*target_utilization)).hash(&mut hasher);
+    (min_scale, max_scale, initial_scale, window).hash(&mut hasher);
+    (
+        float(*panic_window_percentage),
+        float(*panic_threshold_percentage),
+    )
+        .hash(&mut hasher);
+    (scale_down_delay, scale_to_zero_retention).hash(&mut hasher);
+    (backlog_target, reserved_instances, queue_depth).hash(&mut hasher);
     hasher.finish()
 }
 

@@ -18,7 +18,10 @@ use serde_json::Value;
 use serde_path_to_error::{Path as SerdePath, Segment};
 
 use crate::error::{DOCUMENT_FIELD, FILE_FIELD, ManifestError, Origin, join_key};
-use crate::manifest::{CORE_API_VERSION, DEFAULT_NAMESPACE, EVENTING_API_VERSION, Manifest};
+use crate::manifest::{
+    CORE_API_VERSION, DEFAULT_NAMESPACE, EVENTING_API_VERSION, Manifest, SERVING_API_VERSION,
+    TIDEGATE_API_VERSION,
+};
 use crate::snapshot::Snapshot;
 use crate::validate;
 
@@ -193,39 +196,45 @@ fn parse_document(value: Value) -> Result<Manifest, (String, String)> {
     match (api_version.as_str(), kind.as_str()) {
         (EVENTING_API_VERSION, "Broker") => typed(value).map(Manifest::Broker),
         (EVENTING_API_VERSION, "Trigger") => typed(value).map(Manifest::Trigger),
+        (TIDEGATE_API_VERSION, "Trigger") => typed(value).map(Manifest::TidegateTrigger),
+        (SERVING_API_VERSION, "Service") => typed(value).map(Manifest::Service),
         (CORE_API_VERSION, "ConfigMap") => typed(value).map(Manifest::ConfigMap),
-        ("serving.knative.dev/v1", "Service") => Err((
-            "kind".to_owned(),
-            "unsupported kind Service (serving.knative.dev/v1): Knative Services are not \
-             supported yet"
-                .to_owned(),
+        (_, "Broker") => Err(unsupported_api_version(
+            &api_version,
+            &kind,
+            EVENTING_API_VERSION,
         )),
-        ("tidegate.dev/v1alpha1", "Trigger") => Err((
-            "kind".to_owned(),
-            "unsupported kind Trigger (tidegate.dev/v1alpha1): tidegate Triggers are not \
-             supported yet; use eventing.knative.dev/v1"
-                .to_owned(),
+        (_, "Trigger") => Err(unsupported_api_version(
+            &api_version,
+            &kind,
+            &format!("{EVENTING_API_VERSION} or {TIDEGATE_API_VERSION}"),
         )),
-        (_, "Broker" | "Trigger") => Err((
-            "apiVersion".to_owned(),
-            format!(
-                "unsupported apiVersion {api_version:?} for {kind}; expected {EVENTING_API_VERSION}"
-            ),
+        (_, "Service") => Err(unsupported_api_version(
+            &api_version,
+            &kind,
+            SERVING_API_VERSION,
         )),
-        (_, "ConfigMap") => Err((
-            "apiVersion".to_owned(),
-            format!(
-                "unsupported apiVersion {api_version:?} for ConfigMap; expected {CORE_API_VERSION}"
-            ),
+        (_, "ConfigMap") => Err(unsupported_api_version(
+            &api_version,
+            &kind,
+            CORE_API_VERSION,
         )),
         _ => Err((
             "kind".to_owned(),
             format!(
                 "unsupported kind {kind:?} (apiVersion {api_version:?}); expected Broker or \
-                 Trigger ({EVENTING_API_VERSION}) or ConfigMap ({CORE_API_VERSION})"
+                 Trigger ({EVENTING_API_VERSION}), Trigger ({TIDEGATE_API_VERSION}), Service \
+                 ({SERVING_API_VERSION}) or ConfigMap ({CORE_API_VERSION})"
             ),
         )),
     }
+}
+
+fn unsupported_api_version(api_version: &str, kind: &str, expected: &str) -> (String, String) {
+    (
+        "apiVersion".to_owned(),
+        format!("unsupported apiVersion {api_version:?} for {kind}; expected {expected}"),
+    )
 }
 
 /// The kind, namespace and name a document declares, if it reads that far.

@@ -1,5 +1,6 @@
 //! Serde types mirroring the manifests users write: `eventing.knative.dev/v1` Broker and
-//! Trigger, and `v1` ConfigMap.
+//! Trigger, `serving.knative.dev/v1` Service, `tidegate.dev/v1alpha1` Trigger and `v1`
+//! ConfigMap.
 //!
 //! These check shape only (unknown fields are rejected); meaning is checked when a set of them
 //! becomes a [`crate::Snapshot`]. The doc comments are the reference for each field.
@@ -10,8 +11,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::snapshot::BackoffPolicy;
 
+mod service;
+
+pub use service::{
+    AUTOSCALING_ANNOTATION_PREFIX, AUTOSCALING_CLASS_ANNOTATION, AUTOSCALING_METRIC_ANNOTATION,
+    AUTOSCALING_TARGET_ANNOTATION, BACKLOG_TARGET_ANNOTATION, Container, ContainerPort,
+    EmbeddedMeta, EnvVar, HPA_CLASS, HttpGetAction, INITIAL_SCALE_ANNOTATION, KPA_CLASS,
+    MAX_SCALE_ANNOTATION, MIN_SCALE_ANNOTATION, PANIC_THRESHOLD_PERCENTAGE_ANNOTATION,
+    PANIC_WINDOW_PERCENTAGE_ANNOTATION, PRECISE_CLASS, ProbeSpec, QUEUE_DEPTH_ANNOTATION,
+    RESERVED_INSTANCES_ANNOTATION, RevisionSpec, RevisionTemplateSpec, SCALE_DOWN_DELAY_ANNOTATION,
+    SCALE_TO_ZERO_RETENTION_ANNOTATION, SERVING_API_VERSION, Service, ServiceSpec,
+    TARGET_UTILIZATION_ANNOTATION, TcpSocketAction, TrafficTargetSpec, WINDOW_ANNOTATION,
+};
+
 /// `apiVersion` of Broker and Trigger.
 pub const EVENTING_API_VERSION: &str = "eventing.knative.dev/v1";
+/// `apiVersion` of the tidegate Trigger, which may create its subscriber Service.
+pub const TIDEGATE_API_VERSION: &str = "tidegate.dev/v1alpha1";
 /// `apiVersion` of ConfigMap.
 pub const CORE_API_VERSION: &str = "v1";
 /// Namespace of objects that do not set `metadata.namespace`.
@@ -34,6 +50,10 @@ pub enum Manifest {
     Broker(Broker),
     /// `eventing.knative.dev/v1` Trigger.
     Trigger(Trigger),
+    /// `tidegate.dev/v1alpha1` Trigger.
+    TidegateTrigger(TidegateTrigger),
+    /// `serving.knative.dev/v1` Service.
+    Service(Service),
     /// `v1` ConfigMap.
     ConfigMap(ConfigMap),
 }
@@ -100,6 +120,59 @@ pub struct TriggerSpec {
     /// Retry, backoff, timeout and dead-letter settings; unset fields come from the Broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliverySpec>,
+}
+
+/// `tidegate.dev/v1alpha1` Trigger: a Knative Trigger that may also declare the Service it
+/// delivers to. tidegate creates that Service (named `spec.service.metadata.name`, default
+/// the Trigger's name, in the Trigger's namespace), owns it and subscribes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TidegateTrigger {
+    /// `tidegate.dev/v1alpha1`.
+    pub api_version: String,
+    /// `Trigger`.
+    pub kind: String,
+    /// As for the Knative Trigger.
+    pub metadata: ObjectMeta,
+    /// The Knative Trigger spec, plus `service`.
+    pub spec: TidegateTriggerSpec,
+}
+
+/// `tidegate.dev/v1alpha1` `Trigger.spec`: exactly one of `subscriber` or `service`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TidegateTriggerSpec {
+    /// As [`TriggerSpec::broker`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// As [`TriggerSpec::filter`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<TriggerFilter>,
+    /// As [`TriggerSpec::filters`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<SubscriptionsApiFilter>,
+    /// As [`TriggerSpec::subscriber`]; must be absent when `service` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber: Option<DestinationSpec>,
+    /// As [`TriggerSpec::delivery`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliverySpec>,
+    /// A Knative Service tidegate creates and subscribes; its autoscaler class defaults to
+    /// `precise.tidegate.dev`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Box<InlineService>>,
+}
+
+/// `spec.service` of a tidegate Trigger: a Knative Service without `apiVersion`, `kind` and
+/// namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InlineService {
+    /// Name (default: the Trigger's), labels, annotations.
+    #[serde(default)]
+    pub metadata: EmbeddedMeta,
+    /// Template and traffic, as in a Service.
+    pub spec: ServiceSpec,
 }
 
 /// `Trigger.spec.filter`.
@@ -224,12 +297,23 @@ pub struct ObjectMeta {
 }
 
 impl Manifest {
-    /// `Broker`, `Trigger` or `ConfigMap`.
+    /// `Broker`, `Trigger` (either apiVersion), `Service` or `ConfigMap`.
     pub fn kind(&self) -> &'static str {
         match self {
             Manifest::Broker(_) => "Broker",
-            Manifest::Trigger(_) => "Trigger",
+            Manifest::Trigger(_) | Manifest::TidegateTrigger(_) => "Trigger",
+            Manifest::Service(_) => "Service",
             Manifest::ConfigMap(_) => "ConfigMap",
+        }
+    }
+
+    /// The object's `apiVersion`, as tidegate expects it.
+    pub fn api_version(&self) -> &'static str {
+        match self {
+            Manifest::Broker(_) | Manifest::Trigger(_) => EVENTING_API_VERSION,
+            Manifest::TidegateTrigger(_) => TIDEGATE_API_VERSION,
+            Manifest::Service(_) => SERVING_API_VERSION,
+            Manifest::ConfigMap(_) => CORE_API_VERSION,
         }
     }
 
@@ -238,6 +322,8 @@ impl Manifest {
         match self {
             Manifest::Broker(b) => &b.metadata,
             Manifest::Trigger(t) => &t.metadata,
+            Manifest::TidegateTrigger(t) => &t.metadata,
+            Manifest::Service(s) => &s.metadata,
             Manifest::ConfigMap(c) => &c.metadata,
         }
     }

@@ -1,5 +1,6 @@
 //! The validated manifest set the gateway routes with: brokers with their backend, triggers
-//! with compiled filters, resolved subscribers and fully defaulted delivery settings.
+//! with compiled filters, resolved subscribers and fully defaulted delivery settings, and
+//! Services with their fully defaulted revision templates and traffic splits.
 
 use std::time::Duration;
 
@@ -7,6 +8,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ManifestWarning;
 use crate::filter::Filter;
+
+mod service;
+
+pub use service::{
+    AGGRESSIVE_PROBE_INTERVAL, ContainerSpec, DEFAULT_BACKLOG_TARGET, DEFAULT_CONCURRENCY_TARGET,
+    DEFAULT_CONTAINER_CONCURRENCY, DEFAULT_INITIAL_SCALE, DEFAULT_KPA_SCALE_DOWN_DELAY,
+    DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_PANIC_THRESHOLD_PERCENTAGE,
+    DEFAULT_PANIC_WINDOW_PERCENTAGE, DEFAULT_PRECISE_SCALE_DOWN_DELAY,
+    DEFAULT_PROBE_FAILURE_THRESHOLD, DEFAULT_PROBE_INITIAL_DELAY, DEFAULT_PROBE_PATH,
+    DEFAULT_PROBE_PERIOD, DEFAULT_PROBE_SUCCESS_THRESHOLD, DEFAULT_PROBE_TIMEOUT,
+    DEFAULT_QUEUE_DEPTH, DEFAULT_RESERVED_INSTANCES, DEFAULT_REVISION_TIMEOUT, DEFAULT_RPS_TARGET,
+    DEFAULT_SCALE_TO_ZERO_RETENTION, DEFAULT_SCALING_CLASS, DEFAULT_SCALING_METRIC,
+    DEFAULT_TARGET_UTILIZATION, DEFAULT_WINDOW, MAX_SCALE_DOWN_DELAY, MAX_WINDOW,
+    MIN_METRIC_TARGET, MIN_WINDOW, Probe, ProbeAction, RevisionTemplate, ScalingClass,
+    ScalingMetric, ScalingSpec, ServiceConfig, TrafficRevision, TrafficTarget,
+};
 
 /// Retries after the first failed attempt when neither the Trigger nor its Broker sets
 /// `delivery.retry`.
@@ -22,12 +39,15 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
 
 /// Everything a valid manifest set declares, sorted by (namespace, name).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// Brokers, sorted by (namespace, name).
     pub brokers: Vec<BrokerConfig>,
-    /// Triggers, sorted by (namespace, name).
+    /// Triggers of both apiVersions, sorted by (namespace, name).
     pub triggers: Vec<TriggerConfig>,
+    /// Services, written as such or created by tidegate Triggers, sorted by
+    /// (namespace, name).
+    pub services: Vec<ServiceConfig>,
     /// Accepted but suspicious things, such as a Trigger whose Broker is not in the set.
     pub warnings: Vec<ManifestWarning>,
 }
@@ -88,6 +108,9 @@ pub struct TriggerConfig {
     pub order: DeliveryOrder,
     /// From the `tidegate.dev/max-in-flight` annotation.
     pub max_in_flight: usize,
+    /// For a tidegate Trigger with `spec.service`: the name of the Service it creates and
+    /// owns (same namespace), which is also its `subscriber`.
+    pub owned_service: Option<String>,
     /// Changes whenever anything above changes (including defaults inherited from the
     /// Broker), so the gateway can tell which dispatchers to restart. Stable for a given
     /// configuration; do not persist it across tidegate versions.
@@ -157,6 +180,13 @@ impl Snapshot {
         self.brokers
             .iter()
             .find(|b| b.namespace == namespace && b.name == name)
+    }
+
+    /// The Service `namespace/name`, if the set has it.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&ServiceConfig> {
+        self.services
+            .iter()
+            .find(|s| s.namespace == namespace && s.name == name)
     }
 
     /// The Triggers subscribed to Broker `namespace/name`.

@@ -1,5 +1,6 @@
 //! Turning typed manifests into a [`Snapshot`]: names, references between objects, backends,
-//! filters, destinations and delivery defaults, with every problem located.
+//! filters, destinations, delivery defaults, and Services (written as such or created by
+//! tidegate Triggers), with every problem located.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use crate::load::{Located, ObjectKey};
 use crate::manifest::{
     BROKER_CLASS_ANNOTATION, Broker, ConfigMap, DEFAULT_BROKER, DELIVERY_ORDER_ANNOTATION,
     DeliverySpec, DestinationSpec, KReference, MAX_IN_FLIGHT_ANNOTATION, Manifest, ObjectMeta,
-    Trigger,
+    SERVING_API_VERSION, SubscriptionsApiFilter, TidegateTrigger, Trigger, TriggerFilter,
 };
 use crate::snapshot::{
     Backend, BackoffPolicy, BrokerConfig, DEFAULT_BACKOFF_DELAY, DEFAULT_BACKOFF_POLICY,
@@ -21,10 +22,15 @@ use crate::snapshot::{
 
 mod backend;
 mod filters;
+mod scaling;
+mod service;
 mod syntax;
+mod template;
+mod traffic;
 
 use backend::{KAFKA_BROKER_CLASS, Target, broker_backend};
 use filters::trigger_filter;
+use service::{DeclaredService, check_service_name, owned_service_name, validate_services};
 use syntax::{check_dns_label, check_dns_subdomain, check_http_url, check_relative_uri};
 
 /// Annotation prefix whose keys tidegate reads; unknown keys under it draw a warning.
@@ -67,21 +73,32 @@ pub(crate) fn snapshot(
         }
     }
 
+    let (mut services, declared_services) = validate_services(manifests, &mut report);
+    let known = Known {
+        brokers: &broker_delivery,
+        services: &declared_services,
+    };
+
     let mut triggers = Vec::new();
     for located in manifests {
-        if let Manifest::Trigger(trigger) = &located.manifest {
-            let mut scope = Scope::new(&located.origin, &mut report);
-            triggers.extend(validate_trigger(trigger, &broker_delivery, &mut scope));
-        }
+        let view = match &located.manifest {
+            Manifest::Trigger(trigger) => TriggerView::knative(trigger),
+            Manifest::TidegateTrigger(trigger) => TriggerView::tidegate(trigger),
+            _ => continue,
+        };
+        let mut scope = Scope::new(&located.origin, &mut report);
+        triggers.extend(validate_trigger(&view, &known, &mut scope));
     }
 
     brokers.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     triggers.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let mut seen = HashSet::new();
     report.warnings.retain(|w| seen.insert(w.clone()));
     let snapshot = Snapshot {
         brokers,
         triggers,
+        services,
         warnings: report.warnings,
     };
     (snapshot, report.errors)
@@ -98,6 +115,54 @@ struct Report {
 struct Scope<'a> {
     origin: &'a Origin,
     report: &'a mut Report,
+}
+
+/// What the Triggers of a set may refer to.
+struct Known<'a, 'm> {
+    /// Brokers by (namespace, name), with their delivery defaults.
+    brokers: &'a HashMap<(&'m str, &'m str), PartialDelivery>,
+    /// Services declared by (namespace, name), valid or not.
+    services: &'a HashMap<(&'m str, &'m str), DeclaredService<'m>>,
+}
+
+/// The parts of a Trigger of either apiVersion that make its configuration.
+struct TriggerView<'m> {
+    metadata: &'m ObjectMeta,
+    broker: Option<&'m String>,
+    filter: Option<&'m TriggerFilter>,
+    filters: &'m [SubscriptionsApiFilter],
+    subscriber: Option<&'m DestinationSpec>,
+    delivery: Option<&'m DeliverySpec>,
+    /// The Service a tidegate Trigger creates (`spec.service`).
+    owned_service: Option<&'m str>,
+}
+
+impl<'m> TriggerView<'m> {
+    fn knative(trigger: &'m Trigger) -> Self {
+        let spec = &trigger.spec;
+        Self {
+            metadata: &trigger.metadata,
+            broker: spec.broker.as_ref(),
+            filter: spec.filter.as_ref(),
+            filters: &spec.filters,
+            subscriber: Some(&spec.subscriber),
+            delivery: spec.delivery.as_ref(),
+            owned_service: None,
+        }
+    }
+
+    fn tidegate(trigger: &'m TidegateTrigger) -> Self {
+        let spec = &trigger.spec;
+        Self {
+            metadata: &trigger.metadata,
+            broker: spec.broker.as_ref(),
+            filter: spec.filter.as_ref(),
+            filters: &spec.filters,
+            subscriber: spec.subscriber.as_ref(),
+            delivery: spec.delivery.as_ref(),
+            owned_service: owned_service_name(trigger).map(|(name, _)| name),
+        }
+    }
 }
 
 /// Delivery settings as one object sets them; unset fields fall back to the next level.
@@ -163,11 +228,12 @@ fn check_names(manifests: &[Located], report: &mut Report) {
         let kind = located.manifest.kind();
         let meta = located.manifest.metadata();
         let mut scope = Scope::new(&located.origin, report);
-        check_metadata(
-            meta,
-            matches!(located.manifest, Manifest::ConfigMap(_)),
-            &mut scope,
-        );
+        let check_name = match located.manifest {
+            Manifest::ConfigMap(_) => check_dns_subdomain,
+            Manifest::Service(_) => check_service_name,
+            _ => check_dns_label,
+        };
+        check_metadata(meta, check_name, &mut scope);
         let key = (kind, meta.namespace(), meta.name.as_str());
         match first.get(&key) {
             Some(origin) => scope.error(
@@ -187,13 +253,12 @@ fn check_names(manifests: &[Located], report: &mut Report) {
     }
 }
 
-fn check_metadata(meta: &ObjectMeta, subdomain_name: bool, scope: &mut Scope<'_>) {
-    let name_check = if subdomain_name {
-        check_dns_subdomain(&meta.name)
-    } else {
-        check_dns_label(&meta.name)
-    };
-    if let Err(why) = name_check {
+fn check_metadata(
+    meta: &ObjectMeta,
+    check_name: fn(&str) -> Result<(), String>,
+    scope: &mut Scope<'_>,
+) {
+    if let Err(why) = check_name(&meta.name) {
         scope.error("metadata.name", why);
     }
     if let Some(namespace) = &meta.namespace
@@ -240,19 +305,18 @@ fn validate_broker(
 }
 
 fn validate_trigger(
-    trigger: &Trigger,
-    brokers: &HashMap<(&str, &str), PartialDelivery>,
+    trigger: &TriggerView<'_>,
+    known: &Known<'_, '_>,
     scope: &mut Scope<'_>,
 ) -> Option<TriggerConfig> {
     let namespace = trigger.metadata.namespace();
-    let spec = &trigger.spec;
-    let broker = spec.broker.as_deref().unwrap_or(DEFAULT_BROKER);
-    if spec.broker.is_some()
+    let broker = trigger.broker.map_or(DEFAULT_BROKER, String::as_str);
+    if trigger.broker.is_some()
         && let Err(why) = check_dns_label(broker)
     {
         scope.error("spec.broker", why);
     }
-    let broker_delivery = brokers.get(&(namespace, broker));
+    let broker_delivery = known.brokers.get(&(namespace, broker));
     if broker_delivery.is_none() {
         scope.warn(
             "spec.broker",
@@ -263,11 +327,10 @@ fn validate_trigger(
         );
     }
 
-    let filter = trigger_filter(spec, scope);
-    let subscriber = destination(&spec.subscriber, "spec.subscriber", namespace, scope);
-    let delivery = spec
+    let filter = trigger_filter(trigger.filter, trigger.filters, scope);
+    let subscriber = subscriber(trigger, known, scope);
+    let delivery = trigger
         .delivery
-        .as_ref()
         .map(|d| partial_delivery(d, "spec.delivery", namespace, scope))
         .unwrap_or_default()
         .resolve(broker_delivery);
@@ -285,10 +348,72 @@ fn validate_trigger(
         delivery,
         order: order?,
         max_in_flight: max_in_flight?,
+        owned_service: trigger.owned_service.map(str::to_owned),
         generation_key: 0,
     };
     config.generation_key = stable_hash(&config);
     Some(config)
+}
+
+/// `spec.subscriber`, or the Service a tidegate Trigger creates. A Knative Service that is
+/// not in the set draws a warning: it may appear later.
+fn subscriber(
+    trigger: &TriggerView<'_>,
+    known: &Known<'_, '_>,
+    scope: &mut Scope<'_>,
+) -> Option<Destination> {
+    let namespace = trigger.metadata.namespace();
+    let spec = match (trigger.owned_service, trigger.subscriber) {
+        (Some(_), Some(_)) => {
+            scope.error(
+                "spec.subscriber",
+                "must be absent when spec.service is set: the Trigger delivers to the Service \
+                 it creates",
+            );
+            return None;
+        }
+        (Some(service), None) => {
+            return Some(Destination::Ref {
+                api_version: SERVING_API_VERSION.to_owned(),
+                kind: "Service".to_owned(),
+                namespace: namespace.to_owned(),
+                name: service.to_owned(),
+                path: None,
+            });
+        }
+        (None, None) => {
+            scope.error(
+                "spec.subscriber",
+                "required field is missing (or set spec.service to have tidegate create the \
+                 subscriber)",
+            );
+            return None;
+        }
+        (None, Some(spec)) => spec,
+    };
+    let destination = destination(spec, "spec.subscriber", namespace, scope)?;
+    if let Destination::Ref {
+        api_version,
+        kind,
+        namespace,
+        name,
+        ..
+    } = &destination
+        && api_version == SERVING_API_VERSION
+        && kind == "Service"
+        && !known
+            .services
+            .contains_key(&(namespace.as_str(), name.as_str()))
+    {
+        scope.warn(
+            "spec.subscriber.ref.name",
+            format!(
+                "Service {namespace}/{name} is not in the manifest set; the subscriber cannot \
+                 be resolved until it is"
+            ),
+        );
+    }
+    Some(destination)
 }
 
 /// A `ref`, a `uri`, or a `ref` with a relative `uri`.

@@ -136,7 +136,17 @@ fn find<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str) -> &'a TriggerC
 #[test]
 fn valid_set_across_files() {
     let snapshot = valid(&[("shop.yaml", SHOP), ("default.yml", DEFAULT_SET)]);
-    assert_eq!(snapshot.warnings, Vec::<ManifestWarning>::new());
+    let warnings: Vec<_> = snapshot
+        .warnings
+        .iter()
+        .map(|w| (w.file.to_string_lossy(), w.document, w.field.as_str()))
+        .collect();
+    assert_eq!(
+        warnings,
+        [("shop.yaml".into(), 2, "spec.subscriber.ref.name")],
+        "the billing Service is not in the set"
+    );
+    assert!(snapshot.warnings[0].reason.contains("Service shop/billing"));
 
     let brokers: Vec<_> = snapshot
         .brokers
@@ -411,3 +421,5 @@ fn load_dirs_reads_sorted_yaml_files_only() {
 }
 
 mod rejections;
+mod services;
+mod tidegate_triggers;

@@ -5,27 +5,29 @@ use std::collections::BTreeMap;
 use super::Scope;
 use crate::error::join_key;
 use crate::filter::Filter;
-use crate::manifest::{SubscriptionsApiFilter, TriggerSpec};
+use crate::manifest::{SubscriptionsApiFilter, TriggerFilter};
 
 /// The dialects of one `spec.filters` entry, in the order they are reported.
 const DIALECTS: &str = "exact, prefix, suffix, all, any, not or cesql";
 
 /// `spec.filters` when non-empty (as in Knative), else `spec.filter.attributes`.
-pub(super) fn trigger_filter(spec: &TriggerSpec, scope: &mut Scope<'_>) -> Option<Filter> {
-    let attributes = spec
-        .filter
-        .as_ref()
-        .map(|f| attributes_filter(&f.attributes, "spec.filter.attributes", scope));
-    if spec.filters.is_empty() {
+pub(super) fn trigger_filter(
+    filter: Option<&TriggerFilter>,
+    filters: &[SubscriptionsApiFilter],
+    scope: &mut Scope<'_>,
+) -> Option<Filter> {
+    let attributes =
+        filter.map(|f| attributes_filter(&f.attributes, "spec.filter.attributes", scope));
+    if filters.is_empty() {
         return attributes.unwrap_or_else(|| Some(Filter::default()));
     }
-    if spec.filter.is_some() {
+    if filter.is_some() {
         scope.warn(
             "spec.filter",
             "ignored because spec.filters is set (spec.filters takes precedence, as in Knative)",
         );
     }
-    let filters = filter_list(&spec.filters, "spec.filters", scope);
+    let filters = filter_list(filters, "spec.filters", scope);
     match attributes {
         // Invalid even though unused: Knative rejects it too.
         Some(None) => None,

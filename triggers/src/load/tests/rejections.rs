@@ -44,8 +44,20 @@ fn documents_must_be_mappings_with_a_known_kind() {
     one_error(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}\n",
         0,
-        "kind",
-        "not supported yet",
+        "spec",
+        "required field is missing",
+    );
+    one_error(
+        "apiVersion: serving.knative.dev/v2\nkind: Service\nmetadata: {name: s}\n",
+        0,
+        "apiVersion",
+        "expected serving.knative.dev/v1",
+    );
+    one_error(
+        "apiVersion: tidegate.dev/v1\nkind: Trigger\nmetadata: {name: s}\n",
+        0,
+        "apiVersion",
+        "expected eventing.knative.dev/v1 or tidegate.dev/v1alpha1",
     );
     one_error(
         "apiVersion: eventing.knative.dev/v1beta1\nkind: Trigger\n",

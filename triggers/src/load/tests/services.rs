@@ -1,0 +1,700 @@
+//! `serving.knative.dev/v1` Services: every field, defaults, rejections, fingerprints.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::snapshot::{
+    ContainerSpec, DEFAULT_CONTAINER_CONCURRENCY, DEFAULT_PROBE_FAILURE_THRESHOLD,
+    DEFAULT_PROBE_INITIAL_DELAY, DEFAULT_PROBE_PERIOD, DEFAULT_PROBE_SUCCESS_THRESHOLD,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_REVISION_TIMEOUT, Probe, ProbeAction, RevisionTemplate,
+    ScalingClass, ScalingMetric, ScalingSpec, ServiceConfig, TrafficRevision, TrafficTarget,
+};
+
+const FULL: &str = r#"
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: billing
+  namespace: shop
+  labels: {team: payments}
+spec:
+  template:
+    metadata:
+      name: billing-v2
+      labels: {app: billing}
+      annotations:
+        autoscaling.knative.dev/class: kpa.autoscaling.knative.dev
+        autoscaling.knative.dev/metric: rps
+        autoscaling.knative.dev/target: "12.5"
+        autoscaling.knative.dev/target-utilization-percentage: "80"
+        autoscaling.knative.dev/minScale: "1"
+        autoscaling.knative.dev/max-scale: "8"
+        autoscaling.knative.dev/initial-scale: "2"
+        autoscaling.knative.dev/window: 1m30s
+        autoscaling.knative.dev/panic-window-percentage: "20"
+        autoscaling.knative.dev/panic-threshold-percentage: "150"
+        autoscaling.knative.dev/scale-down-delay: 500ms
+        autoscaling.knative.dev/scale-to-zero-pod-retention-period: 2m
+        tidegate.dev/backlog-target: "25"
+        tidegate.dev/reserved-instances: "1"
+        tidegate.dev/queue-depth: "500"
+    spec:
+      containerConcurrency: 4
+      timeoutSeconds: 60
+      containers:
+        - name: app
+          image: ghcr.io/example/billing:2
+          imagePullPolicy: IfNotPresent
+          command: [./billing]
+          args: [--verbose]
+          workingDir: /srv
+          env:
+            - {name: MODE, value: live}
+            - {name: EMPTY}
+          ports:
+            - {containerPort: 8081, name: h2c, protocol: TCP}
+          resources:
+            limits: {cpu: "1", memory: 128Mi}
+          readinessProbe:
+            httpGet: {path: healthz, port: 8081}
+            initialDelaySeconds: 2
+            periodSeconds: 5
+            timeoutSeconds: 3
+            failureThreshold: 4
+            successThreshold: 2
+  traffic:
+    - {revisionName: billing-v1, percent: 90}
+    - {latestRevision: true, percent: 10, tag: canary}
+    - {revisionName: billing-v1, latestRevision: false, tag: old}
+"#;
+
+/// A Service `name` in `default` whose `spec` is `spec` (lines indented by two spaces).
+fn service(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{spec}"
+    )
+}
+
+/// A template with one container running `app`, annotations `annotations` (a flow mapping).
+fn annotated(annotations: &str) -> String {
+    service(
+        "s",
+        &format!(
+            "  template:\n    metadata:\n      annotations: {annotations}\n    spec:\n      \
+             containers: [{{command: [app]}}]\n"
+        ),
+    )
+}
+
+/// A one-container Service `s` whose container has `container` fields (a flow mapping body).
+fn container(container: &str) -> String {
+    service(
+        "s",
+        &format!("  template:\n    spec:\n      containers: [{{{container}}}]\n"),
+    )
+}
+
+/// Service `s` running `app`, with `traffic` lines.
+fn with_traffic(traffic: &str) -> String {
+    service(
+        "s",
+        &format!(
+            "  template:\n    spec:\n      containers: [{{command: [app]}}]\n  traffic:\n{traffic}"
+        ),
+    )
+}
+
+fn only_service(yaml: &str) -> ServiceConfig {
+    let mut snapshot = valid(&[("s.yaml", yaml)]);
+    assert_eq!(snapshot.services.len(), 1);
+    snapshot.services.remove(0)
+}
+
+fn annotation_field(key: &str) -> String {
+    format!("spec.template.metadata.annotations[{key:?}]")
+}
+
+#[test]
+fn full_service() {
+    let snapshot = valid(&[("full.yaml", FULL)]);
+    assert_eq!(snapshot.warnings, Vec::<ManifestWarning>::new());
+    let billing = match snapshot.service("shop", "billing") {
+        Some(s) => s.clone(),
+        None => panic!("no service: {snapshot:#?}"),
+    };
+    let annotations: BTreeMap<String, String> = FULL
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.trim().split_once(": ")?;
+            let scaling = key.starts_with("autoscaling.") || key.starts_with("tidegate.");
+            scaling.then(|| (key.to_owned(), value.trim_matches('"').to_owned()))
+        })
+        .collect();
+    assert_eq!(annotations.len(), 15);
+    let expected = ServiceConfig {
+        namespace: "shop".into(),
+        name: "billing".into(),
+        owner: None,
+        template: RevisionTemplate {
+            annotations,
+            labels: [("app".to_owned(), "billing".to_owned())].into(),
+            container_concurrency: 4,
+            timeout: Duration::from_secs(60),
+            container: ContainerSpec {
+                image: Some("ghcr.io/example/billing:2".into()),
+                command: vec!["./billing".into()],
+                args: vec!["--verbose".into()],
+                env: vec![
+                    ("MODE".into(), "live".into()),
+                    ("EMPTY".into(), String::new()),
+                ],
+                port: Some(8081),
+                working_dir: Some("/srv".into()),
+                readiness: Some(Probe {
+                    action: ProbeAction::HttpGet {
+                        path: "/healthz".into(),
+                        port: Some(8081),
+                    },
+                    initial_delay: Duration::from_secs(2),
+                    period: Duration::from_secs(5),
+                    timeout: Duration::from_secs(3),
+                    failure_threshold: 4,
+                    success_threshold: 2,
+                }),
+            },
+            scaling: ScalingSpec {
+                class: ScalingClass::Kpa,
+                metric: ScalingMetric::Rps,
+                target: Some(12.5),
+                target_utilization: 0.8,
+                min_scale: 1,
+                max_scale: Some(8),
+                initial_scale: 2,
+                window: Duration::from_secs(90),
+                panic_window_percentage: 20.0,
+                panic_threshold_percentage: 150.0,
+                scale_down_delay: Duration::from_millis(500),
+                scale_to_zero_retention: Duration::from_secs(120),
+                backlog_target: 25,
+                reserved_instances: 1,
+                queue_depth: 500,
+            },
+        },
+        template_name: Some("billing-v2".into()),
+        fingerprint: billing.fingerprint,
+        traffic: vec![
+            TrafficTarget {
+                revision: TrafficRevision::Named("billing-v1".into()),
+                percent: 90,
+                tag: None,
+            },
+            TrafficTarget {
+                revision: TrafficRevision::Latest,
+                percent: 10,
+                tag: Some("canary".into()),
+            },
+            TrafficTarget {
+                revision: TrafficRevision::Named("billing-v1".into()),
+                percent: 0,
+                tag: Some("old".into()),
+            },
+        ],
+    };
+    assert_eq!(billing, expected);
+    assert_eq!(billing.revision_name(7), "billing-v2");
+    assert_eq!(billing.template.metric_total(), 12.5, "rps: not capped");
+}
+
+#[test]
+fn defaults_of_a_plain_service() {
+    let s = only_service(&container("command: [app]"));
+    assert_eq!((s.namespace.as_str(), s.name.as_str()), ("default", "s"));
+    assert_eq!((s.owner.clone(), s.template_name.clone()), (None, None));
+    assert_eq!(s.traffic, [], "empty: 100 % to the latest revision");
+    assert_eq!(s.revision_name(1), "s-00001");
+    let t = &s.template;
+    assert_eq!(t.container_concurrency, DEFAULT_CONTAINER_CONCURRENCY);
+    assert_eq!(t.timeout, DEFAULT_REVISION_TIMEOUT);
+    assert_eq!(t.scaling, ScalingSpec::default());
+    assert_eq!(t.scaling.class, ScalingClass::Kpa);
+    assert_eq!(t.scaling.scale_down_delay, Duration::ZERO);
+    assert_eq!(t.scaling.max_scale, None);
+    assert_eq!(t.scaling.initial_scale, 1);
+    assert_eq!(t.scaling.queue_depth, 10_000);
+    assert_eq!(t.metric_total(), 100.0);
+    assert_eq!(
+        t.container,
+        ContainerSpec {
+            image: None,
+            command: vec!["app".into()],
+            args: vec![],
+            env: vec![],
+            port: None,
+            working_dir: None,
+            readiness: None,
+        }
+    );
+
+    let tcp = only_service(&container(
+        "command: [app], readinessProbe: {tcpSocket: {}}",
+    ));
+    assert_eq!(
+        tcp.template.container.readiness,
+        Some(Probe {
+            action: ProbeAction::TcpSocket { port: None },
+            initial_delay: DEFAULT_PROBE_INITIAL_DELAY,
+            period: DEFAULT_PROBE_PERIOD,
+            timeout: DEFAULT_PROBE_TIMEOUT,
+            failure_threshold: DEFAULT_PROBE_FAILURE_THRESHOLD,
+            success_threshold: DEFAULT_PROBE_SUCCESS_THRESHOLD,
+        })
+    );
+    let http = only_service(&container("command: [app], readinessProbe: {httpGet: {}}"));
+    assert!(matches!(
+        http.template.container.readiness.map(|p| p.action),
+        Some(ProbeAction::HttpGet { path, port: None }) if path == "/"
+    ));
+
+    let image_only = only_service(&container("image: example/app"));
+    assert_eq!(image_only.template.container.command, Vec::<String>::new());
+    assert_eq!(
+        image_only.template.container.image.as_deref(),
+        Some("example/app")
+    );
+
+    let unbounded = only_service(&annotated(
+        "{autoscaling.knative.dev/max-scale: \"0\", autoscaling.knative.dev/min-scale: \"3\"}",
+    ));
+    assert_eq!(
+        (
+            unbounded.template.scaling.min_scale,
+            unbounded.template.scaling.max_scale
+        ),
+        (3, None),
+        "max-scale 0 is unbounded, so any min-scale fits"
+    );
+}
+
+#[test]
+fn rejected_templates_name_their_field() {
+    let no_containers = service("s", "  template:\n    spec:\n      containers: []\n");
+    one_error(
+        &no_containers,
+        0,
+        "spec.template.spec.containers",
+        "one container is required; found none",
+    );
+    let two = service(
+        "s",
+        "  template:\n    spec:\n      containers: [{command: [a]}, {command: [b]}]\n",
+    );
+    one_error(
+        &two,
+        0,
+        "spec.template.spec.containers",
+        "exactly one container per revision; found 2",
+    );
+    let spec = |body: &str| {
+        service(
+            "s",
+            &format!(
+                "  template:\n    spec:\n      {body}\n      containers: [{{command: [a]}}]\n"
+            ),
+        )
+    };
+    one_error(
+        &spec("containerConcurrency: -1"),
+        0,
+        "spec.template.spec.containerConcurrency",
+        "must be 0 (unlimited) or more, found -1",
+    );
+    one_error(
+        &spec("timeoutSeconds: 0"),
+        0,
+        "spec.template.spec.timeoutSeconds",
+        "greater than 0",
+    );
+    let c = "spec.template.spec.containers[0]";
+    for (body, field, reason) in [
+        (
+            "args: [x]",
+            "command",
+            "set command (the local process runtime",
+        ),
+        ("command: [\"\"]", "command[0]", "must not be empty"),
+        ("image: \"\"", "image", "must not be empty"),
+        (
+            "command: [a], env: [{name: \"\", value: x}]",
+            "env[0].name",
+            "must not be empty",
+        ),
+        (
+            "command: [a], env: [{name: PORT, value: \"1\"}]",
+            "env[0].name",
+            "reserved",
+        ),
+        (
+            "command: [a], ports: [{containerPort: 0}]",
+            "ports[0].containerPort",
+            "from 1 to 65535, found 0",
+        ),
+        (
+            "command: [a], ports: [{containerPort: 70000}]",
+            "ports[0].containerPort",
+            "found 70000",
+        ),
+        (
+            "command: [a], ports: [{containerPort: 1}, {containerPort: 2}]",
+            "ports",
+            "at most one port; found 2",
+        ),
+        (
+            "command: [a], ports: [{containerPort: 80, protocol: UDP}]",
+            "ports[0].protocol",
+            "only TCP",
+        ),
+        (
+            "command: [a], ports: [{containerPort: 80, name: grpc}]",
+            "ports[0].name",
+            "http1 or h2c",
+        ),
+        (
+            "command: [a], readinessProbe: {}",
+            "readinessProbe",
+            "exactly one of httpGet or tcpSocket; found none",
+        ),
+        (
+            "command: [a], readinessProbe: {httpGet: {}, tcpSocket: {}}",
+            "readinessProbe",
+            "found both",
+        ),
+        (
+            "command: [a], readinessProbe: {tcpSocket: {port: -1}}",
+            "readinessProbe.tcpSocket.port",
+            "from 1 to 65535",
+        ),
+        (
+            "command: [a], readinessProbe: {tcpSocket: {}, periodSeconds: -1}",
+            "readinessProbe.periodSeconds",
+            "0 or more",
+        ),
+        (
+            "command: [a], readinessProbe: {tcpSocket: {}, timeoutSeconds: 0}",
+            "readinessProbe.timeoutSeconds",
+            "greater than 0",
+        ),
+        (
+            "command: [a], readinessProbe: {tcpSocket: {}, failureThreshold: 0}",
+            "readinessProbe.failureThreshold",
+            "1 or more",
+        ),
+        (
+            "command: [a], readinessProbe: {exec: {command: [x]}}",
+            "readinessProbe.exec",
+            "unknown field",
+        ),
+        (
+            "command: [a], volumeMounts: []",
+            "volumeMounts",
+            "unknown field",
+        ),
+    ] {
+        one_error(&container(body), 0, &format!("{c}.{field}"), reason);
+    }
+}
+
+#[test]
+fn rejected_annotations_name_their_key() {
+    for (key, value, reason) in [
+        (
+            "autoscaling.knative.dev/min-scale",
+            "-1",
+            "integer of at least 0, found \"-1\"",
+        ),
+        (
+            "autoscaling.knative.dev/minScale",
+            "x",
+            "integer of at least 0",
+        ),
+        ("autoscaling.knative.dev/max-scale", "1.5", "integer"),
+        ("autoscaling.knative.dev/initial-scale", "-2", "integer"),
+        (
+            "autoscaling.knative.dev/target",
+            "abc",
+            "number greater than 0, found \"abc\"",
+        ),
+        ("autoscaling.knative.dev/target", "0", "greater than 0"),
+        ("autoscaling.knative.dev/target", "NaN", "greater than 0"),
+        (
+            "autoscaling.knative.dev/target-utilization-percentage",
+            "101",
+            "from 1 to 100",
+        ),
+        (
+            "autoscaling.knative.dev/class",
+            "hpa.autoscaling.knative.dev",
+            "not supported",
+        ),
+        ("autoscaling.knative.dev/class", "mine", "unknown class"),
+        ("autoscaling.knative.dev/metric", "cpu", "not supported"),
+        (
+            "autoscaling.knative.dev/metric",
+            "latency",
+            "expected concurrency or rps",
+        ),
+        ("autoscaling.knative.dev/window", "5s", "from 6s to 1h"),
+        ("autoscaling.knative.dev/window", "2h", "from 6s to 1h"),
+        ("autoscaling.knative.dev/window", "60", "has no unit"),
+        (
+            "autoscaling.knative.dev/panic-window-percentage",
+            "0.5",
+            "from 1 to 100",
+        ),
+        (
+            "autoscaling.knative.dev/panic-threshold-percentage",
+            "100",
+            "from 110 to 1000",
+        ),
+        (
+            "autoscaling.knative.dev/scale-down-delay",
+            "61m",
+            "from 0s to 1h",
+        ),
+        (
+            "autoscaling.knative.dev/scale-down-delay",
+            "-1s",
+            "negative",
+        ),
+        (
+            "autoscaling.knative.dev/scale-to-zero-pod-retention-period",
+            "PT1M",
+            "invalid duration",
+        ),
+        ("tidegate.dev/backlog-target", "0", "integer of at least 1"),
+        (
+            "tidegate.dev/reserved-instances",
+            "-1",
+            "integer of at least 0",
+        ),
+        ("tidegate.dev/queue-depth", "0", "integer of at least 1"),
+    ] {
+        one_error(
+            &annotated(&format!("{{{key}: \"{value}\"}}")),
+            0,
+            &annotation_field(key),
+            reason,
+        );
+    }
+    one_error(
+        &annotated(
+            "{autoscaling.knative.dev/min-scale: \"3\", autoscaling.knative.dev/max-scale: \"2\"}",
+        ),
+        0,
+        &annotation_field("autoscaling.knative.dev/min-scale"),
+        "min-scale 3 is greater than max-scale 2",
+    );
+    one_error(
+        &annotated(
+            "{autoscaling.knative.dev/minScale: \"3\", autoscaling.knative.dev/maxScale: \"2\"}",
+        ),
+        0,
+        &annotation_field("autoscaling.knative.dev/minScale"),
+        "greater than max-scale",
+    );
+    one_error(
+        &annotated(
+            "{autoscaling.knative.dev/min-scale: \"1\", autoscaling.knative.dev/minScale: \"1\"}",
+        ),
+        0,
+        &annotation_field("autoscaling.knative.dev/minScale"),
+        "set only one of",
+    );
+    one_error(
+        &annotated("{autoscaling.knative.dev/min-scale: 1}"),
+        0,
+        &annotation_field("autoscaling.knative.dev/min-scale"),
+        "quote the value",
+    );
+}
+
+#[test]
+fn unknown_and_misplaced_annotations_warn() {
+    let yaml = annotated(
+        "{autoscaling.knative.dev/target-burst-capacity: \"200\", tidegate.dev/queue-size: \"5\", \
+         autoscaling.knative.dev/minScale: \"2\", example.com/x: z}",
+    )
+    .replace(
+        "  name: s\n",
+        "  name: s\n  annotations: {autoscaling.knative.dev/min-scale: \"1\"}\n",
+    );
+    let snapshot = valid(&[("s.yaml", &yaml)]);
+    assert_eq!(snapshot.services[0].template.scaling.min_scale, 2);
+    let fields: Vec<_> = snapshot.warnings.iter().map(|w| w.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "metadata.annotations[\"autoscaling.knative.dev/min-scale\"]",
+            annotation_field("autoscaling.knative.dev/target-burst-capacity").as_str(),
+            annotation_field("tidegate.dev/queue-size").as_str(),
+        ]
+    );
+    assert!(
+        snapshot.warnings[0]
+            .reason
+            .contains("spec.template.metadata.annotations")
+    );
+    assert!(snapshot.warnings[1].reason.contains("ignored"));
+}
+
+#[test]
+fn rejected_traffic_names_the_entry() {
+    one_error(
+        &with_traffic("    - {latestRevision: true, percent: 99}\n"),
+        0,
+        "spec.traffic",
+        "the percents sum to 99; they must sum to 100",
+    );
+    one_error(
+        &with_traffic(
+            "    - {percent: 50, tag: blue}\n    - {revisionName: s-00001, percent: 50, tag: blue}\n",
+        ),
+        0,
+        "spec.traffic[1].tag",
+        "tag \"blue\" is also used by spec.traffic[0]",
+    );
+    one_error(
+        &with_traffic("    - {revisionName: other-00001, percent: 100}\n"),
+        0,
+        "spec.traffic[0].revisionName",
+        "\"other-00001\" is not a revision of Service default/s",
+    );
+    for (entry, field, reason) in [
+        (
+            "{percent: 101}",
+            "spec.traffic[0].percent",
+            "from 0 to 100, found 101",
+        ),
+        ("{percent: -1}", "spec.traffic[0].percent", "found -1"),
+        (
+            "{percent: 100, revisionName: s-1, latestRevision: true}",
+            "spec.traffic[0]",
+            "not both",
+        ),
+        (
+            "{percent: 100, latestRevision: false}",
+            "spec.traffic[0].latestRevision",
+            "needs a revisionName",
+        ),
+        (
+            "{percent: 100, configurationName: s}",
+            "spec.traffic[0].configurationName",
+            "not supported",
+        ),
+        (
+            "{percent: 100, tag: Blue}",
+            "spec.traffic[0].tag",
+            "invalid name",
+        ),
+        (
+            "{percent: 100, revisionName: s-}",
+            "spec.traffic[0].revisionName",
+            "invalid name",
+        ),
+        (
+            "{percent: 100, url: http://x}",
+            "spec.traffic[0].url",
+            "unknown field",
+        ),
+    ] {
+        one_error(&with_traffic(&format!("    - {entry}\n")), 0, field, reason);
+    }
+    let tag_only = only_service(&with_traffic(
+        "    - {percent: 100}\n    - {revisionName: s-00001, tag: old}\n",
+    ));
+    assert_eq!(tag_only.traffic[1].percent, 0);
+}
+
+#[test]
+fn service_and_revision_names() {
+    let long = "a".repeat(58);
+    one_error(
+        &container("command: [a]").replace("name: s\n", &format!("name: {long}\n")),
+        0,
+        "metadata.name",
+        "at most 57 characters",
+    );
+    only_service(
+        &container("command: [a]").replace("name: s\n", &format!("name: {}\n", &long[1..])),
+    );
+    one_error(
+        &container("command: [a]").replace("name: s\n", "name: S\n"),
+        0,
+        "metadata.name",
+        "invalid name",
+    );
+    let named = |name: &str| {
+        service(
+            "s",
+            &format!(
+                "  template:\n    metadata: {{name: {name}}}\n    spec:\n      containers: [{{command: [a]}}]\n"
+            ),
+        )
+    };
+    assert_eq!(
+        only_service(&named("s-blue")).template_name.as_deref(),
+        Some("s-blue")
+    );
+    one_error(
+        &named("blue"),
+        0,
+        "spec.template.metadata.name",
+        "must start with \"s-\"",
+    );
+    let duplicate = container("command: [a]");
+    let errors = invalid(&[("a.yaml", &duplicate), ("b.yaml", &duplicate)]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].reason.contains("duplicate Service default/s"));
+}
+
+#[test]
+fn fingerprint_follows_the_template_not_the_traffic() {
+    let fingerprint = |yaml: &str| only_service(yaml).fingerprint;
+    let base = fingerprint(FULL);
+    assert_eq!(base, fingerprint(FULL), "stable");
+    let changes = [
+        ("name: billing-v2", "name: billing-v3"),
+        ("app: billing", "app: billing2"),
+        ("target: \"12.5\"", "target: \"12.6\""),
+        ("percentage: \"80\"", "percentage: \"81\""),
+        ("minScale: \"1\"", "minScale: \"2\""),
+        ("window: 1m30s", "window: 1m31s"),
+        ("delay: 500ms", "delay: 501ms"),
+        ("queue-depth: \"500\"", "queue-depth: \"501\""),
+        ("containerConcurrency: 4", "containerConcurrency: 5"),
+        ("timeoutSeconds: 60", "timeoutSeconds: 61"),
+        ("billing:2", "billing:3"),
+        ("[./billing]", "[./billing2]"),
+        ("[--verbose]", "[--quiet]"),
+        ("/srv", "/srv2"),
+        ("value: live", "value: test"),
+        ("containerPort: 8081", "containerPort: 8082"),
+        ("path: healthz", "path: ready"),
+        ("periodSeconds: 5", "periodSeconds: 6"),
+        ("successThreshold: 2", "successThreshold: 3"),
+    ];
+    for (from, to) in changes {
+        assert_eq!(FULL.matches(from).count(), 1, "{from}");
+        let changed = FULL.replace(from, to);
+        assert_ne!(base, fingerprint(&changed), "{from} -> {to}");
+    }
+    let traffic = FULL
+        .replace("percent: 90}", "percent: 80}")
+        .replace("percent: 10, tag: canary", "percent: 20, tag: blue");
+    assert_eq!(base, fingerprint(&traffic), "traffic is not the template");
+    let service_label = FULL.replace("{team: payments}", "{team: billing}");
+    assert_eq!(
+        base,
+        fingerprint(&service_label),
+        "nor the Service's own metadata"
+    );
+}

@@ -1,0 +1,340 @@
+//! The autoscaling annotations of a revision template, read into a [`ScalingSpec`].
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::Scope;
+use crate::duration::parse_go_duration;
+use crate::error::join_key;
+use crate::manifest::{
+    AUTOSCALING_ANNOTATION_PREFIX, AUTOSCALING_CLASS_ANNOTATION, AUTOSCALING_METRIC_ANNOTATION,
+    AUTOSCALING_TARGET_ANNOTATION, BACKLOG_TARGET_ANNOTATION, HPA_CLASS, INITIAL_SCALE_ANNOTATION,
+    KPA_CLASS, MAX_SCALE_ANNOTATION, MIN_SCALE_ANNOTATION, PANIC_THRESHOLD_PERCENTAGE_ANNOTATION,
+    PANIC_WINDOW_PERCENTAGE_ANNOTATION, PRECISE_CLASS, QUEUE_DEPTH_ANNOTATION,
+    RESERVED_INSTANCES_ANNOTATION, SCALE_DOWN_DELAY_ANNOTATION, SCALE_TO_ZERO_RETENTION_ANNOTATION,
+    TARGET_UTILIZATION_ANNOTATION, WINDOW_ANNOTATION,
+};
+use crate::snapshot::{
+    MAX_SCALE_DOWN_DELAY, MAX_WINDOW, MIN_WINDOW, ScalingClass, ScalingMetric, ScalingSpec,
+};
+
+use super::TIDEGATE_ANNOTATION_PREFIX;
+
+/// Keys and the older camelCase spellings Knative still accepts for them.
+const ALIASES: [(&str, &str); 7] = [
+    (MIN_SCALE_ANNOTATION, "autoscaling.knative.dev/minScale"),
+    (MAX_SCALE_ANNOTATION, "autoscaling.knative.dev/maxScale"),
+    (
+        INITIAL_SCALE_ANNOTATION,
+        "autoscaling.knative.dev/initialScale",
+    ),
+    (
+        TARGET_UTILIZATION_ANNOTATION,
+        "autoscaling.knative.dev/targetUtilizationPercentage",
+    ),
+    (
+        PANIC_WINDOW_PERCENTAGE_ANNOTATION,
+        "autoscaling.knative.dev/panicWindowPercentage",
+    ),
+    (
+        PANIC_THRESHOLD_PERCENTAGE_ANNOTATION,
+        "autoscaling.knative.dev/panicThresholdPercentage",
+    ),
+    (
+        SCALE_DOWN_DELAY_ANNOTATION,
+        "autoscaling.knative.dev/scaleDownDelay",
+    ),
+];
+
+/// The `autoscaling.knative.dev/*` keys read here (aliases aside).
+const KNATIVE_KEYS: [&str; 12] = [
+    AUTOSCALING_CLASS_ANNOTATION,
+    AUTOSCALING_METRIC_ANNOTATION,
+    AUTOSCALING_TARGET_ANNOTATION,
+    TARGET_UTILIZATION_ANNOTATION,
+    MIN_SCALE_ANNOTATION,
+    MAX_SCALE_ANNOTATION,
+    INITIAL_SCALE_ANNOTATION,
+    WINDOW_ANNOTATION,
+    PANIC_WINDOW_PERCENTAGE_ANNOTATION,
+    PANIC_THRESHOLD_PERCENTAGE_ANNOTATION,
+    SCALE_DOWN_DELAY_ANNOTATION,
+    SCALE_TO_ZERO_RETENTION_ANNOTATION,
+];
+
+/// The `tidegate.dev/*` keys of a revision template.
+const TIDEGATE_KEYS: [&str; 3] = [
+    BACKLOG_TARGET_ANNOTATION,
+    RESERVED_INSTANCES_ANNOTATION,
+    QUEUE_DEPTH_ANNOTATION,
+];
+
+/// Reads the scaling annotations of a template at `field` (its `metadata.annotations`);
+/// `default_class` applies when `autoscaling.knative.dev/class` is unset.
+pub(super) fn scaling_spec(
+    annotations: &BTreeMap<String, String>,
+    field: &str,
+    default_class: ScalingClass,
+    scope: &mut Scope<'_>,
+) -> Option<ScalingSpec> {
+    let mut reader = Reader {
+        annotations,
+        field,
+        scope,
+        ok: true,
+    };
+    let class = reader.class(default_class);
+    let mut spec = ScalingSpec::for_class(class);
+    if let Some(metric) = reader.metric(class) {
+        spec.metric = metric;
+    }
+    let positive = |x: f64| x > 0.0;
+    let percentage = |x: f64| (1.0..=100.0).contains(&x);
+    spec.target = reader.number(AUTOSCALING_TARGET_ANNOTATION, positive, "greater than 0");
+    if let Some(p) = reader.number(TARGET_UTILIZATION_ANNOTATION, percentage, "from 1 to 100") {
+        spec.target_utilization = p / 100.0;
+    }
+    if let Some(n) = reader.integer(MIN_SCALE_ANNOTATION, 0) {
+        spec.min_scale = n;
+    }
+    if let Some(n) = reader.integer(MAX_SCALE_ANNOTATION, 0u32) {
+        spec.max_scale = (n > 0).then_some(n);
+    }
+    if let Some(n) = reader.integer(INITIAL_SCALE_ANNOTATION, 0) {
+        spec.initial_scale = n;
+    }
+    let hour = Some(MAX_WINDOW);
+    if let Some(d) = reader.duration(WINDOW_ANNOTATION, MIN_WINDOW, hour, "from 6s to 1h") {
+        spec.window = d;
+    }
+    if let Some(p) = reader.number(
+        PANIC_WINDOW_PERCENTAGE_ANNOTATION,
+        percentage,
+        "from 1 to 100",
+    ) {
+        spec.panic_window_percentage = p;
+    }
+    let threshold = |x: f64| (110.0..=1000.0).contains(&x);
+    if let Some(p) = reader.number(
+        PANIC_THRESHOLD_PERCENTAGE_ANNOTATION,
+        threshold,
+        "from 110 to 1000",
+    ) {
+        spec.panic_threshold_percentage = p;
+    }
+    let delay_max = Some(MAX_SCALE_DOWN_DELAY);
+    if let Some(d) = reader.duration(
+        SCALE_DOWN_DELAY_ANNOTATION,
+        Duration::ZERO,
+        delay_max,
+        "from 0s to 1h",
+    ) {
+        spec.scale_down_delay = d;
+    }
+    if let Some(d) = reader.duration(SCALE_TO_ZERO_RETENTION_ANNOTATION, Duration::ZERO, None, "") {
+        spec.scale_to_zero_retention = d;
+    }
+    if let Some(n) = reader.integer(BACKLOG_TARGET_ANNOTATION, 1) {
+        spec.backlog_target = n;
+    }
+    if let Some(n) = reader.integer(RESERVED_INSTANCES_ANNOTATION, 0) {
+        spec.reserved_instances = n;
+    }
+    if let Some(n) = reader.integer(QUEUE_DEPTH_ANNOTATION, 1usize) {
+        spec.queue_depth = n;
+    }
+    if let Some(max) = spec.max_scale
+        && spec.min_scale > max
+    {
+        let key = reader.written_key(MIN_SCALE_ANNOTATION);
+        reader.fail(
+            key,
+            format!(
+                "min-scale {} is greater than max-scale {max}",
+                spec.min_scale
+            ),
+        );
+    }
+    reader.warn_unknown();
+    reader.ok.then_some(spec)
+}
+
+/// Reads annotations, locating each problem at its key.
+struct Reader<'a, 'b, 's> {
+    annotations: &'a BTreeMap<String, String>,
+    field: &'a str,
+    scope: &'b mut Scope<'s>,
+    ok: bool,
+}
+
+impl<'a> Reader<'a, '_, '_> {
+    fn fail(&mut self, key: &str, reason: impl Into<String>) {
+        self.scope.error(join_key(self.field, key), reason);
+        self.ok = false;
+    }
+
+    /// The key `key` is written under: itself, or its alias when only that is set.
+    fn written_key(&self, key: &'static str) -> &'static str {
+        match alias(key) {
+            Some(old) if !self.annotations.contains_key(key) => old,
+            _ => key,
+        }
+    }
+
+    /// The key written and the value of `key` or its alias; both set is an error.
+    fn get(&mut self, key: &'static str) -> Option<(&'static str, &'a str)> {
+        let old = alias(key);
+        let current = self.annotations.get(key);
+        let aliased = old.and_then(|old| self.annotations.get(old));
+        match (current, aliased, old) {
+            (Some(_), Some(_), Some(old)) => {
+                self.fail(old, format!("set only one of {key:?} and {old:?}"));
+                None
+            }
+            (Some(value), _, _) => Some((key, value.as_str())),
+            (None, Some(value), Some(old)) => Some((old, value.as_str())),
+            _ => None,
+        }
+    }
+
+    fn class(&mut self, default_class: ScalingClass) -> ScalingClass {
+        match self.get(AUTOSCALING_CLASS_ANNOTATION) {
+            None => default_class,
+            Some((_, KPA_CLASS)) => ScalingClass::Kpa,
+            Some((_, PRECISE_CLASS)) => ScalingClass::Precise,
+            Some((key, HPA_CLASS)) => {
+                self.fail(
+                    key,
+                    format!("{HPA_CLASS} is not supported; use {KPA_CLASS} or {PRECISE_CLASS}"),
+                );
+                default_class
+            }
+            Some((key, other)) => {
+                self.fail(
+                    key,
+                    format!("unknown class {other:?}; expected {KPA_CLASS} or {PRECISE_CLASS}"),
+                );
+                default_class
+            }
+        }
+    }
+
+    fn metric(&mut self, class: ScalingClass) -> Option<ScalingMetric> {
+        let (key, value) = self.get(AUTOSCALING_METRIC_ANNOTATION)?;
+        let metric = match value {
+            "concurrency" => ScalingMetric::Concurrency,
+            "rps" => ScalingMetric::Rps,
+            "cpu" | "memory" => {
+                self.fail(
+                    key,
+                    format!("{value} needs the {HPA_CLASS} class, which is not supported"),
+                );
+                return None;
+            }
+            other => {
+                self.fail(key, format!("expected concurrency or rps, found {other:?}"));
+                return None;
+            }
+        };
+        if class == ScalingClass::Precise && metric == ScalingMetric::Rps {
+            self.scope.warn(
+                join_key(self.field, key),
+                format!(
+                    "ignored: {PRECISE_CLASS} scales on requests in flight and queued, not on rps"
+                ),
+            );
+        }
+        Some(metric)
+    }
+
+    /// An integer of at least `min`.
+    fn integer<T>(&mut self, key: &'static str, min: T) -> Option<T>
+    where
+        T: FromStr + PartialOrd + Display,
+    {
+        let (written, value) = self.get(key)?;
+        match value.trim().parse::<T>() {
+            Ok(n) if n >= min => Some(n),
+            _ => {
+                self.fail(
+                    written,
+                    format!("must be an integer of at least {min}, found {value:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A finite number accepted by `accept`, which `expected` describes.
+    fn number(
+        &mut self,
+        key: &'static str,
+        accept: fn(f64) -> bool,
+        expected: &str,
+    ) -> Option<f64> {
+        let (written, value) = self.get(key)?;
+        match value.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && accept(x) => Some(x),
+            _ => {
+                self.fail(
+                    written,
+                    format!("must be a number {expected}, found {value:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A Go duration from `min` to `max` (unbounded when `None`), `range` describing both.
+    fn duration(
+        &mut self,
+        key: &'static str,
+        min: Duration,
+        max: Option<Duration>,
+        range: &str,
+    ) -> Option<Duration> {
+        let (written, value) = self.get(key)?;
+        match parse_go_duration(value.trim()) {
+            Ok(d) if d >= min && max.is_none_or(|max| d <= max) => Some(d),
+            Ok(_) => {
+                self.fail(written, format!("must be {range}, found {value:?}"));
+                None
+            }
+            Err(why) => {
+                self.fail(written, format!("{why}; write e.g. `60s` or `1m30s`"));
+                None
+            }
+        }
+    }
+
+    fn warn_unknown(&mut self) {
+        for key in self.annotations.keys() {
+            let known: &[&str] = if key.starts_with(AUTOSCALING_ANNOTATION_PREFIX) {
+                &KNATIVE_KEYS
+            } else if key.starts_with(TIDEGATE_ANNOTATION_PREFIX) {
+                &TIDEGATE_KEYS
+            } else {
+                continue;
+            };
+            let is_alias = ALIASES.iter().any(|(_, old)| old == key);
+            if !known.contains(&key.as_str()) && !is_alias {
+                self.scope.warn(
+                    join_key(self.field, key),
+                    format!(
+                        "not a scaling setting tidegate reads; ignored (known: {})",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn alias(key: &str) -> Option<&'static str> {
+    ALIASES
+        .iter()
+        .find(|(current, _)| *current == key)
+        .map(|(_, old)| *old)
+}
