@@ -170,7 +170,6 @@ async fn http_get_readiness_scales_up_and_down() {
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{events:?}");
         assert!(!alive(pid));
     }
-    assert_eq!(pods.status().failures, 0);
     tokio::time::timeout(WAIT, pods.stop())
         .await
         .expect("stopped in time");
@@ -197,7 +196,6 @@ async fn tcp_readiness_with_env_and_working_dir_removes_the_newest_pod_first() {
     wait_for("the first pod ready", || pods.status().ready == 1).await;
     pods.scale(2);
     wait_for("2 ready pods", || pods.status().ready == 2).await;
-    assert_eq!(pods.status().failures, 0, "{:?}", pods.status());
     let mut ids: Vec<PodId> = sink.ready().iter().map(|r| r.0).collect();
     ids.sort_unstable();
 
@@ -322,7 +320,7 @@ async fn a_pod_never_ready_is_stopped_after_the_start_timeout() {
 #[tokio::test]
 async fn scale_down_waits_for_requests_in_flight() {
     let runtime = LocalRuntime::new(PodOutput::Log);
-    let sink = FakeSink::holding(Duration::from_millis(200));
+    let sink = FakeSink::holding(Duration::from_millis(500));
     let pods = runtime.revision(
         "default/drain-00001".into(),
         http_server(Readiness::TcpPort),
@@ -340,7 +338,7 @@ async fn scale_down_waits_for_requests_in_flight() {
     wait_for("the pod gone", || sink.gone(id)).await;
     let drained = sink.at(Event::Draining(id)).expect("drained");
     let gone = sink.at(Event::Gone(id)).expect("gone");
-    assert!(gone - drained >= Duration::from_millis(200));
+    assert!(gone - drained >= Duration::from_millis(500));
     assert!(!alive(pid));
 }
 
@@ -419,6 +417,97 @@ async fn an_invalid_spec_never_starts() {
             .expect("an error is recorded")
             .starts_with("invalid pod spec: readiness path")
     );
+    tokio::time::timeout(WAIT, pods.stop())
+        .await
+        .expect("stopped in time");
+}
+
+#[tokio::test]
+async fn periodic_probes_take_a_pod_out_of_dispatch_and_back() {
+    let runtime = LocalRuntime::new(PodOutput::Log);
+    let sink = Arc::new(FakeSink::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marker = dir.path().join("ready");
+    std::fs::write(&marker, "ok").expect("write the marker");
+    let mut spec = http_server(Readiness::HttpGet {
+        path: "/ready".into(),
+    });
+    spec.working_dir = Some(dir.path().to_owned());
+    spec.readiness.period = Some(Duration::from_millis(50));
+    spec.readiness.failure_threshold = 2;
+    let pods = runtime.revision("ns/flaky-00001".into(), spec, sink.clone());
+    pods.scale(1);
+    wait_for("a ready pod", || pods.status().ready == 1).await;
+    let [(id, address)] = sink.ready()[..] else {
+        panic!("one ready pod expected");
+    };
+
+    std::fs::remove_file(&marker).expect("remove the marker");
+    wait_for("readiness lost", || {
+        sink.events().contains(&Event::Draining(id))
+    })
+    .await;
+    let status = pods.status();
+    assert_eq!((status.starting, status.ready), (1, 0));
+
+    std::fs::write(&marker, "ok").expect("write the marker");
+    wait_for("ready again", || sink.ready().len() == 2).await;
+    assert_eq!(sink.ready()[1], (id, address));
+    assert_eq!(pods.status().ready, 1);
+    tokio::time::timeout(WAIT, pods.stop())
+        .await
+        .expect("stopped in time");
+}
+
+/// Collects what the fmt subscriber writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("capture lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn pod_output_is_logged_with_the_pod_name() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // tracing caches each callsite's interest process-wide; while only one dispatcher is
+    // registered, a sibling test thread without a subscriber can cache "never" for the pod-output
+    // callsite (tokio-rs/tracing#3611). A second live dispatcher takes that shortcut away.
+    let _pin = tracing::Dispatch::new(tracing_subscriber::registry());
+    // The test runtime has one thread, so every task logs through this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = LocalRuntime::new(PodOutput::Log);
+    let sink = Arc::new(FakeSink::default());
+    let pods = runtime.revision(
+        "ns/chatty-00001".into(),
+        shell("echo hello from stdout; echo hello from stderr >&2; exec sleep 30"),
+        sink,
+    );
+    pods.scale(1);
+    let logged = || String::from_utf8_lossy(&capture.0.lock().expect("capture lock")).into_owned();
+    wait_for("both lines logged", || {
+        let log = logged();
+        log.contains("hello from stdout") && log.contains("hello from stderr")
+    })
+    .await;
+    let log = logged();
+    let line = log
+        .lines()
+        .find(|l| l.contains("hello from stdout"))
+        .expect("the stdout line");
+    assert!(line.contains("pod=ns/chatty-00001/pod-"), "{line}");
     tokio::time::timeout(WAIT, pods.stop())
         .await
         .expect("stopped in time");
