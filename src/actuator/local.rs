@@ -37,6 +37,8 @@ pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// How often a draining pod's in-flight count is checked.
 const DRAIN_POLL: Duration = Duration::from_millis(15);
+/// Pods spawned per reconcile step before the task yields (spawning blocks the thread briefly).
+const START_BATCH: u32 = 16;
 /// Bound on waiting for a process to disappear after SIGKILL, and for output tasks at shutdown.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -342,13 +344,14 @@ impl Revision {
             match step {
                 Step::Finished => break,
                 Step::Start(count) => {
-                    for _ in 0..count {
+                    for _ in 0..count.min(START_BATCH) {
                         if let Err(error) = self.start_pod() {
                             warn!(revision = %self.name, %error, "Pod failed to start.");
                             self.record_failure(error);
                             break;
                         }
                     }
+                    tokio::task::yield_now().await;
                 }
                 Step::Wait(until) => {
                     tokio::select! {
