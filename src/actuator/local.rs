@@ -1,0 +1,720 @@
+//! The local process runtime: every pod is a child process of the gateway.
+//!
+//! Each pod runs in its own process group (so `sh -c` wrappers and their children are signalled
+//! together), with stdin closed, the gateway's environment plus the spec's `env`, and `PORT` set to
+//! a port that was free on 127.0.0.1 a moment before. Pods that fail to start or die are replaced
+//! after a restart backoff that doubles from [`RESTART_BACKOFF_MIN`] to [`RESTART_BACKOFF_MAX`]
+//! and resets once a pod has stayed ready for [`STABLE_AFTER`].
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::PodSink;
+use super::output::for_each_line;
+use super::probe::probe_once;
+use super::spec::{AGGRESSIVE_PERIOD, PodSpec};
+use crate::revision::queue::PodId;
+
+/// Delay before the first restart after a failure.
+pub const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest delay between restarts of a failing revision.
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A pod ready for this long resets the failure count (and so the backoff).
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How often a draining pod's in-flight count is checked.
+const DRAIN_POLL: Duration = Duration::from_millis(15);
+/// Pods spawned per reconcile step before the task yields (spawning blocks the thread briefly).
+const START_BATCH: u32 = 16;
+/// Bound on waiting for a process to disappear after SIGKILL, and for output tasks at shutdown.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Where the pods' stdout and stderr go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodOutput {
+    /// To the gateway log, one `info` event per line with the pod's name in the `pod` field.
+    #[default]
+    Log,
+    /// Nowhere (e.g. benchmarks).
+    Discard,
+}
+
+/// Owns every pod process of the gateway.
+pub struct LocalRuntime {
+    output: PodOutput,
+    next_pod: Arc<AtomicU64>,
+    registry: Mutex<Registry>,
+    tasks: TaskTracker,
+    /// Cancelled when the shutdown grace ran out: pods are killed without draining.
+    force: CancellationToken,
+}
+
+/// The pods of one revision.
+///
+/// Dropping the handle scales the revision to zero in the background; [`stop`](Self::stop) does
+/// the same and waits.
+pub struct RevisionPods {
+    revision: Arc<Revision>,
+}
+
+/// A revision's pods as counted now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodsStatus {
+    /// The scale asked for by the last [`RevisionPods::scale`] (0 once stopped).
+    pub desired: u32,
+    /// Processes running, not ready yet (or no longer passing periodic readiness probes).
+    pub starting: u32,
+    /// Pods receiving work.
+    pub ready: u32,
+    /// Pods on their way out: draining, terminating, or not-ready pods being stopped.
+    pub draining: u32,
+    /// Failed starts and unexpected exits since a pod last stayed ready for [`STABLE_AFTER`].
+    pub failures: u32,
+    /// The latest failure, kept after a recovery (then `failures` is 0).
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct Registry {
+    closed: bool,
+    revisions: Vec<Weak<Revision>>,
+}
+
+struct Revision {
+    /// `namespace/revision`, for logs.
+    name: String,
+    spec: PodSpec,
+    /// The spec failed validation: nothing is started.
+    invalid: bool,
+    sink: Arc<dyn PodSink>,
+    output: PodOutput,
+    next_pod: Arc<AtomicU64>,
+    tasks: TaskTracker,
+    force: CancellationToken,
+    state: Mutex<State>,
+    /// Wakes the reconcile task: desired scale changed, a pod went away.
+    wake: Notify,
+    /// Cancelled when the reconcile task ended (closed and every pod gone).
+    finished: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    desired: u32,
+    closed: bool,
+    pods: BTreeMap<PodId, Pod>,
+    failures: u32,
+    last_error: Option<String>,
+    /// No pod is started before this (restart backoff).
+    retry_at: Option<Instant>,
+}
+
+struct Pod {
+    phase: Phase,
+    pid: Option<u32>,
+    /// Cancelled when the pod is chosen for removal.
+    stop: CancellationToken,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Ready,
+    /// Was ready, failing periodic probes now.
+    Unready,
+    Stopping,
+}
+
+/// What the reconcile task does next.
+enum Step {
+    Start(u32),
+    Wait(Option<Instant>),
+    Finished,
+}
+
+/// How the starting phase of a pod ended.
+enum Started {
+    Ready,
+    Exited(String),
+    TimedOut(String),
+    Stop,
+}
+
+/// How a pod's life ends.
+enum End {
+    /// The process exited on its own.
+    Exited { status: String, was_ready: bool },
+    /// The pod was removed; `sink_knows` when it had been reported ready.
+    Stop { sink_knows: bool },
+}
+
+/// A spawned process handed to its pod task.
+struct Spawned {
+    id: PodId,
+    name: String,
+    address: SocketAddr,
+    pid: Option<u32>,
+    child: Child,
+    stop: CancellationToken,
+}
+
+impl LocalRuntime {
+    pub fn new(output: PodOutput) -> Arc<Self> {
+        Arc::new(Self {
+            output,
+            next_pod: Arc::new(AtomicU64::new(1)),
+            registry: Mutex::new(Registry::default()),
+            tasks: TaskTracker::new(),
+            force: CancellationToken::new(),
+        })
+    }
+
+    /// Registers a revision at scale 0 and starts its reconcile task. An invalid spec (see
+    /// [`PodSpec::validate`]) never starts a pod and shows up in [`PodsStatus::last_error`].
+    ///
+    /// Must be called within a Tokio runtime.
+    pub fn revision(
+        self: &Arc<Self>,
+        name: String,
+        spec: PodSpec,
+        sink: Arc<dyn PodSink>,
+    ) -> Arc<RevisionPods> {
+        let invalid = spec.validate().err();
+        if let Some(error) = &invalid {
+            warn!(revision = %name, %error, "Invalid pod spec; no pod will start.");
+        }
+        let revision = Arc::new(Revision {
+            name,
+            spec,
+            invalid: invalid.is_some(),
+            sink,
+            output: self.output,
+            next_pod: self.next_pod.clone(),
+            tasks: self.tasks.clone(),
+            force: self.force.clone(),
+            state: Mutex::new(State {
+                last_error: invalid.map(|e| format!("invalid pod spec: {e}")),
+                ..State::default()
+            }),
+            wake: Notify::new(),
+            finished: CancellationToken::new(),
+        });
+        {
+            let mut registry = lock(&self.registry);
+            registry.revisions.retain(|r| r.strong_count() > 0);
+            registry.revisions.push(Arc::downgrade(&revision));
+            if registry.closed {
+                revision.state().closed = true;
+            }
+        }
+        let span = info_span!("reconcile", revision = %revision.name);
+        self.tasks
+            .spawn(Revision::reconcile(revision.clone()).instrument(span));
+        Arc::new(RevisionPods { revision })
+    }
+
+    /// Drains and stops every pod of every revision. Pods still running after `grace` are
+    /// killed. Revisions registered afterwards never start a pod.
+    pub async fn shutdown(&self, grace: Duration) {
+        let revisions: Vec<Arc<Revision>> = {
+            let mut registry = lock(&self.registry);
+            registry.closed = true;
+            registry
+                .revisions
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect()
+        };
+        for revision in &revisions {
+            revision.close();
+        }
+        let all_stopped =
+            futures::future::join_all(revisions.iter().map(|r| r.finished.cancelled()));
+        if tokio::time::timeout(grace, all_stopped).await.is_err() {
+            warn!(
+                ?grace,
+                "Pods still running after the shutdown grace; killing them."
+            );
+            self.force.cancel();
+        }
+        self.tasks.close();
+        if tokio::time::timeout(KILL_WAIT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("Some pod tasks did not finish after SIGKILL.");
+        }
+    }
+}
+
+impl RevisionPods {
+    /// `namespace/revision`.
+    pub fn name(&self) -> &str {
+        &self.revision.name
+    }
+
+    /// Asks for `desired` pods; returns at once, the reconcile task converges. Ignored once the
+    /// revision is stopped.
+    pub fn scale(&self, desired: u32) {
+        let changed = {
+            let mut state = self.revision.state();
+            let changed = !state.closed && state.desired != desired;
+            if changed {
+                state.desired = desired;
+            }
+            changed
+        };
+        if changed {
+            self.revision.wake.notify_one();
+        }
+    }
+
+    pub fn status(&self) -> PodsStatus {
+        let state = self.revision.state();
+        let mut status = PodsStatus {
+            desired: state.desired,
+            failures: state.failures,
+            last_error: state.last_error.clone(),
+            ..PodsStatus::default()
+        };
+        for pod in state.pods.values() {
+            match pod.phase {
+                Phase::Starting | Phase::Unready => status.starting += 1,
+                Phase::Ready => status.ready += 1,
+                Phase::Stopping => status.draining += 1,
+            }
+        }
+        status
+    }
+
+    /// Process ids of the running pods (each is also its process group id).
+    pub fn pids(&self) -> Vec<(PodId, u32)> {
+        let state = self.revision.state();
+        state
+            .pods
+            .iter()
+            .filter_map(|(id, pod)| Some((*id, pod.pid?)))
+            .collect()
+    }
+
+    /// Scales to zero for good and waits until every process exited.
+    pub async fn stop(&self) {
+        self.revision.close();
+        self.revision.finished.cancelled().await;
+    }
+}
+
+impl Drop for RevisionPods {
+    fn drop(&mut self) {
+        self.revision.close();
+    }
+}
+
+impl Revision {
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn close(&self) {
+        {
+            let mut state = self.state();
+            state.closed = true;
+            state.desired = 0;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Converges the pods to the desired scale until the revision is closed and empty.
+    async fn reconcile(self: Arc<Self>) {
+        loop {
+            let step = self.plan(Instant::now());
+            match step {
+                Step::Finished => break,
+                Step::Start(count) => {
+                    for _ in 0..count.min(START_BATCH) {
+                        if let Err(error) = self.start_pod() {
+                            warn!(revision = %self.name, %error, "Pod failed to start.");
+                            self.record_failure(error);
+                            break;
+                        }
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Step::Wait(until) => {
+                    tokio::select! {
+                        () = self.wake.notified() => {}
+                        () = sleep_until_some(until) => {}
+                    }
+                }
+            }
+        }
+        self.finished.cancel();
+    }
+
+    /// Compares actual with desired; marks pods to remove and tells them to stop.
+    fn plan(&self, now: Instant) -> Step {
+        let mut state = self.state();
+        if state.closed && state.pods.is_empty() {
+            return Step::Finished;
+        }
+        let target = if state.closed { 0 } else { state.desired };
+        let live = state
+            .pods
+            .values()
+            .filter(|p| p.phase != Phase::Stopping)
+            .count();
+        let target = usize::try_from(target).unwrap_or(usize::MAX);
+        if live > target {
+            // Not-yet-ready pods first, then the newest ready ones.
+            let mut victims: Vec<(bool, PodId)> = state
+                .pods
+                .iter()
+                .filter(|(_, p)| p.phase != Phase::Stopping)
+                .map(|(id, p)| (p.phase == Phase::Ready, *id))
+                .collect();
+            victims.sort_by_key(|&(ready, id)| (ready, std::cmp::Reverse(id)));
+            for (_, id) in victims.into_iter().take(live - target) {
+                if let Some(pod) = state.pods.get_mut(&id) {
+                    pod.phase = Phase::Stopping;
+                    pod.stop.cancel();
+                }
+            }
+            return Step::Wait(None);
+        }
+        if live < target && !self.invalid {
+            if let Some(at) = state.retry_at
+                && at > now
+            {
+                return Step::Wait(Some(at));
+            }
+            return Step::Start(u32::try_from(target - live).unwrap_or(u32::MAX));
+        }
+        Step::Wait(None)
+    }
+
+    fn record_failure(&self, error: String) {
+        let mut state = self.state();
+        state.failures = state.failures.saturating_add(1);
+        state.last_error = Some(error);
+        state.retry_at = Some(Instant::now() + restart_backoff(state.failures));
+    }
+
+    /// Spawns one pod process and its task.
+    fn start_pod(self: &Arc<Self>) -> Result<(), String> {
+        let (program, leading) = self
+            .spec
+            .command
+            .split_first()
+            .ok_or("spawn failed: command is empty")?;
+        let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+        let id = self.next_pod.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}/pod-{id}", self.name);
+        let output = match self.output {
+            PodOutput::Log => Stdio::piped,
+            PodOutput::Discard => Stdio::null,
+        };
+        let mut command = Command::new(program);
+        command
+            .args(leading)
+            .args(&self.spec.args)
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(output())
+            .stderr(output())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &self.spec.working_dir {
+            command.current_dir(dir);
+        }
+        let mut child = command.spawn().map_err(|e| format!("spawn failed: {e}"))?;
+        let pid = child.id();
+        info!(pod = %name, pid, port, "Pod started.");
+        if let Some(stdout) = child.stdout.take() {
+            let name = name.clone();
+            self.tasks.spawn(for_each_line(
+                stdout,
+                move |line| info!(pod = %name, "{line}"),
+            ));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let name = name.clone();
+            self.tasks.spawn(for_each_line(
+                stderr,
+                move |line| info!(pod = %name, "{line}"),
+            ));
+        }
+        let stop = CancellationToken::new();
+        self.state().pods.insert(
+            id,
+            Pod {
+                phase: Phase::Starting,
+                pid,
+                stop: stop.clone(),
+            },
+        );
+        let spawned = Spawned {
+            id,
+            name,
+            address: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            pid,
+            child,
+            stop,
+        };
+        self.tasks.spawn(self.clone().run_pod(spawned));
+        Ok(())
+    }
+
+    /// One pod's life: readiness, serving, removal or death, then `pod_gone`.
+    async fn run_pod(self: Arc<Self>, mut pod: Spawned) {
+        let end = match self.until_ready(&mut pod).await {
+            Started::Ready => self.serve(&mut pod).await,
+            Started::Exited(status) => End::Exited {
+                status,
+                was_ready: false,
+            },
+            Started::TimedOut(error) => {
+                warn!(pod = %pod.name, %error, "Pod did not become ready; stopping it.");
+                self.record_failure(error);
+                End::Stop { sink_knows: false }
+            }
+            Started::Stop => End::Stop { sink_knows: false },
+        };
+        match end {
+            End::Exited { status, was_ready } => {
+                let when = if was_ready { "after" } else { "before" };
+                warn!(pod = %pod.name, %status, "Pod exited {when} becoming ready.");
+                self.record_failure(format!("exited {when} becoming ready ({status})"));
+            }
+            End::Stop { sink_knows } => {
+                let status = self.terminate(&mut pod, sink_knows).await;
+                info!(pod = %pod.name, %status, "Pod stopped.");
+            }
+        }
+        // Leftovers of the process group (children of a shell wrapper) go with the pod.
+        signal_group(pod.pid, Signal::SIGKILL);
+        self.sink.pod_gone(pod.id);
+        self.state().pods.remove(&pod.id);
+        self.wake.notify_one();
+    }
+
+    /// Probes until ready; also ends when the process exits, the pod is removed or time is up.
+    async fn until_ready(&self, pod: &mut Spawned) -> Started {
+        let probe = &self.spec.readiness;
+        let deadline = Instant::now() + self.spec.start_timeout;
+        let period = probe.period.unwrap_or(AGGRESSIVE_PERIOD);
+        let mut next = Instant::now() + probe.initial_delay;
+        let mut successes = 0;
+        let mut last_error = String::from("not probed yet");
+        let address = pod.address;
+        loop {
+            let attempt = async {
+                sleep_until(next).await;
+                probe_once(&probe.check, address, probe.timeout).await
+            };
+            tokio::select! {
+                biased;
+                () = pod.stop.cancelled() => return Started::Stop,
+                () = self.force.cancelled() => return Started::Stop,
+                status = pod.child.wait() => return Started::Exited(describe(status)),
+                () = sleep_until(deadline) => {
+                    return Started::TimedOut(format!(
+                        "not ready within {:?} (last probe: {last_error})",
+                        self.spec.start_timeout
+                    ));
+                }
+                result = attempt => {
+                    next = Instant::now() + period;
+                    match result {
+                        Ok(()) => successes += 1,
+                        Err(error) => {
+                            successes = 0;
+                            last_error = error;
+                        }
+                    }
+                    if successes >= probe.success_threshold {
+                        return Started::Ready;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports the pod ready and watches it until it exits or is removed.
+    async fn serve(&self, pod: &mut Spawned) -> End {
+        {
+            let mut state = self.state();
+            if pod.stop.is_cancelled() {
+                return End::Stop { sink_knows: false };
+            }
+            if let Some(p) = state.pods.get_mut(&pod.id) {
+                p.phase = Phase::Ready;
+            }
+        }
+        self.sink.pod_ready(pod.id, pod.address);
+        info!(pod = %pod.name, address = %pod.address, "Pod ready.");
+        let probe = &self.spec.readiness;
+        let stable_at = Instant::now() + STABLE_AFTER;
+        let mut stable = false;
+        let mut ready = true;
+        let mut streak = 0;
+        let mut next = Instant::now() + probe.period.unwrap_or_default();
+        let address = pod.address;
+        loop {
+            let attempt = async {
+                match probe.period {
+                    Some(_) => {
+                        sleep_until(next).await;
+                        probe_once(&probe.check, address, probe.timeout).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = pod.stop.cancelled() => return End::Stop { sink_knows: true },
+                () = self.force.cancelled() => return End::Stop { sink_knows: true },
+                status = pod.child.wait() => {
+                    return End::Exited { status: describe(status), was_ready: true };
+                }
+                () = sleep_until(stable_at), if !stable => {
+                    stable = true;
+                    let mut state = self.state();
+                    state.failures = 0;
+                    state.retry_at = None;
+                }
+                result = attempt => {
+                    next = Instant::now() + probe.period.unwrap_or_default();
+                    // `streak` counts results that disagree with the current readiness.
+                    streak = if result.is_ok() != ready { streak + 1 } else { 0 };
+                    if ready && streak >= probe.failure_threshold {
+                        ready = false;
+                        streak = 0;
+                        self.set_phase(pod.id, Phase::Unready);
+                        self.sink.pod_draining(pod.id);
+                        let error = result.err().unwrap_or_default();
+                        warn!(pod = %pod.name, %error, "Pod failed its readiness probe; no new work for it.");
+                    } else if !ready && streak >= probe.success_threshold {
+                        ready = true;
+                        streak = 0;
+                        self.set_phase(pod.id, Phase::Ready);
+                        self.sink.pod_ready(pod.id, address);
+                        info!(pod = %pod.name, "Pod ready again.");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets a pod's phase unless it is being removed.
+    fn set_phase(&self, id: PodId, phase: Phase) {
+        if let Some(pod) = self.state().pods.get_mut(&id)
+            && pod.phase != Phase::Stopping
+        {
+            pod.phase = phase;
+        }
+    }
+
+    /// Drains (when the sink knows the pod), then SIGTERM, then SIGKILL after the grace.
+    /// Returns how the process ended.
+    async fn terminate(&self, pod: &mut Spawned, sink_knows: bool) -> String {
+        if sink_knows {
+            self.sink.pod_draining(pod.id);
+            let deadline = Instant::now() + self.spec.drain_timeout;
+            loop {
+                let in_flight = self.sink.pod_in_flight(pod.id);
+                if in_flight == 0 || self.force.is_cancelled() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    warn!(pod = %pod.name, in_flight, "Drain timed out; stopping the pod with requests in flight.");
+                    break;
+                }
+                tokio::select! {
+                    status = pod.child.wait() => return describe(status),
+                    () = sleep(DRAIN_POLL) => {}
+                }
+            }
+        }
+        if !self.force.is_cancelled() {
+            signal_group(pod.pid, Signal::SIGTERM);
+            tokio::select! {
+                status = pod.child.wait() => return describe(status),
+                () = sleep(self.spec.termination_grace) => {
+                    warn!(pod = %pod.name, grace = ?self.spec.termination_grace, "Pod ignored SIGTERM; killing it.");
+                }
+                () = self.force.cancelled() => {}
+            }
+        }
+        signal_group(pod.pid, Signal::SIGKILL);
+        if let Err(error) = pod.child.start_kill() {
+            warn!(pod = %pod.name, %error, "Could not kill the pod.");
+        }
+        match tokio::time::timeout(KILL_WAIT, pod.child.wait()).await {
+            Ok(status) => describe(status),
+            Err(_) => format!("still running {KILL_WAIT:?} after SIGKILL"),
+        }
+    }
+}
+
+/// Doubles from the minimum with each consecutive failure (`failures` ≥ 1), up to the maximum.
+fn restart_backoff(failures: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    RESTART_BACKOFF_MIN
+        .saturating_mul(factor)
+        .min(RESTART_BACKOFF_MAX)
+}
+
+/// A port the kernel considers free on 127.0.0.1 right now.
+fn free_port() -> io::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Signals the process group led by `pid`; a group that is already gone is fine.
+fn signal_group(pid: Option<u32>, signal: Signal) {
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|&p| p > 1) else {
+        return;
+    };
+    match killpg(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(error) => warn!(pid, %signal, %error, "Could not signal a pod's process group."),
+    }
+}
+
+fn describe(status: io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(error) => format!("wait failed: {error}"),
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+#[path = "local_tests.rs"]
+mod tests;

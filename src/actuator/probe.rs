@@ -1,0 +1,154 @@
+//! One readiness probe attempt against a pod on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::spec::{Readiness, valid_path};
+
+/// Most bytes read while looking for the status line.
+const STATUS_LINE_LIMIT: usize = 1024;
+
+/// Runs one attempt bounded by `timeout`; the error says why it failed.
+pub(crate) async fn probe_once(
+    check: &Readiness,
+    address: SocketAddr,
+    timeout: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, attempt(check, address)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+async fn attempt(check: &Readiness, address: SocketAddr) -> Result<(), String> {
+    let mut stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect to {address}: {e}"))?;
+    let Readiness::HttpGet { path } = check else {
+        return Ok(());
+    };
+    if !valid_path(path) {
+        return Err(format!("invalid readiness path {path:?}"));
+    }
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: tidegate-probe\r\n\
+         Accept: */*\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("send probe: {e}"))?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        if head.len() >= STATUS_LINE_LIMIT {
+            return Err("status line too long".into());
+        }
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read probe answer: {e}"))?;
+        if n == 0 {
+            return Err("connection closed before a status line".into());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let status = status_code(&head).ok_or("malformed status line")?;
+    if (200..400).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("GET {path} answered {status}"))
+    }
+}
+
+/// The status code of `HTTP/1.x NNN ...`.
+fn status_code(head: &[u8]) -> Option<u16> {
+    let line = head.split(|&b| b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split(' ');
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let code = parts.next()?;
+    if code.len() != 3 {
+        return None;
+    }
+    code.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn status_line_parsing() {
+        assert_eq!(status_code(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(status_code(b"HTTP/1.0 503\r\n"), Some(503));
+        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(status_code(b"HTTP/1.1 20x OK\r\n"), None);
+    }
+
+    /// Serves one connection with `answer` and returns the request it read.
+    async fn serve_once(answer: &'static str) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 1024];
+            let n = socket.read(&mut buf).await.expect("read");
+            socket.write_all(answer.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        (address, task)
+    }
+
+    #[tokio::test]
+    async fn http_get_accepts_2xx_and_3xx_only() {
+        let check = Readiness::HttpGet {
+            path: "/ready".into(),
+        };
+        let timeout = Duration::from_secs(5);
+        let (address, served) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(probe_once(&check, address, timeout).await, Ok(()));
+        assert!(
+            served
+                .await
+                .expect("served")
+                .starts_with("GET /ready HTTP/1.1\r\n")
+        );
+
+        let (address, _served) = serve_once("HTTP/1.1 302 Found\r\n\r\n").await;
+        assert_eq!(probe_once(&check, address, timeout).await, Ok(()));
+
+        let (address, _served) = serve_once("HTTP/1.1 503 Unavailable\r\n\r\n").await;
+        let error = probe_once(&check, address, timeout)
+            .await
+            .expect_err("probe fails");
+        assert!(error.contains("503"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn refused_and_silent_ports_fail() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        // Accepts (kernel backlog) but never answers.
+        let check = Readiness::HttpGet { path: "/".into() };
+        let error = probe_once(&check, address, Duration::from_millis(100))
+            .await
+            .expect_err("probe fails");
+        assert!(error.contains("no answer"), "{error}");
+        assert_eq!(
+            probe_once(&Readiness::TcpPort, address, Duration::from_secs(5)).await,
+            Ok(())
+        );
+        drop(listener);
+        let error = probe_once(&Readiness::TcpPort, address, Duration::from_secs(5))
+            .await
+            .expect_err("probe fails");
+        assert!(error.contains("connect"), "{error}");
+    }
+}
