@@ -2,7 +2,9 @@
 //! simulator that compares the classes on virtual time.
 //!
 //! - [`policy`]: the knobs of one revision, with Knative's defaults.
+//! - [`kpa`]: Knative's KPA — windows, panic mode, rate limits, scale to zero.
 
+pub mod kpa;
 pub mod policy;
 pub mod window;
 
