@@ -3,9 +3,11 @@
 //!
 //! - [`policy`]: the knobs of one revision, with Knative's defaults.
 //! - [`kpa`]: Knative's KPA — windows, panic mode, rate limits, scale to zero.
+//! - [`precise`]: `precise.tidegate.dev` — exact demand over `containerConcurrency`, on every change.
 
 pub mod kpa;
 pub mod policy;
+pub mod precise;
 pub mod window;
 
 pub use policy::{Class, Metric, Policy};
