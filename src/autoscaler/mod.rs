@@ -4,10 +4,12 @@
 //! - [`policy`]: the knobs of one revision, with Knative's defaults.
 //! - [`kpa`]: Knative's KPA — windows, panic mode, rate limits, scale to zero.
 //! - [`precise`]: `precise.tidegate.dev` — exact demand over `containerConcurrency`, on every change.
+//! - [`task`]: the thin per-revision task that feeds a decision function and calls a [`task::Scaler`].
 
 pub mod kpa;
 pub mod policy;
 pub mod precise;
+pub mod task;
 pub mod window;
 
 pub use policy::{Class, Metric, Policy};
