@@ -12,6 +12,9 @@ pub mod precise;
 pub mod task;
 pub mod window;
 
+#[cfg(test)]
+mod scenarios;
+
 pub use policy::{Class, Metric, Policy};
 
 /// What one revision is asked to do right now, exactly.
