@@ -5,11 +5,15 @@
 //! - [`kpa`]: Knative's KPA — windows, panic mode, rate limits, scale to zero.
 //! - [`precise`]: `precise.tidegate.dev` — exact demand over `containerConcurrency`, on every change.
 //! - [`task`]: the thin per-revision task that feeds a decision function and calls a [`task::Scaler`].
+//! - [`simulate`]: discrete-event simulation over [`crate::revision::queue::DispatchQueue`],
+//!   driven by the [`trace`]s.
 
 pub mod kpa;
 pub mod policy;
 pub mod precise;
+pub mod simulate;
 pub mod task;
+pub mod trace;
 pub mod window;
 
 #[cfg(test)]
