@@ -3,6 +3,7 @@
 //! `runtime` wires the pieces; every other module can be read and tested alone.
 
 pub mod actuator;
+pub mod autoscaler;
 pub mod commands;
 pub mod dispatch;
 pub mod ingress;

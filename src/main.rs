@@ -46,6 +46,8 @@ enum Command {
     },
     /// A small HTTP workload for examples, tests and benchmarks.
     SampleService(SampleArgs),
+    /// Simulate an autoscaler class on a request trace (virtual time) and report waits and cost.
+    Simulate(commands::simulate::SimulateArgs),
 }
 
 #[derive(clap::Args)]
@@ -135,6 +137,7 @@ fn main() -> ExitCode {
             Command::Send(args) => commands::send::run(args).await,
             Command::Check { dirs } => Ok(commands::check(&dirs)),
             Command::Status { admin } => commands::status(&admin).await.map(|()| ExitCode::SUCCESS),
+            Command::Simulate(args) => commands::simulate::run(args),
             Command::SampleService(args) => {
                 let listen = args.listen.unwrap_or_else(|| {
                     let port = std::env::var("PORT")

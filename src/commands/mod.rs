@@ -1,6 +1,7 @@
-//! Client-side subcommands: `send`, `check`, `status`.
+//! Client-side subcommands: `send`, `check`, `status`, `simulate`.
 
 pub mod send;
+pub mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,175 @@
+//! The thin per-revision task: reads demand, runs the class's pure decision, applies the result.
+//!
+//! - KPA: samples the metric once a second into its windows and decides every `tick`; when the
+//!   revision has no ready pod and demand arrives (`changed` fires), it records that demand and
+//!   decides at once, so scale from zero never waits for a tick.
+//! - Precise: decides on every `changed` notification, when a held decrease expires
+//!   ([`Precise::next_wakeup`]), and every `tick` as a safety net for changes nobody signalled
+//!   (a broker backlog that grows without a request).
+//!
+//! For both, a broker backlog wants at least `ceil(backlog / backlog_target)` pods. The
+//! [`Scaler`] hears only changes of the desired count (and the first decision). Producers signal
+//! `changed` with [`Notify::notify_one`], so a signal that arrives while the task is deciding is
+//! kept for the next turn.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::Demand;
+use super::kpa::{BUCKET, Kpa};
+use super::policy::{Class, Metric, Policy, backlog_pods};
+use super::precise::Precise;
+
+/// Applies a desired pod count (local processes, Kubernetes scale subresource).
+pub trait Scaler: Send + Sync {
+    fn scale(&self, desired: u32);
+}
+
+/// Where the task reads one revision's exact counts.
+pub trait DemandSource: Send + Sync {
+    /// Requests in flight and queued, and broker backlog, right now.
+    fn demand(&self) -> Demand;
+    /// Pods ready to take requests.
+    fn ready_pods(&self) -> u32;
+    /// Requests that ever arrived for the revision (monotonic); the rps metric counts its
+    /// increase per second.
+    fn requests_total(&self) -> u64;
+}
+
+/// Runs the autoscaler of one revision until `stop` is cancelled.
+pub async fn run(
+    policy: Policy,
+    source: Arc<dyn DemandSource>,
+    scaler: Arc<dyn Scaler>,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let applier = Applier { scaler, last: None };
+    match policy.class {
+        Class::Kpa => run_kpa(policy, source, applier, changed, stop).await,
+        Class::Precise => run_precise(policy, source, applier, changed, stop).await,
+    }
+}
+
+/// Tells the scaler about changes only.
+struct Applier {
+    scaler: Arc<dyn Scaler>,
+    last: Option<u32>,
+}
+
+impl Applier {
+    fn apply(&mut self, desired: u32) {
+        if self.last != Some(desired) {
+            debug!(desired, previous = ?self.last, "Scaling.");
+            self.last = Some(desired);
+            self.scaler.scale(desired);
+        }
+    }
+}
+
+async fn run_kpa(
+    policy: Policy,
+    source: Arc<dyn DemandSource>,
+    mut applier: Applier,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let start = Instant::now();
+    let mut kpa = Kpa::new(&policy, start, source.ready_pods());
+    let mut sample = interval_at(start + BUCKET, BUCKET);
+    sample.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tick = interval_at(start, policy.tick.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut counted = source.requests_total();
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            now = sample.tick() => {
+                let total = source.requests_total();
+                let value = metric_value(&policy, source.demand(), total.saturating_sub(counted));
+                counted = total;
+                // Like Knative, no data while the revision is at zero and idle, so the windows
+                // start afresh when it wakes after a long sleep.
+                if value > 0.0 || source.ready_pods() > 0 {
+                    kpa.record(now, value);
+                }
+            }
+            now = tick.tick() => decide_kpa(&mut kpa, now, source.as_ref(), &policy, &mut applier),
+            () = changed.notified() => {
+                let demand = source.demand();
+                if source.ready_pods() == 0 && !demand.is_idle() {
+                    let now = Instant::now();
+                    let arrived = source.requests_total().saturating_sub(counted);
+                    kpa.record(now, metric_value(&policy, demand, arrived));
+                    decide_kpa(&mut kpa, now, source.as_ref(), &policy, &mut applier);
+                }
+            }
+        }
+    }
+}
+
+fn decide_kpa(
+    kpa: &mut Kpa,
+    now: Instant,
+    source: &dyn DemandSource,
+    policy: &Policy,
+    applier: &mut Applier,
+) {
+    let decision = kpa.decide(now, source.ready_pods(), policy);
+    let backlog = policy.bound(backlog_pods(source.demand().backlog, policy));
+    let desired = if backlog > 0 {
+        decision.desired.max(backlog)
+    } else {
+        decision.desired
+    };
+    debug!(
+        desired,
+        panic = decision.panic,
+        stable = decision.observed_stable,
+        panic_value = decision.observed_panic,
+        "KPA decided."
+    );
+    applier.apply(desired);
+}
+
+/// The KPA metric for one second: requests in flight plus queued, or requests that arrived.
+fn metric_value(policy: &Policy, demand: Demand, arrived: u64) -> f64 {
+    match policy.metric {
+        Metric::Concurrency => demand.requests() as f64,
+        Metric::Rps => arrived as f64,
+    }
+}
+
+async fn run_precise(
+    policy: Policy,
+    source: Arc<dyn DemandSource>,
+    mut applier: Applier,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut precise = Precise::new();
+    let mut refresh = interval(policy.tick.max(Duration::from_millis(1)));
+    refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let wakeup = precise.next_wakeup();
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = changed.notified() => {}
+            () = sleep_until(wakeup.unwrap_or_else(Instant::now)), if wakeup.is_some() => {}
+            _ = refresh.tick() => {}
+        }
+        let desired = precise.decide(Instant::now(), source.demand(), &policy);
+        applier.apply(desired);
+    }
+}
+
+#[cfg(test)]
+#[path = "task_tests.rs"]
+mod tests;

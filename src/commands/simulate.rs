@@ -1,0 +1,83 @@
+//! `tidegate simulate`: run one autoscaler class over a trace on virtual time.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::autoscaler::Class;
+use crate::autoscaler::simulate::{SimConfig, simulate};
+use crate::autoscaler::trace::{self, Trace};
+
+#[derive(clap::Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("source").required(true).args(["trace", "trace_file"])
+))]
+pub struct SimulateArgs {
+    /// Built-in trace: step (10 → 200 → 10 rps over 240 s), spike (5 rps with 10 s at 500 rps,
+    /// 180 s), diurnal (5–200 rps sinusoid, 300 s period, 900 s).
+    #[arg(long, value_enum)]
+    pub trace: Option<TraceName>,
+    /// CSV trace with the header `second,arrivals`.
+    #[arg(long)]
+    pub trace_file: Option<PathBuf>,
+    /// Autoscaler class.
+    #[arg(long, value_enum, default_value = "precise")]
+    pub class: ClassName,
+    /// Time a pod takes to serve one request.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub service_time: Duration,
+    /// Time from asking for a pod until it is ready.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub cold_start: Duration,
+    /// Requests one pod takes at once (0 = unlimited).
+    #[arg(long, default_value_t = 10)]
+    pub container_concurrency: u32,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum TraceName {
+    Step,
+    Spike,
+    Diurnal,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ClassName {
+    Kpa,
+    Precise,
+}
+
+pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let arrivals = match (args.trace, &args.trace_file) {
+        (Some(name), _) => trace::builtin(match name {
+            TraceName::Step => Trace::Step,
+            TraceName::Spike => Trace::Spike,
+            TraceName::Diurnal => Trace::Diurnal,
+        }),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            trace::parse_csv(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        (None, None) => anyhow::bail!("give --trace or --trace-file"),
+    };
+    let class = match args.class {
+        ClassName::Kpa => Class::Kpa,
+        ClassName::Precise => Class::Precise,
+    };
+    let mut config = SimConfig::new(class, args.container_concurrency, arrivals);
+    config.service_time = args.service_time;
+    config.cold_start = args.cold_start;
+    let report = simulate(&config);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
