@@ -78,6 +78,9 @@ struct ServeArgs {
     /// Quota for events retained by the embedded broker, in bytes; over it ingress answers 503.
     #[arg(long, env = "TIDEGATE_STORAGE_MAX_BYTES")]
     storage_max_bytes: Option<u64>,
+    /// Knative Services answer on `{service}.{namespace}.{domain}` (and `{tag}-{service}…`).
+    #[arg(long, env = "TIDEGATE_DOMAIN", default_value = tidegate::ingress::proxy::DEFAULT_DOMAIN)]
+    domain: String,
 }
 
 #[derive(clap::Args)]
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
                 max_body_bytes: args.max_body_bytes,
                 drain_timeout: args.drain_timeout,
                 storage_max_bytes: args.storage_max_bytes,
+                domain: args.domain,
             })
             .await
             .map(|()| ExitCode::SUCCESS),

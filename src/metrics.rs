@@ -6,6 +6,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -111,6 +112,13 @@ pub struct DropLabels {
     pub reason: DropReason,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    pub namespace: String,
+    pub service: String,
+    pub revision: String,
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -140,6 +148,14 @@ pub struct Metrics {
     pub replies: Family<TriggerLabels, Counter>,
     /// Time from the first attempt to the subscriber's (or sink's) final answer, seconds.
     pub delivery_latency: Family<TriggerLabels, Histogram>,
+    /// Requests and deliveries running on pods, per revision (refreshed at scrape).
+    pub revision_in_flight: Family<RevisionLabels, Gauge>,
+    /// Requests and deliveries waiting in the gateway for a slot, per revision.
+    pub revision_queued: Family<RevisionLabels, Gauge>,
+    /// Pods taking work, per revision.
+    pub revision_ready_pods: Family<RevisionLabels, Gauge>,
+    /// The autoscaler's last decision, per revision.
+    pub revision_desired_pods: Family<RevisionLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -228,7 +244,35 @@ impl Metrics {
             "Time from the first delivery attempt to the final answer",
             delivery_latency.clone(),
         );
+        let revision_in_flight = Family::default();
+        let revision_queued = Family::default();
+        let revision_ready_pods = Family::default();
+        let revision_desired_pods = Family::default();
+        registry.register(
+            "revision_in_flight",
+            "Requests and deliveries running on pods",
+            revision_in_flight.clone(),
+        );
+        registry.register(
+            "revision_queued",
+            "Requests and deliveries waiting in the gateway for a pod slot",
+            revision_queued.clone(),
+        );
+        registry.register(
+            "revision_ready_pods",
+            "Pods taking work",
+            revision_ready_pods.clone(),
+        );
+        registry.register(
+            "revision_desired_pods",
+            "The autoscaler's last decision",
+            revision_desired_pods.clone(),
+        );
         Self {
+            revision_in_flight,
+            revision_queued,
+            revision_ready_pods,
+            revision_desired_pods,
             registry,
             ingest_requests,
             ingest_unknown_broker,

@@ -1,7 +1,8 @@
 //! `tidegate sample-service`: an HTTP workload for examples, tests and benchmarks.
 //!
 //! Every response carries `x-sample-instance` (stable for the process) and `x-sample-inflight`
-//! (requests in flight in this process, including this one). CloudEvents it receives are kept
+//! (requests in flight in this process, including this one), and `x-sample-revision` when
+//! `$K_REVISION` is set. CloudEvents it receives are kept
 //! (up to `keep`) and listed by `GET /events`.
 
 use std::collections::VecDeque;
@@ -37,6 +38,9 @@ pub struct SampleConfig {
 struct Sample {
     config: SampleConfig,
     instance: HeaderValue,
+    /// `$K_REVISION` (set by Knative and by tidegate's local runtime), echoed as
+    /// `x-sample-revision`.
+    revision: Option<HeaderValue>,
     in_flight: AtomicU64,
     events: Mutex<VecDeque<serde_json::Value>>,
 }
@@ -69,6 +73,9 @@ pub async fn run(config: SampleConfig) -> anyhow::Result<()> {
 pub fn router(config: SampleConfig, instance: &str) -> anyhow::Result<Router> {
     let state = Arc::new(Sample {
         instance: HeaderValue::from_str(instance).context("instance id")?,
+        revision: std::env::var("K_REVISION")
+            .ok()
+            .and_then(|r| HeaderValue::from_str(&r).ok()),
         config,
         in_flight: AtomicU64::new(0),
         events: Mutex::new(VecDeque::new()),
@@ -88,6 +95,9 @@ async fn handle(
     let h = response.headers_mut();
     h.insert("x-sample-instance", sample.instance.clone());
     h.insert("x-sample-inflight", HeaderValue::from(in_flight));
+    if let Some(revision) = &sample.revision {
+        h.insert("x-sample-revision", revision.clone());
+    }
     sample.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::ingress::admin::{BrokerStatus, TriggerStatus};
+use crate::ingress::admin::{BrokerStatus, RevisionStatus, TriggerStatus};
 
 /// `tidegate check DIR…`: prints every located error and warning; exit 1 on any error.
 pub fn check(dirs: &[PathBuf]) -> ExitCode {
@@ -53,8 +53,46 @@ pub async fn status(admin: &str) -> anyhow::Result<()> {
         .error_for_status()?
         .json()
         .await?;
+    let revisions: Vec<RevisionStatus> = client
+        .get(format!("{base}/api/v1/revisions"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    print!("{}", render_revisions(&revisions));
     print!("{}", render(&brokers, &triggers));
     Ok(())
+}
+
+fn render_revisions(revisions: &[RevisionStatus]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "REVISIONS\n{:<16} {:<28} {:<8} {:>3} {:>6} {:>8} {:>9} {:>7}",
+        "NAMESPACE", "REVISION", "CLASS", "CC", "READY", "DESIRED", "INFLIGHT", "QUEUED"
+    );
+    for r in revisions {
+        let class = r.class.split('.').next().unwrap_or(&r.class);
+        let _ = writeln!(
+            out,
+            "{:<16} {:<28} {:<8} {:>3} {:>6} {:>8} {:>9} {:>7}",
+            r.namespace,
+            r.revision,
+            class,
+            r.container_concurrency,
+            r.ready_pods,
+            r.desired_pods,
+            r.in_flight,
+            r.queued
+        );
+        if let Some(reason) = &r.reason {
+            let _ = writeln!(out, "  problem: {reason}");
+        }
+    }
+    out.push('\n');
+    out
 }
 
 fn render(brokers: &[BrokerStatus], triggers: &[TriggerStatus]) -> String {

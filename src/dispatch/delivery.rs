@@ -1,6 +1,8 @@
 //! One event's way to its subscriber: attempts, retries with backoff, the dead-letter sink, and
 //! replies re-published into the broker.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +20,43 @@ use super::stats::TriggerCounters;
 use crate::ingress::events::{
     ARRIVAL_EXTENSION, DEFAULT_BROKER_TTL, DEFAULT_MAX_BODY_BYTES, TTL_EXTENSION, now_rfc3339,
 };
+use crate::ingress::proxy::SharedRoutes;
 use crate::metrics::AttemptOutcome;
+use crate::revision::DispatchError;
 
 /// Most bytes of a subscriber's error body carried in `knativeerrordata`.
 pub const ERROR_DATA_LIMIT: usize = 1024;
 /// Publisher headers forwarded to subscribers (carried as CloudEvents extensions).
 const FORWARDED_TRACING: [&str; 2] = ["traceparent", "tracestate"];
+
+/// Where a delivery goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// An absolute URL.
+    Url(String),
+    /// A Knative Service known to the gateway: each attempt goes through the precise dispatch
+    /// queue of the revision its route picks, so deliveries count as that revision's work.
+    Service {
+        namespace: String,
+        name: String,
+        path: String,
+    },
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Url(url) => f.write_str(url),
+            Endpoint::Service {
+                namespace,
+                name,
+                path,
+            } => {
+                write!(f, "http://{name}.{namespace}.svc.cluster.local{path}")
+            }
+        }
+    }
+}
 
 /// How a delivery ended.
 #[derive(Debug)]
@@ -39,7 +72,8 @@ pub enum Outcome {
 /// Sends `event` to `url` until it is accepted, the retries are spent, or `stop` fires.
 pub async fn deliver_with_retries(
     client: &reqwest::Client,
-    url: &str,
+    routes: &SharedRoutes,
+    endpoint: &Endpoint,
     event: &CloudEvent,
     delivery: &DeliveryConfig,
     counters: &TriggerCounters,
@@ -47,7 +81,7 @@ pub async fn deliver_with_retries(
 ) -> Outcome {
     let mut retry = 0u32;
     loop {
-        let result = attempt(client, url, event, delivery.timeout).await;
+        let result = attempt(client, routes, endpoint, event, delivery.timeout).await;
         counters.attempt(match &result {
             Ok(_) => AttemptOutcome::Success,
             Err(AttemptError::Timeout(_)) => AttemptOutcome::Timeout,
@@ -71,7 +105,7 @@ pub async fn deliver_with_retries(
             error.retry_after(),
             delivery.retry_after_max,
         );
-        tracing::debug!(url, retry, ?wait, %error, "Delivery attempt failed; retrying.");
+        tracing::debug!(%endpoint, retry, ?wait, %error, "Delivery attempt failed; retrying.");
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = stop.cancelled() => return Outcome::Aborted,
@@ -79,13 +113,41 @@ pub async fn deliver_with_retries(
     }
 }
 
-/// One HTTP attempt in binary mode with `Prefer: reply`.
+/// One HTTP attempt in binary mode with `Prefer: reply`. For a Service endpoint, `timeout`
+/// covers waiting for a slot on a pod as well; the slot is held until the answer is read.
 pub async fn attempt(
     client: &reqwest::Client,
-    url: &str,
+    routes: &SharedRoutes,
+    endpoint: &Endpoint,
     event: &CloudEvent,
     timeout: Duration,
 ) -> Result<Option<CloudEvent>, AttemptError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (url, _slot) = match endpoint {
+        Endpoint::Url(url) => (Cow::Borrowed(url.as_str()), None),
+        Endpoint::Service {
+            namespace,
+            name,
+            path,
+        } => {
+            let revision = routes
+                .load()
+                .service(namespace, name)
+                .and_then(|route| route.pick().cloned())
+                .ok_or_else(|| {
+                    AttemptError::Network(format!("service {namespace}/{name} has no revision"))
+                })?;
+            let slot = revision.acquire(deadline).await.map_err(|e| match e {
+                DispatchError::Timeout(_) => AttemptError::Timeout(timeout),
+                full @ DispatchError::QueueFull(..) => AttemptError::Network(full.to_string()),
+            })?;
+            (
+                Cow::Owned(format!("http://{}{path}", slot.address())),
+                Some(slot),
+            )
+        }
+    };
+    let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
     let mut headers = HeaderMap::new();
     let body = brokers::http::encode_binary(event, &mut headers);
     headers.insert("prefer", HeaderValue::from_static("reply"));
@@ -97,7 +159,7 @@ pub async fn attempt(
         }
     }
     let request = client
-        .post(url)
+        .post(&*url)
         .headers(headers)
         .body(body)
         .timeout(timeout);

@@ -22,16 +22,17 @@ use tokio_util::task::TaskTracker;
 use triggers::{DeliveryOrder, Destination, TriggerConfig};
 
 use crate::ingress::Topology;
+use crate::ingress::proxy::SharedRoutes;
 use crate::metrics::{DropReason, Metrics};
-use delivery::{Outcome, ReplyOutcome};
+use delivery::{Endpoint, Outcome, ReplyOutcome};
 use stats::TriggerCounters;
 
 /// One trigger as the dispatcher runs it and the admin API shows it.
 pub struct TriggerState {
     pub config: TriggerConfig,
-    /// Resolved subscriber URL, if it could be resolved.
-    pub subscriber: Option<String>,
-    pub dead_letter: Option<String>,
+    /// Resolved subscriber, if it could be resolved.
+    pub subscriber: Option<Endpoint>,
+    pub dead_letter: Option<Endpoint>,
     pub broker: Option<Arc<dyn Broker>>,
     /// Why the trigger does not run, if it does not.
     pub not_ready: Option<String>,
@@ -64,6 +65,7 @@ struct Worker {
 /// Runs one worker per ready trigger and swaps them when manifests change.
 pub struct Dispatcher {
     client: reqwest::Client,
+    routes: SharedRoutes,
     metrics: Arc<Metrics>,
     /// Touched only when manifests change and at shutdown, never per event.
     workers: Mutex<HashMap<(String, String), Worker>>,
@@ -73,9 +75,10 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(client: reqwest::Client, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: reqwest::Client, routes: SharedRoutes, metrics: Arc<Metrics>) -> Self {
         Self {
             client,
+            routes,
             metrics,
             workers: Mutex::new(HashMap::new()),
             states: ArcSwap::from_pointee(Vec::new()),
@@ -91,7 +94,13 @@ impl Dispatcher {
 
     /// Brings the running workers in line with `triggers`: unchanged ones keep running, changed
     /// ones restart from their persisted cursor, removed ones stop and drop their subscription.
-    pub async fn apply(&self, triggers: &[TriggerConfig], topology: &Topology) {
+    /// `services` are the Knative Services known to the gateway, by (namespace, name).
+    pub async fn apply(
+        &self,
+        triggers: &[TriggerConfig],
+        topology: &Topology,
+        services: &std::collections::HashSet<(String, String)>,
+    ) {
         let mut keep = Vec::new();
         let mut start = Vec::new();
         let mut removed = Vec::new();
@@ -102,7 +111,7 @@ impl Dispatcher {
             let mut old = std::mem::take(&mut *workers);
             for config in triggers {
                 let key = (config.namespace.clone(), config.name.clone());
-                let state = self.resolve(config, topology);
+                let state = self.resolve(config, topology, services);
                 match old.remove(&key) {
                     Some(w) if same_runtime(&w.state, &state) => keep.push((key, w)),
                     Some(w) => {
@@ -139,6 +148,7 @@ impl Dispatcher {
                             Arc::clone(&state),
                             subscription,
                             self.client.clone(),
+                            self.routes.clone(),
                             stop.clone(),
                             self.tracker.clone(),
                         ));
@@ -163,11 +173,20 @@ impl Dispatcher {
         }
     }
 
-    fn resolve(&self, config: &TriggerConfig, topology: &Topology) -> TriggerState {
+    fn resolve(
+        &self,
+        config: &TriggerConfig,
+        topology: &Topology,
+        services: &std::collections::HashSet<(String, String)>,
+    ) -> TriggerState {
         let entry = topology.get(&config.namespace, &config.broker);
         let broker = entry.and_then(|e| e.broker.clone());
-        let subscriber = resolve(&config.subscriber);
-        let dead_letter = config.delivery.dead_letter_sink.as_ref().map(resolve);
+        let subscriber = resolve(&config.subscriber, services);
+        let dead_letter = config
+            .delivery
+            .dead_letter_sink
+            .as_ref()
+            .map(|d| resolve(d, services));
         let not_ready = if entry.is_none() {
             Some(format!(
                 "broker {}/{} does not exist",
@@ -220,10 +239,34 @@ fn same_runtime(old: &TriggerState, new: &TriggerState) -> bool {
     old.config == new.config && same_broker && old.not_ready == new.not_ready
 }
 
-/// A destination as a URL. Only URIs resolve until Services are known to the gateway.
-fn resolve(destination: &Destination) -> Result<String, String> {
+/// A destination as an endpoint: a URI as is, a Knative Service ref through its revisions.
+fn resolve(
+    destination: &Destination,
+    services: &std::collections::HashSet<(String, String)>,
+) -> Result<Endpoint, String> {
     match destination {
-        Destination::Uri(uri) => Ok(uri.clone()),
+        Destination::Uri(uri) => Ok(Endpoint::Url(uri.clone())),
+        Destination::Ref {
+            api_version,
+            kind,
+            namespace,
+            name,
+            path,
+        } if kind == "Service" && api_version.starts_with("serving.knative.dev/") => {
+            if !services.contains(&(namespace.clone(), name.clone())) {
+                return Err(format!("Knative Service {namespace}/{name} does not exist"));
+            }
+            let path = match path.as_deref() {
+                Some(p) if p.starts_with('/') => p.to_owned(),
+                Some(p) => format!("/{p}"),
+                None => "/".to_owned(),
+            };
+            Ok(Endpoint::Service {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                path,
+            })
+        }
         Destination::Ref {
             api_version,
             kind,
@@ -231,7 +274,7 @@ fn resolve(destination: &Destination) -> Result<String, String> {
             name,
             ..
         } => Err(format!(
-            "cannot resolve {kind}.{api_version} {namespace}/{name}: only `uri` destinations are supported by this gateway yet"
+            "cannot resolve {kind}.{api_version} {namespace}/{name}: only URIs and Knative Services (serving.knative.dev) are addressable here"
         )),
     }
 }
@@ -241,6 +284,7 @@ async fn run(
     state: Arc<TriggerState>,
     mut subscription: Box<dyn Subscription>,
     client: reqwest::Client,
+    routes: SharedRoutes,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -286,9 +330,10 @@ async fn run(
         }
         let state = Arc::clone(&state);
         let client = client.clone();
+        let routes = routes.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
-            deliver(&state, &client, delivery, &stop).await;
+            deliver(&state, &client, &routes, delivery, &stop).await;
             drop(permit);
         });
     }
@@ -307,18 +352,22 @@ impl triggers::Attributes for EventAttributes<'_> {
 async fn deliver(
     state: &TriggerState,
     client: &reqwest::Client,
+    routes: &SharedRoutes,
     delivery: Delivery,
     stop: &CancellationToken,
 ) {
     let _in_flight = state.counters.start();
     let started = Instant::now();
-    let (Some(url), Some(broker)) = (&state.subscriber, &state.broker) else {
+    let (Some(subscriber), Some(broker)) = (&state.subscriber, &state.broker) else {
         return;
     };
     let Delivery { event, acker, .. } = delivery;
     let config = &state.config.delivery;
     let name = || subscription_name(&state.config);
-    match delivery::deliver_with_retries(client, url, &event, config, &state.counters, stop).await {
+    let counters = &state.counters;
+    match delivery::deliver_with_retries(client, routes, subscriber, &event, config, counters, stop)
+        .await
+    {
         Outcome::Aborted => return,
         Outcome::Delivered { reply } => {
             state.counters.delivered.inc();
@@ -341,9 +390,11 @@ async fn deliver(
                 acker.ack();
                 return;
             };
-            let dead = delivery::dead_letter_event(&event, url, &error);
-            match delivery::deliver_with_retries(client, sink, &dead, config, &state.counters, stop)
-                .await
+            let dead = delivery::dead_letter_event(&event, &subscriber.to_string(), &error);
+            match delivery::deliver_with_retries(
+                client, routes, sink, &dead, config, counters, stop,
+            )
+            .await
             {
                 Outcome::Aborted => return,
                 Outcome::Delivered { .. } => {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::topology::SharedTopology;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
+use crate::revision::registry::Registry;
 
 /// What the admin API reads.
 #[derive(Clone)]
@@ -22,6 +23,34 @@ pub struct AdminState {
     pub dispatcher: Arc<Dispatcher>,
     /// Set once the manifests are loaded and storage is open.
     pub ready: Arc<AtomicBool>,
+    pub registry: Arc<std::sync::Mutex<Registry>>,
+}
+
+/// One row of `/api/v1/revisions`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevisionStatus {
+    pub namespace: String,
+    pub service: String,
+    pub revision: String,
+    pub class: String,
+    pub container_concurrency: u32,
+    /// True once a pod of the revision was ready.
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub ready_pods: u32,
+    pub desired_pods: u32,
+    pub in_flight: u64,
+    pub queued: u64,
+    pub pods: Vec<PodStatus>,
+}
+
+/// One pod in `/api/v1/revisions`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PodStatus {
+    pub id: String,
+    pub address: String,
+    pub in_flight: u32,
 }
 
 /// One row of `/api/v1/triggers`.
@@ -61,6 +90,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/triggers", get(triggers))
         .route("/api/v1/brokers", get(brokers))
+        .route("/api/v1/revisions", get(revisions))
         .with_state(state)
 }
 
@@ -73,6 +103,35 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
+    let m = &state.metrics;
+    for family in [
+        &m.revision_in_flight,
+        &m.revision_queued,
+        &m.revision_ready_pods,
+        &m.revision_desired_pods,
+    ] {
+        family.clear();
+    }
+    for row in revision_rows(&state.registry) {
+        let labels = crate::metrics::RevisionLabels {
+            namespace: row.namespace,
+            service: row.service,
+            revision: row.revision,
+        };
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        m.revision_in_flight
+            .get_or_create(&labels)
+            .set(gauge(row.in_flight));
+        m.revision_queued
+            .get_or_create(&labels)
+            .set(gauge(row.queued));
+        m.revision_ready_pods
+            .get_or_create(&labels)
+            .set(i64::from(row.ready_pods));
+        m.revision_desired_pods
+            .get_or_create(&labels)
+            .set(i64::from(row.desired_pods));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -94,8 +153,8 @@ async fn triggers(State(state): State<AdminState>) -> Json<Vec<TriggerStatus>> {
             broker: t.config.broker.clone(),
             subscriber: t
                 .subscriber
-                .clone()
-                .unwrap_or_else(|| describe(&t.config.subscriber)),
+                .as_ref()
+                .map_or_else(|| describe(&t.config.subscriber), ToString::to_string),
             ready: t.ready(),
             reason: t.not_ready.clone(),
             delivered: t.counters.delivered.get(),
@@ -125,6 +184,47 @@ async fn brokers(State(state): State<AdminState>) -> Json<Vec<BrokerStatus>> {
         })
         .collect();
     Json(rows)
+}
+
+/// The revisions table, as `/api/v1/revisions` and `/metrics` show it.
+pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatus> {
+    let registry = registry
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    registry
+        .revisions()
+        .into_iter()
+        .map(|live| {
+            let r = &live.revision;
+            let counts = r.counts();
+            RevisionStatus {
+                namespace: r.namespace.clone(),
+                service: r.service.clone(),
+                revision: r.name.clone(),
+                class: r.class.to_owned(),
+                container_concurrency: r.container_concurrency,
+                ready: r.ever_ready(),
+                reason: live.running.problem(),
+                ready_pods: counts.ready_pods,
+                desired_pods: r.desired(),
+                in_flight: counts.in_flight,
+                queued: counts.queued,
+                pods: counts
+                    .pods
+                    .iter()
+                    .map(|p| PodStatus {
+                        id: format!("{}-{}", r.name, p.id),
+                        address: p.address.to_string(),
+                        in_flight: p.in_flight,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+async fn revisions(State(state): State<AdminState>) -> Json<Vec<RevisionStatus>> {
+    Json(revision_rows(&state.registry))
 }
 
 fn describe(destination: &triggers::Destination) -> String {

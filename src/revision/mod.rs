@@ -6,10 +6,11 @@
 //! ends, the client goes away, or the wait times out — so the counts are exact at every instant.
 
 pub mod queue;
+pub mod registry;
 pub mod route;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -46,6 +47,11 @@ pub struct Revision {
     desired: AtomicU32,
     /// Set once a pod of this revision was ready (Knative's revision Ready condition).
     ever_ready: AtomicBool,
+    /// Requests and deliveries that ever asked for a slot (the rps metric's source).
+    requests: AtomicU64,
+    /// Broker backlog of the triggers delivering to this revision (filled by queue-backed
+    /// brokers; joins demand with `tidegate.dev/backlog-target`).
+    pub backlog: AtomicU64,
 }
 
 /// Counts of a revision at one instant.
@@ -78,6 +84,8 @@ impl Revision {
             changed: Arc::new(Notify::new()),
             desired: AtomicU32::new(0),
             ever_ready: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
         })
     }
 
@@ -89,6 +97,7 @@ impl Revision {
     /// Waits for a slot on a pod, at most until `deadline`. A revision at zero is woken at once
     /// through [`Revision::changed`]; the request waits in FIFO order until a pod is ready.
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<SlotGuard, DispatchError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let ticket = {
             let mut q = self.lock();
@@ -204,6 +213,10 @@ impl Revision {
             ready_pods: u32::try_from(q.ready_pods()).unwrap_or(u32::MAX),
             pods: q.pods().to_vec(),
         }
+    }
+
+    pub fn requests_total(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     pub fn desired(&self) -> u32 {

@@ -5,36 +5,58 @@ use std::sync::Arc;
 
 use super::Revision;
 
+/// One traffic target.
+#[derive(Clone)]
+pub enum Target {
+    /// A named revision.
+    Fixed(Arc<Revision>),
+    /// The latest ready revision: the first of these (newest first) that has been ready, else
+    /// the newest (requests then wait for its first pod).
+    Latest(Vec<Arc<Revision>>),
+}
+
+impl Target {
+    pub fn resolve(&self) -> Option<&Arc<Revision>> {
+        match self {
+            Target::Fixed(revision) => Some(revision),
+            Target::Latest(candidates) => candidates
+                .iter()
+                .find(|r| r.ever_ready())
+                .or_else(|| candidates.first()),
+        }
+    }
+}
+
 /// Where requests for one host go: revisions with their share in percent.
 #[derive(Clone)]
 pub struct Route {
     pub namespace: String,
     pub service: String,
-    /// (revision, percent); percents add up to 100 when non-empty.
-    pub targets: Vec<(Arc<Revision>, u32)>,
+    /// (target, percent); percents add up to 100 when non-empty.
+    pub targets: Vec<(Target, u32)>,
 }
 
 impl Route {
     /// Picks a revision for a uniformly random `roll` in [0, 100).
     pub fn pick_with(&self, roll: u32) -> Option<&Arc<Revision>> {
         let mut acc = 0;
-        for (revision, percent) in &self.targets {
+        for (target, percent) in &self.targets {
             acc += percent;
             if roll < acc {
-                return Some(revision);
+                return target.resolve();
             }
         }
         self.targets
             .iter()
             .rev()
             .find(|(_, p)| *p > 0)
-            .map(|(r, _)| r)
+            .and_then(|(t, _)| t.resolve())
     }
 
     /// Picks a revision by the traffic split.
     pub fn pick(&self) -> Option<&Arc<Revision>> {
         if let [(only, _)] = self.targets.as_slice() {
-            return Some(only);
+            return only.resolve();
         }
         self.pick_with(rand::random_range(0..100))
     }
@@ -116,7 +138,10 @@ mod tests {
         let route = Route {
             namespace: "default".into(),
             service: "hello".into(),
-            targets: vec![(revision("hello-00001"), 80), (revision("hello-00002"), 20)],
+            targets: vec![
+                (Target::Fixed(revision("hello-00001")), 80),
+                (Target::Fixed(revision("hello-00002")), 20),
+            ],
         };
         let mut counts = HashMap::new();
         for roll in 0..100 {
@@ -132,7 +157,7 @@ mod tests {
         let route = Arc::new(Route {
             namespace: "default".into(),
             service: "hello".into(),
-            targets: vec![(revision("hello-00001"), 100)],
+            targets: vec![(Target::Fixed(revision("hello-00001")), 100)],
         });
         let mut table = RouteTable::default();
         table.insert_service(Arc::clone(&route));

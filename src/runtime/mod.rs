@@ -1,5 +1,7 @@
 //! The one place that wires everything together and owns start-up and shutdown.
 
+mod launch;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,10 +15,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use triggers::{Backend, Snapshot};
 
+use crate::actuator::{LocalRuntime, PodOutput};
 use crate::dispatch::Dispatcher;
 use crate::ingress::topology::IngestCounters;
-use crate::ingress::{BrokerEntry, Topology, admin, events};
+use crate::ingress::{BrokerEntry, Topology, admin, events, proxy};
 use crate::metrics::Metrics;
+use crate::revision::registry::Registry;
+use crate::revision::route::RouteTable;
 
 /// How often manifest directories are checked for changes.
 pub const MANIFEST_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -32,6 +37,8 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Retained-event quota of the embedded broker; over it ingress answers 503.
     pub storage_max_bytes: Option<u64>,
+    /// Services answer on `{service}.{namespace}.{domain}`.
+    pub domain: String,
 }
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
@@ -70,23 +77,52 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .build()
         .context("building the delivery HTTP client")?;
-    let dispatcher = Arc::new(Dispatcher::new(client, Arc::clone(&metrics)));
+    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    let dispatcher = Arc::new(Dispatcher::new(
+        client,
+        Arc::clone(&routes),
+        Arc::clone(&metrics),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
+    let pods = LocalRuntime::new(PodOutput::Log);
+    let launcher = Arc::new(launch::LocalLauncher {
+        runtime: Arc::clone(&pods),
+        self_exe: std::env::current_exe().ok(),
+    });
+    let registry = Arc::new(std::sync::Mutex::new(Registry::open(
+        &config.data_dir,
+        Arc::clone(&routes),
+    )));
 
     let apply = {
         let store = Arc::clone(&store);
         let metrics = Arc::clone(&metrics);
         let topology = Arc::clone(&topology);
         let dispatcher = Arc::clone(&dispatcher);
+        let registry = Arc::clone(&registry);
+        let launcher = Arc::clone(&launcher);
         move |snapshot: Arc<Snapshot>| {
             let store = Arc::clone(&store);
             let metrics = Arc::clone(&metrics);
             let topology = Arc::clone(&topology);
             let dispatcher = Arc::clone(&dispatcher);
+            let registry = Arc::clone(&registry);
+            let launcher = Arc::clone(&launcher);
             async move {
                 let next = build_topology(&snapshot, &store, &metrics, &topology.load());
                 topology.store(Arc::new(next));
-                dispatcher.apply(&snapshot.triggers, &topology.load()).await;
+                registry
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .apply(&snapshot.services, launcher.as_ref());
+                let services = snapshot
+                    .services
+                    .iter()
+                    .map(|s| (s.namespace.clone(), s.name.clone()))
+                    .collect();
+                dispatcher
+                    .apply(&snapshot.triggers, &topology.load(), &services)
+                    .await;
             }
         }
     };
@@ -109,11 +145,15 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
 
     let stop_ingress = CancellationToken::new();
-    let ingress = events::router(events::IngressState {
-        topology: Arc::clone(&topology),
-        max_body_bytes: config.max_body_bytes,
-        unknown_broker: metrics.ingest_unknown_broker.clone(),
-    });
+    let ingress = crate::ingress::router(
+        events::IngressState {
+            topology: Arc::clone(&topology),
+            max_body_bytes: config.max_body_bytes,
+            unknown_broker: metrics.ingest_unknown_broker.clone(),
+        },
+        proxy::ProxyState::new(Arc::clone(&routes), &config.domain),
+    )
+    .into_make_service_with_connect_info::<SocketAddr>();
     let ingress_task = tokio::spawn({
         let stop = stop_ingress.clone();
         async move {
@@ -128,6 +168,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         topology: Arc::clone(&topology),
         dispatcher: Arc::clone(&dispatcher),
         ready: Arc::clone(&ready),
+        registry: Arc::clone(&registry),
     });
     let admin_task = tokio::spawn({
         let stop = stop_admin.clone();
@@ -169,6 +210,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             "Deliveries still running after the drain timeout; they will be redelivered."
         );
     }
+    registry
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .stop_all();
+    pods.shutdown(config.drain_timeout).await;
     // Flushes the last cursor updates; joins the writer thread, so off the async workers.
     let _ = tokio::task::spawn_blocking(move || store.close()).await;
     stop_admin.cancel();

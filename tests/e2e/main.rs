@@ -6,3 +6,4 @@ mod durability;
 mod harness;
 mod ingress;
 mod manifests;
+mod serving;

@@ -1,0 +1,341 @@
+//! The HTTP proxy: requests whose `Host` names a Knative Service go to a pod of one of its
+//! revisions, through that revision's precise dispatch queue.
+//!
+//! - Routing is by `Host` (or the HTTP/2 authority) only: `{service}.{namespace}.{domain}` and
+//!   `{tag}-{service}.{namespace}.{domain}`. `X-Forwarded-*` are set for the pod and never read.
+//! - The slot on the pod is held until the response body ends, the client goes away, or a
+//!   WebSocket tunnel closes.
+//! - `timeoutSeconds` bounds queueing plus the wait for response headers: 504 past it (503 when
+//!   no pod could be had at all).
+//! - Failover: a request whose connection to the pod was refused was never sent; when it has no
+//!   body it is retried on another slot. Anything already sent is not replayed (502).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::http::{
+    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header,
+};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::time::Instant;
+
+use crate::revision::SlotGuard;
+use crate::revision::route::{Route, RouteTable};
+
+/// Default domain of service hosts.
+pub const DEFAULT_DOMAIN: &str = "example.com";
+/// Attempts for a body-less request whose connection was refused.
+const CONNECT_ATTEMPTS: usize = 3;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Shared, atomically swapped routes.
+pub type SharedRoutes = Arc<ArcSwap<RouteTable>>;
+
+/// What the proxy needs.
+#[derive(Clone)]
+pub struct ProxyState {
+    pub routes: SharedRoutes,
+    pub domain: Arc<str>,
+    pub client: Client<HttpConnector, Body>,
+}
+
+impl ProxyState {
+    pub fn new(routes: SharedRoutes, domain: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Self {
+            routes,
+            domain: domain.into(),
+            client,
+        }
+    }
+
+    /// The route for a request's host, if it names a service.
+    pub fn route_for(&self, request: &Request<Body>) -> Option<Arc<Route>> {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()))?;
+        self.routes.load().by_host(host, &self.domain).cloned()
+    }
+}
+
+fn error(status: StatusCode, message: String) -> Response<Body> {
+    let mut response =
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Forwards one request along `route`.
+pub async fn forward(
+    state: &ProxyState,
+    route: &Route,
+    mut request: Request<Body>,
+    peer: Option<SocketAddr>,
+) -> Response<Body> {
+    let Some(revision) = route.pick().cloned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "service {}/{} has no ready revision",
+                route.namespace, route.service
+            ),
+        );
+    };
+    let deadline = Instant::now() + revision.timeout;
+    let mut attempts = 1;
+    let upgrade = is_upgrade(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    prepare_request(&mut request, peer, upgrade);
+    // A body-less request can be rebuilt for another pod if the first refused the connection.
+    let replay = has_no_body(&request).then(|| {
+        (
+            request.method().clone(),
+            request.uri().clone(),
+            request.headers().clone(),
+        )
+    });
+    let mut next = Some(request);
+    let (guard, mut response) = loop {
+        let guard = match revision.acquire(deadline).await {
+            Ok(guard) => guard,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        let mut upstream = match (next.take(), &replay) {
+            (Some(request), _) => request,
+            (None, Some((method, uri, headers))) => {
+                let mut request = Request::new(Body::empty());
+                *request.method_mut() = method.clone();
+                *request.uri_mut() = uri.clone();
+                *request.headers_mut() = headers.clone();
+                request
+            }
+            (None, None) => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "request could not be replayed".into(),
+                );
+            }
+        };
+        *upstream.uri_mut() = match upstream_uri(guard.address(), upstream.uri()) {
+            Some(uri) => uri,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "request target is not valid".into(),
+                );
+            }
+        };
+        match tokio::time::timeout_at(deadline, state.client.request(upstream)).await {
+            Err(_) => {
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "revision {} did not answer within {:?}",
+                        revision.name, revision.timeout
+                    ),
+                );
+            }
+            Ok(Ok(response)) => break (guard, response),
+            Ok(Err(e)) if e.is_connect() && replay.is_some() && attempts < CONNECT_ATTEMPTS => {
+                attempts += 1;
+                tracing::debug!(revision = %revision.name, pod = guard.pod(), error = %e, "Pod refused the connection; trying another.");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(revision = %revision.name, pod = guard.pod(), error = %e, "Proxying to the pod failed.");
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("pod of {} failed: {e}", revision.name),
+                );
+            }
+        }
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "pod switched protocols unasked".into(),
+            );
+        };
+        let pod_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(tunnel(client_upgrade, pod_upgrade, guard));
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, Body::empty());
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(
+        parts,
+        Body::new(GuardedBody {
+            inner: body,
+            guard: Some(guard),
+        }),
+    )
+}
+
+/// Copies bytes both ways until either side closes; the slot is held meanwhile.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    pod: hyper::upgrade::OnUpgrade,
+    guard: SlotGuard,
+) {
+    match tokio::try_join!(client, pod) {
+        Ok((client, pod)) => {
+            let mut client = TokioIo::new(client);
+            let mut pod = TokioIo::new(pod);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut pod).await {
+                tracing::debug!(error = %e, "Upgraded connection ended.");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "Connection upgrade failed."),
+    }
+    drop(guard);
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn has_no_body(request: &Request<Body>) -> bool {
+    HttpBody::size_hint(request.body()).exact() == Some(0)
+}
+
+fn prepare_request(request: &mut Request<Body>, peer: Option<SocketAddr>, upgrade: bool) {
+    let upgrade_value = request.headers().get(header::UPGRADE).cloned();
+    let host = request.headers().get(header::HOST).cloned().or_else(|| {
+        request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    if let Some(host) = host {
+        headers.insert(header::HOST, host.clone());
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    if let Some(peer) = peer {
+        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        }
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if upgrade && let Some(value) = upgrade_value {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, value);
+    }
+    *request.version_mut() = Version::HTTP_11;
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+fn upstream_uri(address: SocketAddr, uri: &Uri) -> Option<Uri> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Uri::builder()
+        .scheme("http")
+        .authority(address.to_string())
+        .path_and_query(path)
+        .build()
+        .ok()
+}
+
+/// A response body that releases the pod slot when it ends or is dropped.
+struct GuardedBody<B> {
+    inner: B,
+    guard: Option<SlotGuard>,
+}
+
+impl<B> HttpBody for GuardedBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(None) => {
+                self.guard = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.guard = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if self.inner.is_end_stream() {
+                    self.guard = None;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

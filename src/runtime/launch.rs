@@ -1,0 +1,192 @@
+//! Starts what runs a revision: its pods (local process runtime) and its autoscaler task, and
+//! connects them to the revision's exact counts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio_util::sync::CancellationToken;
+use triggers::{ProbeAction, RevisionTemplate, ScalingClass, ScalingMetric, ServiceConfig};
+
+use crate::actuator::{LocalRuntime, PodSink, PodSpec, Readiness, ReadinessProbe, RevisionPods};
+use crate::autoscaler::task::{DemandSource, Scaler};
+use crate::autoscaler::{self, Class, Demand, Metric, Policy};
+use crate::revision::Revision;
+use crate::revision::queue::PodId;
+use crate::revision::registry::{RevisionLauncher, RunningRevision};
+
+/// Launches revisions as local processes.
+pub struct LocalLauncher {
+    pub runtime: Arc<LocalRuntime>,
+    /// The gateway's own executable: a container command `tidegate` runs it.
+    pub self_exe: Option<PathBuf>,
+}
+
+impl RevisionLauncher for LocalLauncher {
+    fn start(&self, revision: &Arc<Revision>, service: &ServiceConfig) -> Box<dyn RunningRevision> {
+        let template = &service.template;
+        let mut spec = self.pod_spec(template);
+        // Knative's runtime contract.
+        spec.env.extend([
+            ("K_SERVICE".to_owned(), service.name.clone()),
+            ("K_CONFIGURATION".to_owned(), service.name.clone()),
+            ("K_REVISION".to_owned(), revision.name.clone()),
+        ]);
+        let pods = self.runtime.revision(
+            format!("{}/{}", revision.namespace, revision.name),
+            spec,
+            Arc::new(Sink(Arc::clone(revision))) as Arc<dyn PodSink>,
+        );
+        let policy = policy(template);
+        let stop = CancellationToken::new();
+        let scaler = Arc::new(PodScaler {
+            revision: Arc::clone(revision),
+            pods: Arc::clone(&pods),
+            reserved: policy.reserved_instances,
+        });
+        tokio::spawn(autoscaler::task::run(
+            policy,
+            Arc::new(Source(Arc::clone(revision))) as Arc<dyn DemandSource>,
+            scaler as Arc<dyn Scaler>,
+            Arc::clone(&revision.changed),
+            stop.clone(),
+        ));
+        Box::new(Running { pods, stop })
+    }
+}
+
+impl LocalLauncher {
+    fn pod_spec(&self, template: &RevisionTemplate) -> PodSpec {
+        let container = &template.container;
+        let mut command = container.command.clone();
+        if command.first().is_some_and(|c| c == "tidegate")
+            && let Some(exe) = &self.self_exe
+        {
+            command[0] = exe.display().to_string();
+        }
+        let mut spec = PodSpec::new(command);
+        spec.args = container.args.clone();
+        spec.env = container.env.clone();
+        spec.working_dir = container.working_dir.as_ref().map(PathBuf::from);
+        if let Some(probe) = &container.readiness {
+            spec.readiness = ReadinessProbe {
+                check: match &probe.action {
+                    ProbeAction::HttpGet { path, .. } => Readiness::HttpGet { path: path.clone() },
+                    ProbeAction::TcpSocket { .. } => Readiness::TcpPort,
+                },
+                initial_delay: probe.initial_delay,
+                period: (!probe.period.is_zero()).then_some(probe.period),
+                timeout: probe.timeout,
+                failure_threshold: probe.failure_threshold.max(1),
+                success_threshold: probe.success_threshold.max(1),
+            };
+        }
+        spec
+    }
+}
+
+/// The autoscaler policy of a revision template.
+pub fn policy(template: &RevisionTemplate) -> Policy {
+    let s = &template.scaling;
+    let cc = template.container_concurrency;
+    let mut policy = match s.class {
+        ScalingClass::Kpa => Policy::kpa_default().with_container_concurrency(cc),
+        ScalingClass::Precise => Policy::precise_default(cc),
+    };
+    policy.class = match s.class {
+        ScalingClass::Kpa => Class::Kpa,
+        ScalingClass::Precise => Class::Precise,
+    };
+    policy.metric = match s.metric {
+        ScalingMetric::Concurrency => Metric::Concurrency,
+        ScalingMetric::Rps => Metric::Rps,
+    };
+    if let Some(target) = s.target {
+        policy.target = target;
+    }
+    policy.target_utilization = s.target_utilization;
+    policy.min_scale = s.min_scale;
+    policy.max_scale = s.max_scale;
+    policy.initial_scale = s.initial_scale;
+    policy.stable_window = s.window;
+    policy.panic_window_percentage = s.panic_window_percentage;
+    policy.panic_threshold_percentage = s.panic_threshold_percentage;
+    policy.scale_down_delay = s.scale_down_delay;
+    policy.backlog_target = s.backlog_target;
+    policy.reserved_instances = s.reserved_instances;
+    policy
+}
+
+struct Running {
+    pods: Arc<RevisionPods>,
+    stop: CancellationToken,
+}
+
+impl RunningRevision for Running {
+    fn problem(&self) -> Option<String> {
+        let status = self.pods.status();
+        if status.ready > 0 {
+            return None;
+        }
+        status.last_error
+    }
+
+    fn stop(&self) {
+        self.stop.cancel();
+        let pods = Arc::clone(&self.pods);
+        tokio::spawn(async move { pods.stop().await });
+    }
+}
+
+/// The revision's dispatch state, as the actuator reports pods to it.
+struct Sink(Arc<Revision>);
+
+impl PodSink for Sink {
+    fn pod_ready(&self, id: PodId, address: SocketAddr) {
+        self.0.pod_ready(id, address);
+    }
+    fn pod_draining(&self, id: PodId) {
+        self.0.pod_draining(id);
+    }
+    fn pod_gone(&self, id: PodId) {
+        self.0.pod_gone(id);
+    }
+    fn pod_in_flight(&self, id: PodId) -> u32 {
+        self.0.pod_in_flight(id)
+    }
+}
+
+/// The revision's exact counts, as the autoscaler reads them.
+struct Source(Arc<Revision>);
+
+impl DemandSource for Source {
+    fn demand(&self) -> Demand {
+        let counts = self.0.counts();
+        Demand {
+            in_flight: counts.in_flight,
+            queued: counts.queued,
+            backlog: self.0.backlog.load(Ordering::Relaxed),
+        }
+    }
+    fn ready_pods(&self) -> u32 {
+        self.0.counts().ready_pods
+    }
+    fn requests_total(&self) -> u64 {
+        self.0.requests_total()
+    }
+}
+
+/// Applies decisions to the pods; reserved instances keep pods warm while the revision is at zero.
+struct PodScaler {
+    revision: Arc<Revision>,
+    pods: Arc<RevisionPods>,
+    reserved: u32,
+}
+
+impl Scaler for PodScaler {
+    fn scale(&self, desired: u32) {
+        self.revision.set_desired(desired);
+        self.pods.scale(desired.max(self.reserved));
+    }
+}

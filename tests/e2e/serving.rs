@@ -1,0 +1,378 @@
+//! Knative Services on the local process runtime: scale from zero, precise concurrency,
+//! scaling out and back to zero, traffic split, tags, pod failure, Triggers that create Services.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// A Knative Service running `tidegate sample-service` with `args`.
+fn service(
+    name: &str,
+    annotations: &[(&str, &str)],
+    cc: u32,
+    args: &[&str],
+    extra_spec: &str,
+) -> String {
+    let mut yaml = format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  template:\n"
+    );
+    if !annotations.is_empty() {
+        yaml.push_str("    metadata:\n      annotations:\n");
+        for (k, v) in annotations {
+            yaml.push_str(&format!("        {k}: \"{v}\"\n"));
+        }
+    }
+    yaml.push_str(&format!(
+        "    spec:\n      containerConcurrency: {cc}\n      timeoutSeconds: 30\n      containers:\n        - command: [tidegate, sample-service]\n          args: [{}]\n",
+        args.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")
+    ));
+    yaml.push_str(extra_spec);
+    yaml
+}
+
+const PRECISE: (&str, &str) = ("autoscaling.knative.dev/class", "precise.tidegate.dev");
+const FAST_DOWN: (&str, &str) = ("autoscaling.knative.dev/scale-down-delay", "1s");
+
+async fn get(client: &reqwest::Client, gw: &Gateway, host: &str) -> reqwest::Response {
+    client
+        .get(format!("{}/hello", gw.ingress))
+        .header("host", host)
+        .send()
+        .await
+        .expect("request through the proxy")
+}
+
+async fn revisions(gw: &Gateway) -> Vec<serde_json::Value> {
+    reqwest::get(format!("{}/api/v1/revisions", gw.admin))
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn wait_revision(
+    gw: &Gateway,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(r) = revisions(gw).await.into_iter().find(|r| check(r)) {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            revisions(gw).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_burst_all_succeed_and_concurrency_one_is_never_exceeded() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let yaml = service(
+        "hello",
+        &[
+            PRECISE,
+            FAST_DOWN,
+            ("autoscaling.knative.dev/initial-scale", "0"),
+        ],
+        1,
+        &["--delay", "100ms"],
+        "",
+    );
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    // At zero before any request.
+    let r = wait_revision(&gw, "revision listed", |r| r["revision"] == "hello-00001").await;
+    assert_eq!(r["ready_pods"], 0, "{r}");
+    let client = reqwest::Client::new();
+    let max_inflight = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let client = client.clone();
+            let url = format!("{}/hello", gw.ingress);
+            let max_inflight = Arc::clone(&max_inflight);
+            tokio::spawn(async move {
+                let r = client
+                    .get(url)
+                    .header("host", "hello.default.example.com")
+                    .send()
+                    .await
+                    .expect("send");
+                let inflight: u64 = r
+                    .headers()
+                    .get("x-sample-inflight")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(u64::MAX);
+                max_inflight.fetch_max(inflight, Ordering::SeqCst);
+                (
+                    r.status().as_u16(),
+                    r.headers().get("x-sample-revision").cloned(),
+                )
+            })
+        })
+        .collect();
+    let mut statuses = HashMap::new();
+    for t in tasks {
+        let (status, revision) = t.await.expect("join");
+        *statuses.entry(status).or_insert(0) += 1;
+        assert_eq!(
+            revision.as_ref().and_then(|v| v.to_str().ok()),
+            Some("hello-00001")
+        );
+    }
+    assert_eq!(statuses.get(&200), Some(&50), "{statuses:?}");
+    assert_eq!(
+        max_inflight.load(Ordering::SeqCst),
+        1,
+        "containerConcurrency 1 exceeded"
+    );
+    // Demand of 50 at cc=1 scaled out beyond one pod, then back to zero after the delay.
+    let metrics = reqwest::get(format!("{}/metrics", gw.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("tidegate_revision_in_flight"), "{metrics}");
+    wait_revision(&gw, "scale to zero", |r| {
+        r["ready_pods"] == 0 && r["desired_pods"] == 0 && r["in_flight"] == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scales_out_to_the_demand() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let yaml = service("wide", &[PRECISE, FAST_DOWN], 2, &["--delay", "1s"], "");
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            let url = format!("{}/x", gw.ingress);
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .header("host", "wide.default.example.com")
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    // 8 requests at cc=2 → 4 pods desired; the revision reaches them while the requests run.
+    let r = wait_revision(&gw, "4 desired pods", |r| r["desired_pods"] == 4).await;
+    assert!(
+        r["in_flight"].as_u64().unwrap_or(0) + r["queued"].as_u64().unwrap_or(0) <= 8,
+        "{r}"
+    );
+    for t in tasks {
+        assert_eq!(t.await.expect("join").expect("request"), 200);
+    }
+    wait_revision(&gw, "scale to zero", |r| {
+        r["ready_pods"] == 0 && r["desired_pods"] == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_split_and_tags() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let v1 = service("split", &[PRECISE], 0, &[], "");
+    let dir = manifests(tmp.path(), &[("svc.yaml", &v1)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    let r = get(&client, &gw, "split.default.example.com").await;
+    assert_eq!(r.status(), 200);
+    // A new template makes revision 2; 80/20 between them, a tag on each.
+    let traffic = "  traffic:\n    - revisionName: split-00001\n      percent: 80\n      tag: old\n    - latestRevision: true\n      percent: 20\n      tag: canary\n";
+    let v2 = service(
+        "split",
+        &[PRECISE, ("tidegate.dev/reserved-instances", "0")],
+        0,
+        &["--status", "200"],
+        traffic,
+    );
+    std::fs::write(dir.join("svc.yaml"), v2).expect("write");
+    wait_revision(&gw, "revision 2 ready", |r| {
+        r["revision"] == "split-00002" && r["ready"] == true
+    })
+    .await;
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            let url = format!("{}/", gw.ingress);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..250 {
+                    let r = client
+                        .get(&url)
+                        .header("host", "split.default.example.com")
+                        .send()
+                        .await
+                        .expect("send");
+                    assert_eq!(r.status(), 200);
+                    seen.push(
+                        r.headers()
+                            .get("x-sample-revision")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned(),
+                    );
+                }
+                seen
+            })
+        })
+        .collect();
+    for t in tasks {
+        for rev in t.await.expect("join") {
+            *counts.entry(rev).or_insert(0) += 1;
+        }
+    }
+    let old = f64::from(counts.get("split-00001").copied().unwrap_or(0)) / 2000.0;
+    assert!((0.75..=0.85).contains(&old), "80/20 split gave {counts:?}");
+    assert_eq!(counts.values().sum::<u32>(), 2000);
+    for (host, revision) in [
+        ("canary-split.default.example.com", "split-00002"),
+        ("old-split.default.example.com", "split-00001"),
+    ] {
+        for _ in 0..20 {
+            let r = get(&client, &gw, host).await;
+            assert_eq!(
+                r.headers()
+                    .get("x-sample-revision")
+                    .and_then(|v| v.to_str().ok()),
+                Some(revision)
+            );
+        }
+    }
+    // Unknown hosts are not forwarded anywhere.
+    let r = get(&client, &gw, "nope.default.example.com").await;
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_killed_under_load_is_replaced() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let yaml = service(
+        "sturdy",
+        &[PRECISE, ("autoscaling.knative.dev/min-scale", "1")],
+        4,
+        &["--delay", "20ms"],
+        "",
+    );
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    let r = get(&client, &gw, "sturdy.default.example.com").await;
+    assert_eq!(r.status(), 200);
+    let instance = r
+        .headers()
+        .get("x-sample-instance")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let pid = instance.split('-').next().unwrap_or("").to_owned();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // Requests keep coming; after the replacement is ready they all succeed again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut ok_in_a_row = 0;
+    while ok_in_a_row < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "revision never recovered"
+        );
+        let r = get(&client, &gw, "sturdy.default.example.com").await;
+        if r.status() == 200 {
+            ok_in_a_row += 1;
+            let now = r
+                .headers()
+                .get("x-sample-instance")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            assert_ne!(now, instance, "the killed pod answered");
+        } else {
+            ok_in_a_row = 0;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_does_not_exist_is_reported_and_requests_end_with_503() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let yaml = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: broken\n  namespace: default\nspec:\n  template:\n    spec:\n      timeoutSeconds: 2\n      containers:\n        - command: [/nonexistent/program]\n";
+    let dir = manifests(tmp.path(), &[("svc.yaml", yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let r = wait_revision(&gw, "a reported problem", |r| {
+        r["reason"].as_str().is_some_and(|p| p.contains("spawn"))
+    })
+    .await;
+    assert_eq!(r["ready"], false);
+    let client = reqwest::Client::new();
+    let started = tokio::time::Instant::now();
+    let r = get(&client, &gw, "broken.default.example.com").await;
+    assert_eq!(r.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered only after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_creates_its_service_and_deliveries_count_as_its_work() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let trigger = "apiVersion: tidegate.dev/v1alpha1\nkind: Trigger\nmetadata:\n  name: worker\n  namespace: default\nspec:\n  broker: default\n  service:\n    spec:\n      template:\n        metadata:\n          annotations:\n            autoscaling.knative.dev/scale-down-delay: \"1s\"\n        spec:\n          containerConcurrency: 2\n          containers:\n            - command: [tidegate, sample-service, --delay, 50ms]\n";
+    let dir = manifests(tmp.path(), &[("b.yaml", BROKER), ("t.yaml", trigger)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let r = wait_revision(&gw, "the trigger's revision", |r| {
+        r["revision"] == "worker-00001"
+    })
+    .await;
+    assert_eq!(r["class"], "precise.tidegate.dev");
+    let client = reqwest::Client::new();
+    let url = gw.broker_url("default", "default");
+    for i in 0..20 {
+        assert_eq!(
+            publish(&client, &url, &format!("w-{i}"), "dev.work", &[])
+                .await
+                .status(),
+            202
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while gw.trigger("worker").await["delivered"] != 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            gw.trigger("worker").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Removing the Trigger removes its Service.
+    std::fs::remove_file(dir.join("t.yaml")).expect("rm");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !revisions(&gw).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service outlived its trigger"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
