@@ -153,7 +153,8 @@ impl Kpa {
     /// The scaler's part: min/max scale; initial scale until the revision first had
     /// `initial_scale` ready pods; scale to zero only once the revision has been active (had
     /// ready pods) for a stable window and `scale_to_zero_grace` has passed since the decider
-    /// first said 0 — meanwhile one pod stays. A revision without ready pods is not woken for 0.
+    /// first said 0 — meanwhile one pod stays. A revision without ready pods gets 0 at once:
+    /// there is nothing to keep.
     pub fn bound(&mut self, now: Instant, ready_pods: u32, desired: u32, policy: &Policy) -> u32 {
         if ready_pods == 0 {
             self.active_since = None;

@@ -92,7 +92,8 @@ pub struct Policy {
     pub container_concurrency: u32,
     /// Never fewer pods than this (`autoscaling.knative.dev/min-scale`).
     pub min_scale: u32,
-    /// Never more pods than this (`autoscaling.knative.dev/max-scale`); `None` = unbounded.
+    /// Never more pods than this (`autoscaling.knative.dev/max-scale`); `None` (or `Some(0)`, as
+    /// Knative's 0) = unbounded.
     pub max_scale: Option<u32>,
     /// Pods wanted until the revision first had that many ready (`autoscaling.knative.dev/initial-scale`).
     pub initial_scale: u32,
