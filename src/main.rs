@@ -44,6 +44,15 @@ enum Command {
         )]
         admin: String,
     },
+    /// Internal: start a pod's program tied to the gateway's lifetime.
+    #[command(hide = true)]
+    ExecPod {
+        /// The gateway's process id.
+        #[arg(long)]
+        parent: Option<u32>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<String>,
+    },
     /// A small HTTP workload for examples, tests and benchmarks.
     SampleService(SampleArgs),
     /// Simulate an autoscaler class on a request trace (virtual time) and report waits and cost.
@@ -106,6 +115,11 @@ struct SampleArgs {
 }
 
 fn main() -> ExitCode {
+    // Before anything else: exec-pod replaces the process and must not start a runtime.
+    let cli = Cli::parse();
+    if let Command::ExecPod { parent, argv } = &cli.command {
+        return commands::exec_pod::run(*parent, argv);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -113,7 +127,6 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -140,6 +153,7 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS),
             Command::Send(args) => commands::send::run(args).await,
             Command::Check { dirs } => Ok(commands::check(&dirs)),
+            Command::ExecPod { .. } => Ok(ExitCode::FAILURE),
             Command::Status { admin } => commands::status(&admin).await.map(|()| ExitCode::SUCCESS),
             Command::Simulate(args) => commands::simulate::run(args),
             Command::SampleService(args) => {

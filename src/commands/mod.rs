@@ -1,5 +1,6 @@
 //! Client-side subcommands: `send`, `check`, `status`, `simulate`.
 
+pub mod exec_pod;
 pub mod send;
 pub mod simulate;
 

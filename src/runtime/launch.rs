@@ -60,10 +60,24 @@ impl LocalLauncher {
     fn pod_spec(&self, template: &RevisionTemplate) -> PodSpec {
         let container = &template.container;
         let mut command = container.command.clone();
-        if command.first().is_some_and(|c| c == "tidegate")
-            && let Some(exe) = &self.self_exe
-        {
-            command[0] = exe.display().to_string();
+        if let Some(exe) = &self.self_exe {
+            let exe = exe.display().to_string();
+            if command.first().is_some_and(|c| c == "tidegate") {
+                command[0] = exe.clone();
+            }
+            // Every pod dies with the gateway, even on `kill -9` (see commands/exec_pod.rs).
+            // A program that cannot be found is left unwrapped so its spawn error is reported.
+            if command.first().is_some_and(|program| findable(program)) {
+                let parent = std::process::id().to_string();
+                let wrapper = [
+                    exe,
+                    "exec-pod".into(),
+                    "--parent".into(),
+                    parent,
+                    "--".into(),
+                ];
+                command.splice(0..0, wrapper);
+            }
         }
         let mut spec = PodSpec::new(command);
         spec.args = container.args.clone();
@@ -84,6 +98,15 @@ impl LocalLauncher {
         }
         spec
     }
+}
+
+/// Whether `program` names an existing file, directly or through `$PATH`.
+fn findable(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// The autoscaler policy of a revision template.

@@ -376,3 +376,36 @@ async fn a_trigger_creates_its_service_and_deliveries_count_as_its_work() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_die_with_a_killed_gateway() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let yaml = service(
+        "orphan",
+        &[PRECISE, ("autoscaling.knative.dev/min-scale", "1")],
+        0,
+        &[],
+        "",
+    );
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    let mut gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    let r = get(&client, &gw, "orphan.default.example.com").await;
+    let instance = r
+        .headers()
+        .get("x-sample-instance")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let pid = instance.split('-').next().unwrap_or("").to_owned();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    gw.kill9();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pod {pid} outlived the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
