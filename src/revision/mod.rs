@@ -52,6 +52,10 @@ pub struct Revision {
     /// Broker backlog of the triggers delivering to this revision (filled by queue-backed
     /// brokers; joins demand with `tidegate.dev/backlog-target`).
     pub backlog: AtomicU64,
+    /// Demand granularity the autoscaler decides at (f64 bits): a change of demand wakes it when
+    /// `ceil(demand / step)` changes, when demand leaves or reaches zero, or while no pod is
+    /// ready. 0 wakes it on every change.
+    wake_step: AtomicU64,
 }
 
 /// Counts of a revision at one instant.
@@ -86,6 +90,7 @@ impl Revision {
             ever_ready: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
+            wake_step: AtomicU64::new(0f64.to_bits()),
         })
     }
 
@@ -99,24 +104,30 @@ impl Revision {
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<SlotGuard, DispatchError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let ticket = {
+        let (ticket, wake) = {
             let mut q = self.lock();
+            let before = demand(&q);
             if let Some(slot) = q.try_acquire() {
+                let wake = self.wakes(before, &q);
                 drop(q);
-                self.changed.notify_one();
+                if wake {
+                    self.changed.notify_one();
+                }
                 return Ok(SlotGuard {
                     revision: Arc::clone(self),
                     slot,
                 });
             }
             match q.enqueue(tx) {
-                Ok(ticket) => ticket,
+                Ok(ticket) => (ticket, self.wakes(before, &q)),
                 Err(_) => {
                     return Err(DispatchError::QueueFull(self.name.clone(), q.queued()));
                 }
             }
         };
-        self.changed.notify_one();
+        if wake {
+            self.changed.notify_one();
+        }
         let mut waiter = Waiter {
             revision: self,
             ticket,
@@ -147,8 +158,9 @@ impl Revision {
 
     /// Frees a slot and passes it to the longest waiter still there.
     fn release(&self, pod: PodId) {
-        {
+        let wake = {
             let mut q = self.lock();
+            let before = demand(&q);
             let mut next = q.release(pod);
             while let Some((waiter, slot)) = next {
                 match waiter.send(slot) {
@@ -156,8 +168,35 @@ impl Revision {
                     Err(slot) => next = q.release(slot.pod),
                 }
             }
+            self.wakes(before, &q)
+        };
+        if wake {
+            self.changed.notify_one();
         }
-        self.changed.notify_one();
+    }
+
+    /// Sets the demand granularity of the autoscaler (see [`Revision::wake_step`]):
+    /// `containerConcurrency` (or the target) for the precise class, infinity for classes that
+    /// sample on their own and only need the scale-from-zero signal.
+    pub fn set_wake_step(&self, step: f64) {
+        self.wake_step.store(step.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Whether a change of demand from `before` to the queue's current demand must wake the
+    /// autoscaler: exactly when a decision based on it could differ.
+    fn wakes(&self, before: u64, q: &DispatchQueue<oneshot::Sender<Slot>>) -> bool {
+        let after = demand(q);
+        if before == after {
+            return false;
+        }
+        if before == 0 || after == 0 || q.ready_pods() == 0 {
+            return true;
+        }
+        let step = f64::from_bits(self.wake_step.load(Ordering::Relaxed));
+        if step <= 0.0 || step.is_nan() {
+            return true;
+        }
+        (before as f64 / step).ceil() != (after as f64 / step).ceil()
     }
 
     fn hand_over_all(
@@ -205,6 +244,16 @@ impl Revision {
         self.lock().pod(id).map_or(0, |p| p.in_flight)
     }
 
+    /// In flight, queued and ready pods, without copying the pods.
+    pub fn demand(&self) -> (u64, u64, u32) {
+        let q = self.lock();
+        (
+            q.in_flight(),
+            q.queued() as u64,
+            u32::try_from(q.ready_pods()).unwrap_or(u32::MAX),
+        )
+    }
+
     pub fn counts(&self) -> RevisionCounts {
         let q = self.lock();
         RevisionCounts {
@@ -233,6 +282,11 @@ impl Revision {
     }
 }
 
+/// Requests in flight plus queued.
+fn demand<W>(q: &DispatchQueue<W>) -> u64 {
+    q.in_flight() + q.queued() as u64
+}
+
 /// A queued request; leaving the queue (timeout, client gone) is exact, even mid-hand-over.
 struct Waiter<'a> {
     revision: &'a Arc<Revision>,
@@ -244,9 +298,16 @@ impl Waiter<'_> {
     /// Leaves the queue; returns a slot handed over in the meantime.
     fn leave(&mut self) -> Option<Slot> {
         let mut rx = self.rx.take()?;
-        let cancelled = self.revision.lock().cancel(self.ticket).is_some();
-        if cancelled {
+        let (cancelled, wake) = {
+            let mut q = self.revision.lock();
+            let before = demand(&q);
+            let cancelled = q.cancel(self.ticket).is_some();
+            (cancelled, self.revision.wakes(before, &q))
+        };
+        if wake {
             self.revision.changed.notify_one();
+        }
+        if cancelled {
             return None;
         }
         rx.try_recv().ok()

@@ -140,3 +140,41 @@ async fn a_gone_pod_frees_nothing_twice() {
     let g = rev.acquire(deadline).await.expect("slot");
     assert_eq!(g.pod(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_autoscaler_is_woken_exactly_when_its_decision_can_change() {
+    let rev = revision(0, 100);
+    rev.set_wake_step(4.0);
+    rev.pod_ready(1, addr(1));
+    let woken = || {
+        let rev = Arc::clone(&rev);
+        async move {
+            tokio::time::timeout(Duration::from_millis(1), rev.changed.notified())
+                .await
+                .is_ok()
+        }
+    };
+    assert!(woken().await, "a pod change always wakes");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut guards = Vec::new();
+    let mut wakes = Vec::new();
+    for _ in 0..9 {
+        guards.push(rev.acquire(deadline).await.expect("slot"));
+        wakes.push(woken().await);
+    }
+    // Demand 1 (from zero), 5 and 9 cross a step of 4.
+    assert_eq!(
+        wakes,
+        [true, false, false, false, true, false, false, false, true]
+    );
+    let mut wakes = Vec::new();
+    while let Some(g) = guards.pop() {
+        drop(g);
+        wakes.push(woken().await);
+    }
+    // Demand 8 (from 9), 4 (from 5) and 0 cross back.
+    assert_eq!(
+        wakes,
+        [true, false, false, false, true, false, false, false, true]
+    );
+}

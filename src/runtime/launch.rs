@@ -39,6 +39,13 @@ impl RevisionLauncher for LocalLauncher {
             Arc::new(Sink(Arc::clone(revision))) as Arc<dyn PodSink>,
         );
         let policy = policy(template);
+        revision.set_wake_step(match policy.class {
+            Class::Precise if policy.container_concurrency > 0 => {
+                f64::from(policy.container_concurrency)
+            }
+            Class::Precise => policy.effective_target(),
+            Class::Kpa => f64::INFINITY,
+        });
         let stop = CancellationToken::new();
         let scaler = Arc::new(PodScaler {
             revision: Arc::clone(revision),
@@ -185,15 +192,15 @@ struct Source(Arc<Revision>);
 
 impl DemandSource for Source {
     fn demand(&self) -> Demand {
-        let counts = self.0.counts();
+        let (in_flight, queued, _) = self.0.demand();
         Demand {
-            in_flight: counts.in_flight,
-            queued: counts.queued,
+            in_flight,
+            queued,
             backlog: self.0.backlog.load(Ordering::Relaxed),
         }
     }
     fn ready_pods(&self) -> u32 {
-        self.0.counts().ready_pods
+        self.0.demand().2
     }
     fn requests_total(&self) -> u64 {
         self.0.requests_total()

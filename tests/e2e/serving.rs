@@ -409,3 +409,98 @@ async fn pods_die_with_a_killed_gateway() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A pod that switches any request to an echo protocol and echoes bytes back.
+const UPGRADE_ECHO: &str = r#"
+import os, socket, threading
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(os.environ["PORT"]))); srv.listen(64)
+def serve(c):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = c.recv(4096)
+        if not d: return
+        buf += d
+    if b"upgrade: echo" not in buf.lower():
+        c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"); c.close(); return
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+    while True:
+        d = c.recv(4096)
+        if not d: break
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = srv.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_are_tunnelled_and_slow_pods_time_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = tmp.path().join("echo.py");
+    std::fs::write(&script, UPGRADE_ECHO).expect("write script");
+    let echo = format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  template:\n    spec:\n      containers:\n        - command: [python3, {}]\n",
+        script.display()
+    );
+    let slow = service("slow", &[PRECISE], 0, &["--delay", "5s"], "")
+        .replace("timeoutSeconds: 30", "timeoutSeconds: 1");
+    let dir = manifests(tmp.path(), &[("echo.yaml", &echo), ("slow.yaml", &slow)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+
+    let addr = gw.ingress.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /chat HTTP/1.1\r\nHost: echo.default.example.com\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut byte))
+            .await
+            .expect("response head in time")
+            .expect("read");
+        assert_eq!(
+            n,
+            1,
+            "connection closed early: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    stream
+        .write_all(b"ping through the tunnel")
+        .await
+        .expect("write");
+    let mut echoed = [0u8; 23];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(&echoed, b"ping through the tunnel");
+    let during = wait_revision(&gw, "tunnel counted in flight", |r| {
+        r["service"] == "echo" && r["in_flight"] == 1
+    })
+    .await;
+    assert_eq!(during["queued"], 0);
+    drop(stream);
+    wait_revision(&gw, "tunnel released", |r| {
+        r["service"] == "echo" && r["in_flight"] == 0
+    })
+    .await;
+
+    // A pod that answers after timeoutSeconds: 504 (once it is ready, so the wait is the pod's).
+    wait_revision(&gw, "slow pod ready", |r| {
+        r["service"] == "slow" && r["ready_pods"] == 1
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let r = get(&client, &gw, "slow.default.example.com").await;
+    assert_eq!(r.status(), 504);
+}

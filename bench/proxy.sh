@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# HTTP proxy benchmark: the same backend pod reached directly, through tidegate (Host routing,
+# precise dispatch, exact accounting) and through nginx as a reverse proxy. Prints rps, p50/p99
+# and the proxy process's CPU per request at saturation (wrk) and at a fixed rate (hey -q).
+# Then memory: gateway RSS idle and with 10 000 requests queued for a cold revision.
+# Loopback only; every run is bounded by its duration.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+RATE_WORKERS=${RATE_WORKERS:-32}
+RATE_PER_WORKER=${RATE_PER_WORKER:-100}   # 32 × 100 = 3200 rps fixed rate
+for tool in wrk hey nginx; do
+  command -v "$tool" >/dev/null || { echo "installing $tool"; apt-get install -y -qq wrk hey nginx-light >/dev/null; }
+done
+cargo build --release --quiet
+BIN=$PWD/target/release/tidegate
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() { local t=0; for p in "$@"; do read -r -a f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo $t; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+INGRESS=$(port); ADMIN=$(port)
+mkdir -p "$WORK/manifests"
+cat > "$WORK/manifests/bench.yaml" <<YAML
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: bench, namespace: default}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/class: precise.tidegate.dev
+        autoscaling.knative.dev/min-scale: "1"
+        autoscaling.knative.dev/max-scale: "1"
+    spec:
+      containerConcurrency: 0
+      containers:
+        - command: [tidegate, sample-service, --keep, "0"]
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: cold, namespace: default}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/class: precise.tidegate.dev
+        autoscaling.knative.dev/initial-scale: "0"
+        autoscaling.knative.dev/max-scale: "1"
+    spec:
+      timeoutSeconds: 600
+      containers:
+        - command: [sh, -c, "exec sleep 600"]
+YAML
+RUST_LOG=warn "$BIN" serve --manifests "$WORK/manifests" --data-dir "$WORK/data" \
+  --listen 127.0.0.1:$INGRESS --admin-listen 127.0.0.1:$ADMIN 2>"$WORK/gateway.log" &
+GW=$!; PIDS+=($GW)
+for _ in $(seq 1 200); do
+  POD=$(curl -s 127.0.0.1:$ADMIN/api/v1/revisions | python3 -c 'import json,sys; r=[x for x in json.load(sys.stdin) if x["service"]=="bench"]; print(r[0]["pods"][0]["address"] if r and r[0]["pods"] else "")' 2>/dev/null || true)
+  [ -n "$POD" ] && break; sleep 0.1
+done
+[ -n "$POD" ] || { echo "backend pod never became ready"; cat "$WORK/gateway.log"; exit 1; }
+sleep 1
+IDLE_RSS=$(rss_kib $GW)
+
+NGINX_PORT=$(port)
+mkdir -p "$WORK/nginx"
+cat > "$WORK/nginx/nginx.conf" <<NGINX
+worker_processes 2;
+pid $WORK/nginx/nginx.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream backend { server $POD; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; }
+  }
+}
+NGINX
+nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
+NGX=$!; PIDS+=($NGX); sleep 0.5
+NGX_ALL=($NGX $(pgrep -P $NGX))
+
+# run NAME URL HOST PROXY_PIDS...
+results=()
+run() {
+  local name=$1 url=$2 host=$3; shift 3
+  local before; before=$( [ $# -gt 0 ] && cpu_ticks "$@" || echo 0 )
+  local out; out=$(wrk -t2 -c$CONNS -d${DURATION}s --latency -H "Host: $host" "$url")
+  local after; after=$( [ $# -gt 0 ] && cpu_ticks "$@" || echo 0 )
+  local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  local total; total=$(awk '/requests in/ {print $1}' <<<"$out")
+  local p50; p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  local p99; p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  local hz; hz=$(getconf CLK_TCK)
+  local cpu_us="-"; [ $# -gt 0 ] && cpu_us=$(python3 -c "print(f'{($after-$before)/$hz/$total*1e6:.1f}')")
+  printf '%-28s %10s %10s %10s %14s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us"
+  results+=("$name=$rps")
+}
+rate() {
+  local name=$1 url=$2 host=$3
+  local out; out=$(hey -z ${DURATION}s -c $RATE_WORKERS -q $RATE_PER_WORKER -host "$host" "$url")
+  local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  local p50; p50=$(awk '/ 50%/ {print $3*1000 "ms"}' <<<"$out")
+  local p99; p99=$(awk '/ 99%/ {print $3*1000 "ms"}' <<<"$out")
+  printf '%-28s %10s %10s %10s\n' "$name" "$rps" "$p50" "$p99"
+}
+
+echo "proxy benchmark: wrk -t2 -c$CONNS -d${DURATION}s, same backend pod ($POD), 2 shared cores"
+printf '%-28s %10s %10s %10s %14s\n' scenario rps p50 p99 "proxy µs CPU/req"
+run "direct" "http://$POD/" "bench.default.example.com"
+run "tidegate" "http://127.0.0.1:$INGRESS/" "bench.default.example.com" $GW
+run "nginx" "http://127.0.0.1:$NGINX_PORT/" "bench.default.example.com" "${NGX_ALL[@]}"
+python3 - "${results[@]}" <<'PY'
+import sys
+r = dict(a.split("=") for a in sys.argv[1:])
+print(f"ratio tidegate/nginx rps: {float(r['tidegate'])/float(r['nginx']):.2f}   tidegate/direct: {float(r['tidegate'])/float(r['direct']):.2f}")
+PY
+echo
+echo "fixed rate: hey -c $RATE_WORKERS -q $RATE_PER_WORKER (≈$((RATE_WORKERS*RATE_PER_WORKER)) rps)"
+printf '%-28s %10s %10s %10s\n' scenario rps p50 p99
+rate "direct" "http://$POD/" "bench.default.example.com"
+rate "tidegate" "http://127.0.0.1:$INGRESS/" "bench.default.example.com"
+rate "nginx" "http://127.0.0.1:$NGINX_PORT/" "bench.default.example.com"
+
+echo
+echo "memory: gateway RSS idle ${IDLE_RSS} KiB"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# 10 000 requests held open against a revision whose pod never becomes ready.
+python3 - "$INGRESS" <<'PY' &
+import socket, sys, time
+port = int(sys.argv[1]); socks = []
+for i in range(10000):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: cold.default.example.com\r\n\r\n")
+    socks.append(s)
+time.sleep(30)
+PY
+HOLD=$!; PIDS+=($HOLD)
+Q=0
+for _ in $(seq 1 300); do
+  Q=$(curl -s 127.0.0.1:$ADMIN/api/v1/revisions | python3 -c 'import json,sys; print(sum(x["queued"] for x in json.load(sys.stdin) if x["service"]=="cold"))' || echo 0)
+  [ "$Q" -ge 10000 ] && break; sleep 0.1
+done
+echo "memory: $Q requests queued for a cold revision, gateway RSS $(rss_kib $GW) KiB"
+kill $HOLD 2>/dev/null || true
