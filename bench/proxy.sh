@@ -17,7 +17,7 @@ cargo build --release --quiet
 BIN=$PWD/target/release/tidegate
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { local t=0; for p in "$@"; do read -r -a f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo $t; }
@@ -130,9 +130,31 @@ rate "tidegate" "http://127.0.0.1:$INGRESS/" "bench.default.example.com"
 rate "nginx" "http://127.0.0.1:$NGINX_PORT/" "bench.default.example.com"
 
 echo
-echo "memory: gateway RSS idle ${IDLE_RSS} KiB"
+kill -9 $GW 2>/dev/null || true
+# Memory, on fresh gateways serving only a revision whose pod never becomes ready, so every
+# request stays queued: idle, then 10 000 requests as h2c streams (50 connections × 200), then
+# 10 000 HTTP/1.1 connections with one request each.
+mkdir -p "$WORK/cold"
+awk '/^---$/{found=1; next} found' "$WORK/manifests/bench.yaml" > "$WORK/cold/cold.yaml"
+queued() { curl -s 127.0.0.1:$ADMIN/api/v1/revisions | python3 -c 'import json,sys; print(sum(x["queued"] for x in json.load(sys.stdin)))' 2>/dev/null || echo 0; }
+fresh() {
+  INGRESS=$(port); ADMIN=$(port)
+  RUST_LOG=warn "$BIN" serve --manifests "$WORK/cold" --data-dir "$WORK/data-$1" \
+    --listen 127.0.0.1:$INGRESS --admin-listen 127.0.0.1:$ADMIN 2>>"$WORK/gateway.log" &
+  GW=$!; PIDS+=($GW)
+  for _ in $(seq 1 100); do curl -sf 127.0.0.1:$ADMIN/readyz >/dev/null && break; sleep 0.1; done
+  sleep 1
+}
+wait_queued() { for _ in $(seq 1 300); do Q=$(queued); [ "$Q" -ge 10000 ] && break; sleep 0.1; done; }
+fresh h2
+echo "memory: gateway RSS idle $(rss_kib $GW) KiB"
+timeout 60 h2load -n 10000 -c 50 -m 200 -H 'host: cold.default.example.com' "http://127.0.0.1:$INGRESS/" >/dev/null 2>&1 &
+LOAD=$!; PIDS+=($LOAD)
+wait_queued
+echo "memory: $Q requests queued (h2c, 50 connections), gateway RSS $(rss_kib $GW) KiB"
+kill -9 $LOAD $GW 2>/dev/null || true; sleep 1
+fresh h1
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-# 10 000 requests held open against a revision whose pod never becomes ready.
 python3 - "$INGRESS" <<'PY' &
 import socket, sys, time
 port = int(sys.argv[1]); socks = []
@@ -140,13 +162,8 @@ for i in range(10000):
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(b"GET / HTTP/1.1\r\nHost: cold.default.example.com\r\n\r\n")
     socks.append(s)
-time.sleep(30)
+time.sleep(60)
 PY
-HOLD=$!; PIDS+=($HOLD)
-Q=0
-for _ in $(seq 1 300); do
-  Q=$(curl -s 127.0.0.1:$ADMIN/api/v1/revisions | python3 -c 'import json,sys; print(sum(x["queued"] for x in json.load(sys.stdin) if x["service"]=="cold"))' || echo 0)
-  [ "$Q" -ge 10000 ] && break; sleep 0.1
-done
-echo "memory: $Q requests queued for a cold revision, gateway RSS $(rss_kib $GW) KiB"
-kill $HOLD 2>/dev/null || true
+LOAD=$!; PIDS+=($LOAD)
+wait_queued
+echo "memory: $Q requests queued (HTTP/1.1, one connection each), gateway RSS $(rss_kib $GW) KiB"

@@ -339,3 +339,4 @@ where
         self.inner.size_hint()
     }
 }
+
