@@ -339,4 +339,3 @@ where
         self.inner.size_hint()
     }
 }
-
