@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::{
-    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header,
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
 };
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -115,15 +115,10 @@ pub async fn forward(
     let mut attempts = 1;
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    prepare_request(&mut request, peer, upgrade);
-    // A body-less request can be rebuilt for another pod if the first refused the connection.
-    let replay = has_no_body(&request).then(|| {
-        (
-            request.method().clone(),
-            request.uri().clone(),
-            request.headers().clone(),
-        )
-    });
+    // A body-less request can be rebuilt for another pod if the first refused the connection;
+    // its head is copied only once it has a slot, so queued requests do not carry the copy.
+    let can_replay = has_no_body(&request);
+    let mut replay: Option<(Method, Uri, HeaderMap)> = None;
     let mut next = Some(request);
     let (guard, mut response) = loop {
         let guard = match revision.acquire(deadline).await {
@@ -131,7 +126,11 @@ pub async fn forward(
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         };
         let mut upstream = match (next.take(), &replay) {
-            (Some(request), _) => request,
+            (Some(mut request), _) => {
+                // Prepared only once it has a slot: a queued request stays as small as it came.
+                prepare_request(&mut request, peer, upgrade);
+                request
+            }
             (None, Some((method, uri, headers))) => {
                 let mut request = Request::new(Body::empty());
                 *request.method_mut() = method.clone();
@@ -146,6 +145,13 @@ pub async fn forward(
                 );
             }
         };
+        if can_replay && replay.is_none() && attempts < CONNECT_ATTEMPTS {
+            replay = Some((
+                upstream.method().clone(),
+                upstream.uri().clone(),
+                upstream.headers().clone(),
+            ));
+        }
         *upstream.uri_mut() = match upstream_uri(guard.address(), upstream.uri()) {
             Some(uri) => uri,
             None => {
