@@ -39,6 +39,11 @@ pub trait DemandSource: Send + Sync {
     /// Requests that ever arrived for the revision (monotonic); the rps metric counts its
     /// increase per second.
     fn requests_total(&self) -> u64;
+    /// The time-weighted average of in flight + queued since the previous call, if the source
+    /// integrates it (Knative's queue-proxy does); otherwise KPA samples `demand()` once a second.
+    fn average_concurrency(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Runs the autoscaler of one revision until `stop` is cancelled.
@@ -92,7 +97,11 @@ async fn run_kpa(
             () = stop.cancelled() => return,
             now = sample.tick() => {
                 let total = source.requests_total();
-                let value = metric_value(&policy, source.demand(), total.saturating_sub(counted));
+                let arrived = total.saturating_sub(counted);
+                let value = match (policy.metric, source.average_concurrency()) {
+                    (Metric::Concurrency, Some(average)) => average,
+                    _ => metric_value(&policy, source.demand(), arrived),
+                };
                 counted = total;
                 // Like Knative, no data while the revision is at zero and idle, so the windows
                 // start afresh when it wakes after a long sleep.

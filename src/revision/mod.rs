@@ -41,7 +41,7 @@ pub struct Revision {
     pub container_concurrency: u32,
     /// `timeoutSeconds`: the longest a request may take, queueing included.
     pub timeout: Duration,
-    dispatch: Mutex<DispatchQueue<oneshot::Sender<Slot>>>,
+    dispatch: Mutex<Dispatch>,
     /// Fires on every change of demand (arrival, queueing, completion) and of pods.
     pub changed: Arc<Notify>,
     desired: AtomicU32,
@@ -84,7 +84,12 @@ impl Revision {
             class,
             container_concurrency,
             timeout,
-            dispatch: Mutex::new(DispatchQueue::new(container_concurrency, queue_depth)),
+            dispatch: Mutex::new(Dispatch {
+                queue: DispatchQueue::new(container_concurrency, queue_depth),
+                area: 0.0,
+                changed_at: Instant::now(),
+                window_start: Instant::now(),
+            }),
             changed: Arc::new(Notify::new()),
             desired: AtomicU32::new(0),
             ever_ready: AtomicBool::new(false),
@@ -94,7 +99,7 @@ impl Revision {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, DispatchQueue<oneshot::Sender<Slot>>> {
+    fn lock(&self) -> MutexGuard<'_, Dispatch> {
         // The queue's invariants hold between calls; a panic elsewhere cannot break them.
         self.dispatch.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -108,7 +113,7 @@ impl Revision {
             let mut q = self.lock();
             let before = demand(&q);
             if let Some(slot) = q.try_acquire() {
-                let wake = self.wakes(before, &q);
+                let wake = self.wakes(before, &mut q);
                 drop(q);
                 if wake {
                     self.changed.notify_one();
@@ -119,7 +124,7 @@ impl Revision {
                 });
             }
             match q.enqueue(tx) {
-                Ok(ticket) => (ticket, self.wakes(before, &q)),
+                Ok(ticket) => (ticket, self.wakes(before, &mut q)),
                 Err(_) => {
                     return Err(DispatchError::QueueFull(self.name.clone(), q.queued()));
                 }
@@ -168,7 +173,7 @@ impl Revision {
                     Err(slot) => next = q.release(slot.pod),
                 }
             }
-            self.wakes(before, &q)
+            self.wakes(before, &mut q)
         };
         if wake {
             self.changed.notify_one();
@@ -184,7 +189,8 @@ impl Revision {
 
     /// Whether a change of demand from `before` to the queue's current demand must wake the
     /// autoscaler: exactly when a decision based on it could differ.
-    fn wakes(&self, before: u64, q: &DispatchQueue<oneshot::Sender<Slot>>) -> bool {
+    fn wakes(&self, before: u64, q: &mut Dispatch) -> bool {
+        q.integrate(before);
         let after = demand(q);
         if before == after {
             return false;
@@ -235,13 +241,34 @@ impl Revision {
 
     /// A pod is gone. Its requests still running release their slots into nothing.
     pub fn pod_gone(&self, id: PodId) {
-        self.lock().remove_pod(id);
+        let mut q = self.lock();
+        let before = demand(&q);
+        q.integrate(before);
+        q.remove_pod(id);
+        drop(q);
         self.changed.notify_one();
     }
 
     /// Requests from this gateway running on a pod.
     pub fn pod_in_flight(&self, id: PodId) -> u32 {
         self.lock().pod(id).map_or(0, |p| p.in_flight)
+    }
+
+    /// The time-weighted average of in flight + queued since the previous call (what Knative's
+    /// queue-proxy reports as concurrency), exact to every change.
+    pub fn average_concurrency(&self) -> f64 {
+        let mut q = self.lock();
+        let current = demand(&q);
+        q.integrate(current);
+        let span = q.changed_at.duration_since(q.window_start).as_secs_f64();
+        let average = if span > 0.0 {
+            q.area / span
+        } else {
+            current as f64
+        };
+        q.area = 0.0;
+        q.window_start = q.changed_at;
+        average
     }
 
     /// In flight, queued and ready pods, without copying the pods.
@@ -282,6 +309,37 @@ impl Revision {
     }
 }
 
+/// The dispatch queue plus the running integral of its demand over time.
+struct Dispatch {
+    queue: DispatchQueue<oneshot::Sender<Slot>>,
+    /// ∫ demand dt since `window_start`, in request-seconds.
+    area: f64,
+    changed_at: Instant,
+    window_start: Instant,
+}
+
+impl Dispatch {
+    /// Accounts `demand` (the value before a change) up to now.
+    fn integrate(&mut self, demand: u64) {
+        let now = Instant::now();
+        self.area += demand as f64 * now.duration_since(self.changed_at).as_secs_f64();
+        self.changed_at = now;
+    }
+}
+
+impl std::ops::Deref for Dispatch {
+    type Target = DispatchQueue<oneshot::Sender<Slot>>;
+    fn deref(&self) -> &Self::Target {
+        &self.queue
+    }
+}
+
+impl std::ops::DerefMut for Dispatch {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.queue
+    }
+}
+
 /// Requests in flight plus queued.
 fn demand<W>(q: &DispatchQueue<W>) -> u64 {
     q.in_flight() + q.queued() as u64
@@ -302,7 +360,7 @@ impl Waiter<'_> {
             let mut q = self.revision.lock();
             let before = demand(&q);
             let cancelled = q.cancel(self.ticket).is_some();
-            (cancelled, self.revision.wakes(before, &q))
+            (cancelled, self.revision.wakes(before, &mut q))
         };
         if wake {
             self.revision.changed.notify_one();

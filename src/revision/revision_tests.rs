@@ -178,3 +178,21 @@ async fn the_autoscaler_is_woken_exactly_when_its_decision_can_change() {
         [true, false, false, false, true, false, false, false, true]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn average_concurrency_is_time_weighted() {
+    let rev = revision(0, 100);
+    rev.pod_ready(1, addr(1));
+    let _ = rev.average_concurrency();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // One request for the whole second, a second one for its last quarter: 1.25 on average.
+    let a = rev.acquire(deadline).await.expect("slot");
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    let b = rev.acquire(deadline).await.expect("slot");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let average = rev.average_concurrency();
+    assert!((average - 1.25).abs() < 1e-6, "{average}");
+    drop((a, b));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rev.average_concurrency(), 0.0);
+}

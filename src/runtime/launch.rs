@@ -205,6 +205,9 @@ impl DemandSource for Source {
     fn requests_total(&self) -> u64 {
         self.0.requests_total()
     }
+    fn average_concurrency(&self) -> Option<f64> {
+        Some(self.0.average_concurrency())
+    }
 }
 
 /// Applies decisions to the pods; reserved instances keep pods warm while the revision is at zero.
