@@ -145,23 +145,16 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
 
     let stop_ingress = CancellationToken::new();
-    let ingress = crate::ingress::router(
+    let ingress_task = tokio::spawn(crate::ingress::serve(
+        ingress_listener,
         events::IngressState {
             topology: Arc::clone(&topology),
             max_body_bytes: config.max_body_bytes,
             unknown_broker: metrics.ingest_unknown_broker.clone(),
         },
         proxy::ProxyState::new(Arc::clone(&routes), &config.domain),
-    )
-    .into_make_service_with_connect_info::<SocketAddr>();
-    let ingress_task = tokio::spawn({
-        let stop = stop_ingress.clone();
-        async move {
-            axum::serve(ingress_listener, ingress)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        }
-    });
+        stop_ingress.clone(),
+    ));
     let stop_admin = CancellationToken::new();
     let admin = admin::router(admin::AdminState {
         metrics: Arc::clone(&metrics),
@@ -198,10 +191,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     ready.store(false, Ordering::Release);
     watcher.abort();
     stop_ingress.cancel();
-    match tokio::time::timeout(config.drain_timeout, ingress_task).await {
-        Ok(Ok(Err(error))) => tracing::warn!(%error, "Ingress server ended with an error."),
-        Err(_) => tracing::warn!("Ingress requests still running after the drain timeout."),
-        _ => {}
+    if tokio::time::timeout(config.drain_timeout, ingress_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("Ingress requests still running after the drain timeout.");
     }
     let unfinished = dispatcher.shutdown(config.drain_timeout).await;
     if unfinished > 0 {
