@@ -94,40 +94,16 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Arc::clone(&routes),
     )));
 
-    let apply = {
-        let store = Arc::clone(&store);
-        let metrics = Arc::clone(&metrics);
-        let topology = Arc::clone(&topology);
-        let dispatcher = Arc::clone(&dispatcher);
-        let registry = Arc::clone(&registry);
-        let launcher = Arc::clone(&launcher);
-        move |snapshot: Arc<Snapshot>| {
-            let store = Arc::clone(&store);
-            let metrics = Arc::clone(&metrics);
-            let topology = Arc::clone(&topology);
-            let dispatcher = Arc::clone(&dispatcher);
-            let registry = Arc::clone(&registry);
-            let launcher = Arc::clone(&launcher);
-            async move {
-                let next = build_topology(&snapshot, &store, &metrics, &topology.load());
-                topology.store(Arc::new(next));
-                registry
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .apply(&snapshot.services, launcher.as_ref());
-                let services = snapshot
-                    .services
-                    .iter()
-                    .map(|s| (s.namespace.clone(), s.name.clone()))
-                    .collect();
-                dispatcher
-                    .apply(&snapshot.triggers, &topology.load(), &services)
-                    .await;
-            }
-        }
-    };
+    let applier = Arc::new(Applier {
+        store: Arc::clone(&store),
+        metrics: Arc::clone(&metrics),
+        topology: Arc::clone(&topology),
+        dispatcher: Arc::clone(&dispatcher),
+        registry: Arc::clone(&registry),
+        launcher,
+    });
     let snapshot = Arc::new(snapshot);
-    apply(Arc::clone(&snapshot)).await;
+    applier.apply(&snapshot).await;
 
     let ingress_listener = TcpListener::bind(config.listen)
         .await
@@ -181,7 +157,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 triggers = snapshot.triggers.len(),
                 "Manifests changed; applying."
             );
-            apply(snapshot).await;
+            applier.apply(&snapshot).await;
         }
     });
     ready.store(true, Ordering::Release);
@@ -215,6 +191,36 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let _ = admin_task.await;
     tracing::info!("tidegate stopped.");
     Ok(())
+}
+
+/// Applies manifest snapshots: brokers, then Services and their revisions, then triggers (which
+/// may deliver to those Services).
+struct Applier {
+    store: Arc<EmbeddedStore>,
+    metrics: Arc<Metrics>,
+    topology: Arc<ArcSwap<Topology>>,
+    dispatcher: Arc<Dispatcher>,
+    registry: Arc<std::sync::Mutex<Registry>>,
+    launcher: Arc<launch::LocalLauncher>,
+}
+
+impl Applier {
+    async fn apply(&self, snapshot: &Snapshot) {
+        let next = build_topology(snapshot, &self.store, &self.metrics, &self.topology.load());
+        self.topology.store(Arc::new(next));
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .apply(&snapshot.services, self.launcher.as_ref());
+        let services = snapshot
+            .services
+            .iter()
+            .map(|s| (s.namespace.clone(), s.name.clone()))
+            .collect();
+        self.dispatcher
+            .apply(&snapshot.triggers, &self.topology.load(), &services)
+            .await;
+    }
 }
 
 /// Brokers for a snapshot, reusing the previous entry (and its metric handles) when unchanged.

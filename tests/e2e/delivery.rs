@@ -113,11 +113,10 @@ async fn filters_select_events() {
         assert_eq!(r.status(), 202);
     }
     // Wait until all five passed through the trigger (filtered or delivered).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while gw.trigger("filtered").await["pending"] != 0 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the filtered trigger to pass all events", || async {
+        gw.trigger("filtered").await["pending"] == 0
+    })
+    .await;
     let mut ids: Vec<String> = ids(&sub.wait_for(3).await).into_keys().collect();
     ids.sort();
     assert_eq!(ids, ["1", "2", "5"]);
@@ -214,11 +213,10 @@ async fn non_retryable_and_exhausted_go_to_dead_letter_sink() {
     assert_eq!(dead[1].header("ce-id"), Some("down"));
     assert_eq!(dead[1].header("ce-knativeerrorcode"), Some("502"));
     assert_eq!(ids(&sub.received())["down"], 4, "1 attempt + 3 retries");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while gw.trigger("dl").await["dead_lettered"] != 2 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("two dead-lettered events", || async {
+        gw.trigger("dl").await["dead_lettered"] == 2
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -370,11 +368,10 @@ async fn send_and_status_commands_work_against_a_running_gateway() {
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(&r.body[..], br#"{"n":1}"#);
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while gw.trigger("cli").await["delivered"] != 2 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("two delivered events", || async {
+        gw.trigger("cli").await["delivered"] == 2
+    })
+    .await;
     let out = tokio::process::Command::new(bin())
         .args(["status", "--admin", &gw.admin])
         .output()

@@ -55,14 +55,10 @@ async fn changes_apply_live_and_bad_sets_keep_the_last_good_one() {
     assert!(gw.triggers().await.is_empty());
 
     std::fs::write(dir.join("t.yaml"), trigger("live", &sub.url, "")).expect("write");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while gw.triggers().await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "trigger never applied"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the new trigger to apply", || async {
+        !(gw.triggers().await.is_empty())
+    })
+    .await;
     let client = reqwest::Client::new();
     let url = gw.broker_url("default", "default");
     assert_eq!(publish(&client, &url, "l-1", "t", &[]).await.status(), 202);

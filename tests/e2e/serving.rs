@@ -356,25 +356,16 @@ async fn a_trigger_creates_its_service_and_deliveries_count_as_its_work() {
             202
         );
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while gw.trigger("worker").await["delivered"] != 20 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            gw.trigger("worker").await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("20 deliveries to the created service", || async {
+        gw.trigger("worker").await["delivered"] == 20
+    })
+    .await;
     // Removing the Trigger removes its Service.
     std::fs::remove_file(dir.join("t.yaml")).expect("rm");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !revisions(&gw).await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "service outlived its trigger"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the service to go with its trigger", || async {
+        revisions(&gw).await.is_empty()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,14 +391,11 @@ async fn pods_die_with_a_killed_gateway() {
     let pid = instance.split('-').next().unwrap_or("").to_owned();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     gw.kill9();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "pod {pid} outlived the gateway"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the pod to die with the gateway", || async {
+        // Gone, or a zombie waiting for its reaper.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    })
+    .await;
 }
 
 /// A pod that switches any request to an echo protocol and echoes bytes back.
