@@ -492,3 +492,84 @@ async fn upgrades_are_tunnelled_and_slow_pods_time_out() {
     let r = get(&client, &gw, "slow.default.example.com").await;
     assert_eq!(r.status(), 504);
 }
+
+/// A pod that answers with the request head it received, as JSON lines of `name: value`.
+const ECHO_HEAD: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = "".join(f"{k.lower()}: {v}\n" for k, v in self.headers.items()).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.send_header("connection", "keep-alive, x-hop")
+        self.send_header("x-hop", "must not reach the client")
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_are_set_hop_by_hop_dropped_and_h2c_accepted() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = tmp.path().join("echo_head.py");
+    std::fs::write(&script, ECHO_HEAD).expect("write script");
+    let yaml = format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: heads\n  namespace: default\nspec:\n  template:\n    metadata:\n      annotations:\n        tidegate.dev/reserved-instances: \"1\"\n        autoscaling.knative.dev/class: precise.tidegate.dev\n        autoscaling.knative.dev/scale-down-delay: 1s\n    spec:\n      containers:\n        - command: [python3, {}]\n",
+        script.display()
+    );
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("{}/path?q=1", gw.ingress))
+        .header("host", "heads.default.example.com")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("connection", "keep-alive, x-secret")
+        .header("x-secret", "hop-by-hop")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("x-hop").is_none(),
+        "a header named in Connection was forwarded"
+    );
+    let seen = r.text().await.expect("body");
+    assert!(seen.contains("host: heads.default.example.com"), "{seen}");
+    assert!(
+        seen.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("x-forwarded-host: heads.default.example.com"),
+        "{seen}"
+    );
+    assert!(seen.contains("x-forwarded-proto: http"), "{seen}");
+    assert!(!seen.contains("x-secret"), "{seen}");
+    assert!(!seen.contains("proxy-authorization"), "{seen}");
+
+    // HTTP/2 with prior knowledge (h2c) reaches the same pod.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let r = h2
+        .get(format!("{}/", gw.ingress))
+        .header("host", "heads.default.example.com")
+        .send()
+        .await
+        .expect("h2c request");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+
+    // Idle: the autoscaler wants zero, the reserved instance keeps one pod warm.
+    wait_revision(&gw, "desired 0 with a reserved pod", |r| {
+        r["service"] == "heads" && r["desired_pods"] == 0 && r["ready_pods"] == 1
+    })
+    .await;
+}
