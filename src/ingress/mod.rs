@@ -6,6 +6,7 @@ pub mod admin;
 pub mod events;
 pub mod proxy;
 pub mod topology;
+pub mod upstream;
 
 use axum::body::Body;
 use axum::http::Request;

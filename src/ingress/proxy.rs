@@ -28,6 +28,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
+use super::upstream::{Upstream, UpstreamBody};
 use crate::revision::SlotGuard;
 use crate::revision::route::{Route, RouteTable};
 
@@ -56,6 +57,9 @@ pub type SharedRoutes = Arc<ArcSwap<RouteTable>>;
 pub struct ProxyState {
     pub routes: SharedRoutes,
     pub domain: Arc<str>,
+    /// Connections driven by the requests themselves (everything but upgrades).
+    pub upstream: Arc<Upstream>,
+    /// hyper's pooled client, for upgrades.
     pub client: Client<HttpConnector, Body>,
 }
 
@@ -69,6 +73,7 @@ impl ProxyState {
         Self {
             routes,
             domain: domain.into(),
+            upstream: Arc::new(Upstream::default()),
             client,
         }
     }
@@ -120,7 +125,7 @@ pub async fn forward(
     let can_replay = has_no_body(&request);
     let mut replay: Option<(Method, Uri, HeaderMap)> = None;
     let mut next = Some(request);
-    let (guard, mut response) = loop {
+    let (guard, answer) = loop {
         let guard = match revision.acquire(deadline).await {
             Ok(guard) => guard,
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -152,17 +157,34 @@ pub async fn forward(
                 upstream.headers().clone(),
             ));
         }
-        *upstream.uri_mut() = match upstream_uri(guard.address(), upstream.uri()) {
-            Some(uri) => uri,
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "request target is not valid".into(),
-                );
+        let sent = if upgrade {
+            // Upgrades need hyper's client, which hands the connection over after a 101.
+            *upstream.uri_mut() = match upstream_uri(guard.address(), upstream.uri()) {
+                Some(uri) => uri,
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "request target is not valid".into(),
+                    );
+                }
+            };
+            match tokio::time::timeout_at(deadline, state.client.request(upstream)).await {
+                Err(_) => Err(None),
+                Ok(Ok(response)) => Ok(Answer::Upgradable(response)),
+                Ok(Err(e)) => Err(Some((e.is_connect(), e.to_string()))),
+            }
+        } else {
+            *upstream.uri_mut() = origin_form(upstream.uri());
+            let send = state.upstream.send(guard.address(), upstream);
+            match tokio::time::timeout_at(deadline, send).await {
+                Err(_) => Err(None),
+                Ok(Ok(response)) => Ok(Answer::Pooled(response)),
+                Ok(Err(e)) => Err(Some((e.not_sent(), e.to_string()))),
             }
         };
-        match tokio::time::timeout_at(deadline, state.client.request(upstream)).await {
-            Err(_) => {
+        match sent {
+            Ok(answer) => break (guard, answer),
+            Err(None) => {
                 return error(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -171,12 +193,11 @@ pub async fn forward(
                     ),
                 );
             }
-            Ok(Ok(response)) => break (guard, response),
-            Ok(Err(e)) if e.is_connect() && replay.is_some() && attempts < CONNECT_ATTEMPTS => {
+            Err(Some((true, e))) if replay.is_some() && attempts < CONNECT_ATTEMPTS => {
                 attempts += 1;
-                tracing::debug!(revision = %revision.name, pod = guard.pod(), error = %e, "Pod refused the connection; trying another.");
+                tracing::debug!(revision = %revision.name, pod = guard.pod(), error = %e, "Request never reached the pod; trying another.");
             }
-            Ok(Err(e)) => {
+            Err(Some((_, e))) => {
                 tracing::warn!(revision = %revision.name, pod = guard.pod(), error = %e, "Proxying to the pod failed.");
                 return error(
                     StatusCode::BAD_GATEWAY,
@@ -185,18 +206,38 @@ pub async fn forward(
             }
         }
     };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return error(
-                StatusCode::BAD_GATEWAY,
-                "pod switched protocols unasked".into(),
-            );
-        };
-        let pod_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(tunnel(client_upgrade, pod_upgrade, guard));
-        let (parts, _) = response.into_parts();
-        return Response::from_parts(parts, Body::empty());
+    match answer {
+        Answer::Pooled(response) => guarded(response, guard),
+        Answer::Upgradable(mut response) => {
+            if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                return guarded(response, guard);
+            }
+            let Some(client_upgrade) = client_upgrade else {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "pod switched protocols unasked".into(),
+                );
+            };
+            let pod_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(tunnel(client_upgrade, pod_upgrade, guard));
+            let (parts, _) = response.into_parts();
+            Response::from_parts(parts, Body::empty())
+        }
     }
+}
+
+/// A pod's answer, by the connection it came on.
+enum Answer {
+    Pooled(Response<UpstreamBody>),
+    Upgradable(Response<hyper::body::Incoming>),
+}
+
+/// The response for the client: hop-by-hop headers removed, the slot held until the body ends.
+fn guarded<B>(response: Response<B>, guard: SlotGuard) -> Response<Body>
+where
+    B: HttpBody<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(
@@ -206,6 +247,13 @@ pub async fn forward(
             guard: Some(guard),
         }),
     )
+}
+
+/// `/path?query` of a request target.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .and_then(|p| Uri::try_from(p.as_str()).ok())
+        .unwrap_or_else(|| Uri::from_static("/"))
 }
 
 /// Copies bytes both ways until either side closes; the slot is held meanwhile.

@@ -1,0 +1,199 @@
+//! HTTP/1.1 connections to pods, driven inside the proxied request's own task.
+//!
+//! hyper's pooled client runs every upstream connection as a task of its own, so each proxied
+//! request wakes a second task (often on another worker thread). Here the request future and,
+//! later, the response body poll the connection themselves; a connection whose response was read
+//! to the end goes back to a per-pod idle list. Upgrades (WebSocket) still use hyper's client.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Idle connections kept per pod.
+const MAX_IDLE_PER_POD: usize = 256;
+
+/// Why a request to a pod failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Nothing was sent: the pod refused or could not be reached.
+    #[error("could not connect: {0}")]
+    Connect(std::io::Error),
+    #[error("{0}")]
+    Http(hyper::Error),
+    #[error("the pod closed the connection without answering")]
+    Closed,
+}
+
+impl UpstreamError {
+    /// True when the request certainly never reached the pod, so another pod may take it.
+    pub fn not_sent(&self) -> bool {
+        match self {
+            UpstreamError::Connect(_) => true,
+            UpstreamError::Http(e) => e.is_canceled(),
+            UpstreamError::Closed => false,
+        }
+    }
+}
+
+struct PodConnection {
+    send: SendRequest<Body>,
+    conn: Connection<TokioIo<TcpStream>, Body>,
+}
+
+impl PodConnection {
+    /// Lets the connection process what it has (end of a response, a close by the pod) and says
+    /// whether it can take another request.
+    fn reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        if Pin::new(&mut self.conn).poll(&mut cx).is_ready() {
+            return false;
+        }
+        self.send.is_ready()
+    }
+}
+
+/// Idle connections per pod address.
+#[derive(Default)]
+pub struct Upstream {
+    idle: Mutex<HashMap<SocketAddr, Vec<PodConnection>>>,
+}
+
+impl Upstream {
+    fn take(&self, address: SocketAddr) -> Option<PodConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = idle.get_mut(&address)?;
+        while let Some(mut pc) = list.pop() {
+            if pc.reusable() {
+                return Some(pc);
+            }
+        }
+        idle.remove(&address);
+        None
+    }
+
+    fn put(&self, address: SocketAddr, mut pc: PodConnection) {
+        if !pc.reusable() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = idle.entry(address).or_default();
+        if list.len() < MAX_IDLE_PER_POD {
+            list.push(pc);
+        }
+    }
+
+    /// Sends `request` to the pod at `address` and returns its response head; the body streams
+    /// from the same connection as it is read.
+    pub async fn send(
+        self: &Arc<Self>,
+        address: SocketAddr,
+        request: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut pc = match self.take(address) {
+            Some(pc) => pc,
+            None => {
+                let stream = TcpStream::connect(address)
+                    .await
+                    .map_err(UpstreamError::Connect)?;
+                let _ = stream.set_nodelay(true);
+                let (send, conn) = http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(UpstreamError::Http)?;
+                PodConnection { send, conn }
+            }
+        };
+        let response = pc.send.send_request(request);
+        let mut response = std::pin::pin!(response);
+        let answer = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            match Pin::new(&mut pc.conn).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                // The connection ended; the request learns why, or never had an answer.
+                Poll::Ready(_) => match response.as_mut().poll(cx) {
+                    Poll::Ready(r) => Poll::Ready(Some(r)),
+                    Poll::Pending => Poll::Ready(None),
+                },
+            }
+        })
+        .await;
+        match answer {
+            Some(Ok(response)) => Ok(response.map(|inner| UpstreamBody {
+                inner,
+                conn: Some(pc),
+                upstream: Arc::clone(self),
+                address,
+            })),
+            Some(Err(e)) => Err(UpstreamError::Http(e)),
+            None => Err(UpstreamError::Closed),
+        }
+    }
+}
+
+/// A pod's response body; reading it drives the connection, which is reused once the body ended.
+pub struct UpstreamBody {
+    inner: Incoming,
+    conn: Option<PodConnection>,
+    upstream: Arc<Upstream>,
+    address: SocketAddr,
+}
+
+impl UpstreamBody {
+    fn recycle(&mut self) {
+        if self.inner.is_end_stream()
+            && let Some(pc) = self.conn.take()
+        {
+            self.upstream.put(self.address, pc);
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(pc) = &mut this.conn
+            && Pin::new(&mut pc.conn).poll(cx).is_ready()
+        {
+            this.conn = None;
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            this.recycle();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // An empty body is often never polled; its connection is still good.
+        self.recycle();
+    }
+}
