@@ -67,11 +67,13 @@ impl PodConnection {
 /// Idle connections per pod address.
 #[derive(Default)]
 pub struct Upstream {
-    idle: Mutex<HashMap<SocketAddr, Vec<PodConnection>>>,
+    // Boxed once per connection and moved by pointer between this list and responses.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<HashMap<SocketAddr, Vec<Box<PodConnection>>>>,
 }
 
 impl Upstream {
-    fn take(&self, address: SocketAddr) -> Option<PodConnection> {
+    fn take(&self, address: SocketAddr) -> Option<Box<PodConnection>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(&address)?;
         while let Some(mut pc) = list.pop() {
@@ -83,7 +85,7 @@ impl Upstream {
         None
     }
 
-    fn put(&self, address: SocketAddr, mut pc: PodConnection) {
+    fn put(&self, address: SocketAddr, mut pc: Box<PodConnection>) {
         if !pc.reusable() {
             return;
         }
@@ -111,7 +113,8 @@ impl Upstream {
                 let (send, conn) = http1::handshake(TokioIo::new(stream))
                     .await
                     .map_err(UpstreamError::Http)?;
-                PodConnection { send, conn }
+                // Boxed once per connection, so moving it per request stays cheap.
+                Box::new(PodConnection { send, conn })
             }
         };
         let response = pc.send.send_request(request);
@@ -146,7 +149,7 @@ impl Upstream {
 /// A pod's response body; reading it drives the connection, which is reused once the body ended.
 pub struct UpstreamBody {
     inner: Incoming,
-    conn: Option<PodConnection>,
+    conn: Option<Box<PodConnection>>,
     upstream: Arc<Upstream>,
     address: SocketAddr,
 }
