@@ -175,7 +175,8 @@ pub async fn forward(
             }
         } else {
             *upstream.uri_mut() = origin_form(upstream.uri());
-            let send = state.upstream.send(guard.address(), upstream);
+            // Boxed: a queued request's future must not carry the send machinery's size.
+            let send = Box::pin(state.upstream.send(guard.address(), upstream));
             match tokio::time::timeout_at(deadline, send).await {
                 Err(_) => Err(None),
                 Ok(Ok(response)) => Ok(Answer::Pooled(response)),
