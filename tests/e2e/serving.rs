@@ -16,6 +16,32 @@ fn service(
     args: &[&str],
     extra_spec: &str,
 ) -> String {
+    service_running(
+        name,
+        annotations,
+        cc,
+        &["tidegate", "sample-service"],
+        args,
+        extra_spec,
+    )
+}
+
+/// A Knative Service whose pods run `command` with `args`.
+fn service_running(
+    name: &str,
+    annotations: &[(&str, &str)],
+    cc: u32,
+    command: &[&str],
+    args: &[&str],
+    extra_spec: &str,
+) -> String {
+    let list = |items: &[&str]| {
+        items
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut yaml = format!(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  template:\n"
     );
@@ -26,8 +52,9 @@ fn service(
         }
     }
     yaml.push_str(&format!(
-        "    spec:\n      containerConcurrency: {cc}\n      timeoutSeconds: 30\n      containers:\n        - command: [tidegate, sample-service]\n          args: [{}]\n",
-        args.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")
+        "    spec:\n      containerConcurrency: {cc}\n      timeoutSeconds: 30\n      containers:\n        - command: [{}]\n          args: [{}]\n",
+        list(command),
+        list(args)
     ));
     yaml.push_str(extra_spec);
     yaml
@@ -427,10 +454,8 @@ async fn upgrades_are_tunnelled_and_slow_pods_time_out() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let script = tmp.path().join("echo.py");
     std::fs::write(&script, UPGRADE_ECHO).expect("write script");
-    let echo = format!(
-        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  template:\n    spec:\n      containers:\n        - command: [python3, {}]\n",
-        script.display()
-    );
+    let script = script.display().to_string();
+    let echo = service_running("echo", &[], 0, &["python3", &script], &[], "");
     let slow = service("slow", &[PRECISE], 0, &["--delay", "5s"], "")
         .replace("timeoutSeconds: 30", "timeoutSeconds: 1");
     let dir = manifests(tmp.path(), &[("echo.yaml", &echo), ("slow.yaml", &slow)]);
@@ -517,10 +542,9 @@ async fn forwarded_headers_are_set_hop_by_hop_dropped_and_h2c_accepted() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let script = tmp.path().join("echo_head.py");
     std::fs::write(&script, ECHO_HEAD).expect("write script");
-    let yaml = format!(
-        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: heads\n  namespace: default\nspec:\n  template:\n    metadata:\n      annotations:\n        tidegate.dev/reserved-instances: \"1\"\n        autoscaling.knative.dev/class: precise.tidegate.dev\n        autoscaling.knative.dev/scale-down-delay: 1s\n    spec:\n      containers:\n        - command: [python3, {}]\n",
-        script.display()
-    );
+    let script = script.display().to_string();
+    let annotations = [("tidegate.dev/reserved-instances", "1"), PRECISE, FAST_DOWN];
+    let yaml = service_running("heads", &annotations, 0, &["python3", &script], &[], "");
     let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
     let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
     let client = reqwest::Client::new();
