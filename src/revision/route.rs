@@ -66,8 +66,8 @@ impl Route {
 #[derive(Default, Clone)]
 pub struct RouteTable {
     hosts: HashMap<String, HashMap<String, Arc<Route>>>,
-    /// Service routes by (namespace, service), for Trigger subscribers.
-    services: HashMap<(String, String), Arc<Route>>,
+    /// Service routes by namespace, then service, for Trigger subscribers.
+    services: HashMap<String, HashMap<String, Arc<Route>>>,
 }
 
 impl RouteTable {
@@ -77,7 +77,9 @@ impl RouteTable {
             .or_default()
             .insert(route.service.clone(), Arc::clone(&route));
         self.services
-            .insert((route.namespace.clone(), route.service.clone()), route);
+            .entry(route.namespace.clone())
+            .or_default()
+            .insert(route.service.clone(), route);
     }
 
     pub fn insert_tag(&mut self, tag: &str, route: Arc<Route>) {
@@ -101,9 +103,9 @@ impl RouteTable {
         self.hosts.get(namespace)?.get(label)
     }
 
+    /// The route of a Service; borrows the names, no allocation per delivery.
     pub fn service(&self, namespace: &str, service: &str) -> Option<&Arc<Route>> {
-        self.services
-            .get(&(namespace.to_owned(), service.to_owned()))
+        self.services.get(namespace)?.get(service)
     }
 }
 
