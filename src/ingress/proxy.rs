@@ -7,8 +7,9 @@
 //!   WebSocket tunnel closes.
 //! - `timeoutSeconds` bounds queueing plus the wait for response headers: 504 past it (503 when
 //!   no pod could be had at all).
-//! - Failover: a request whose connection to the pod was refused was never sent; when it has no
-//!   body it is retried on another slot. Anything already sent is not replayed (502).
+//! - Failover: a request that never reached the pod (connection refused, or a pooled connection
+//!   found closed before the request was written) is retried on another slot, body and all.
+//!   Anything already sent is not replayed (502).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,7 +19,7 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header,
 };
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -28,13 +29,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
-use super::upstream::{Upstream, UpstreamBody};
+use super::upstream::{SendError, Upstream, UpstreamBody};
 use crate::revision::SlotGuard;
 use crate::revision::route::{Route, RouteTable};
 
 /// Default domain of service hosts.
 pub const DEFAULT_DOMAIN: &str = "example.com";
-/// Attempts for a body-less request whose connection was refused.
+/// Attempts for a request that never reached a pod (see the failover rule above).
 const CONNECT_ATTEMPTS: usize = 3;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -120,42 +121,23 @@ pub async fn forward(
     let mut attempts = 1;
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    // A body-less request can be rebuilt for another pod if the first refused the connection;
-    // its head is copied only once it has a slot, so queued requests do not carry the copy.
-    let can_replay = has_no_body(&request);
-    let mut replay: Option<(Method, Uri, HeaderMap)> = None;
     let mut next = Some(request);
+    let mut prepared = false;
     let (guard, answer) = loop {
         let guard = match revision.acquire(deadline).await {
             Ok(guard) => guard,
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         };
-        let mut upstream = match (next.take(), &replay) {
-            (Some(mut request), _) => {
-                // Prepared only once it has a slot: a queued request stays as small as it came.
-                prepare_request(&mut request, peer, upgrade);
-                request
-            }
-            (None, Some((method, uri, headers))) => {
-                let mut request = Request::new(Body::empty());
-                *request.method_mut() = method.clone();
-                *request.uri_mut() = uri.clone();
-                *request.headers_mut() = headers.clone();
-                request
-            }
-            (None, None) => {
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    "request could not be replayed".into(),
-                );
-            }
+        let Some(mut upstream) = next.take() else {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "request could not be replayed".into(),
+            );
         };
-        if can_replay && replay.is_none() && attempts < CONNECT_ATTEMPTS {
-            replay = Some((
-                upstream.method().clone(),
-                upstream.uri().clone(),
-                upstream.headers().clone(),
-            ));
+        if !prepared {
+            // Prepared only once it has a slot: a queued request stays as small as it came.
+            prepare_request(&mut upstream, peer, upgrade);
+            prepared = true;
         }
         let sent = if upgrade {
             // Upgrades need hyper's client, which hands the connection over after a 101.
@@ -171,7 +153,7 @@ pub async fn forward(
             match tokio::time::timeout_at(deadline, state.client.request(upstream)).await {
                 Err(_) => Err(None),
                 Ok(Ok(response)) => Ok(Answer::Upgradable(response)),
-                Ok(Err(e)) => Err(Some((e.is_connect(), e.to_string()))),
+                Ok(Err(e)) => Err(Some(e.to_string())),
             }
         } else {
             *upstream.uri_mut() = origin_form(upstream.uri());
@@ -180,7 +162,17 @@ pub async fn forward(
             match tokio::time::timeout_at(deadline, send).await {
                 Err(_) => Err(None),
                 Ok(Ok(response)) => Ok(Answer::Pooled(response)),
-                Ok(Err(e)) => Err(Some((e.not_sent(), e.to_string()))),
+                Ok(Err(SendError {
+                    error,
+                    unsent: Some(request),
+                })) if attempts < CONNECT_ATTEMPTS => {
+                    // Never reached the pod: safe on another slot (the failover rule).
+                    attempts += 1;
+                    tracing::debug!(revision = %revision.name, pod = guard.pod(), %error, "Request never reached the pod; trying another.");
+                    next = Some(request);
+                    continue;
+                }
+                Ok(Err(e)) => Err(Some(e.error.to_string())),
             }
         };
         match sent {
@@ -194,11 +186,7 @@ pub async fn forward(
                     ),
                 );
             }
-            Err(Some((true, e))) if replay.is_some() && attempts < CONNECT_ATTEMPTS => {
-                attempts += 1;
-                tracing::debug!(revision = %revision.name, pod = guard.pod(), error = %e, "Request never reached the pod; trying another.");
-            }
-            Err(Some((_, e))) => {
+            Err(Some(e)) => {
                 tracing::warn!(revision = %revision.name, pod = guard.pod(), error = %e, "Proxying to the pod failed.");
                 return error(
                     StatusCode::BAD_GATEWAY,
@@ -284,10 +272,6 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-fn has_no_body(request: &Request<Body>) -> bool {
-    HttpBody::size_hint(request.body()).exact() == Some(0)
 }
 
 fn prepare_request(request: &mut Request<Body>, peer: Option<SocketAddr>, upgrade: bool) {

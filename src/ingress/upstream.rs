@@ -36,17 +36,6 @@ pub enum UpstreamError {
     Closed,
 }
 
-impl UpstreamError {
-    /// True when the request certainly never reached the pod, so another pod may take it.
-    pub fn not_sent(&self) -> bool {
-        match self {
-            UpstreamError::Connect(_) => true,
-            UpstreamError::Http(e) => e.is_canceled(),
-            UpstreamError::Closed => false,
-        }
-    }
-}
-
 struct PodConnection {
     send: SendRequest<Body>,
     conn: Connection<TokioIo<TcpStream>, Body>,
@@ -97,27 +86,26 @@ impl Upstream {
     }
 
     /// Sends `request` to the pod at `address` and returns its response head; the body streams
-    /// from the same connection as it is read.
+    /// from the same connection as it is read. A request that certainly never reached the pod
+    /// comes back in the error, untouched, so it can go to another pod.
     pub async fn send(
         self: &Arc<Self>,
         address: SocketAddr,
         request: Request<Body>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         let mut pc = match self.take(address) {
             Some(pc) => pc,
-            None => {
-                let stream = TcpStream::connect(address)
-                    .await
-                    .map_err(UpstreamError::Connect)?;
-                let _ = stream.set_nodelay(true);
-                let (send, conn) = http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(UpstreamError::Http)?;
-                // Boxed once per connection, so moving it per request stays cheap.
-                Box::new(PodConnection { send, conn })
-            }
+            None => match connect(address).await {
+                Ok(pc) => pc,
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        unsent: Some(request),
+                    });
+                }
+            },
         };
-        let response = pc.send.send_request(request);
+        let response = pc.send.try_send_request(request);
         let mut response = std::pin::pin!(response);
         let answer = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = response.as_mut().poll(cx) {
@@ -140,10 +128,38 @@ impl Upstream {
                 upstream: Arc::clone(self),
                 address,
             })),
-            Some(Err(e)) => Err(UpstreamError::Http(e)),
-            None => Err(UpstreamError::Closed),
+            Some(Err(mut e)) => {
+                let unsent = e.take_message();
+                Err(SendError {
+                    error: UpstreamError::Http(e.into_error()),
+                    unsent,
+                })
+            }
+            None => Err(SendError {
+                error: UpstreamError::Closed,
+                unsent: None,
+            }),
         }
     }
+}
+
+/// A new connection to a pod. Boxed once per connection, so moving it per request stays cheap.
+async fn connect(address: SocketAddr) -> Result<Box<PodConnection>, UpstreamError> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(UpstreamError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::Http)?;
+    Ok(Box::new(PodConnection { send, conn }))
+}
+
+/// A failed send; `unsent` holds the request when it never reached the pod.
+#[derive(Debug)]
+pub struct SendError {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<Body>>,
 }
 
 /// A pod's response body; reading it drives the connection, which is reused once the body ended.
@@ -198,5 +214,63 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // An empty body is often never polled; its connection is still good.
         self.recycle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_request_comes_back_untouched_and_answered_ones_reuse_the_connection() {
+        let upstream = Arc::new(Upstream::default());
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = closed.local_addr().expect("addr");
+        drop(closed);
+        let request = Request::post("/x")
+            .header("x-id", "7")
+            .body(Body::from("payload"));
+        let err = upstream
+            .send(address, request.expect("request"))
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err.error, UpstreamError::Connect(_)));
+        let unsent = err.unsent.expect("the request comes back");
+        assert_eq!(unsent.headers()["x-id"], "7");
+
+        // A real pod: two requests in a row share one connection.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("addr");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Body::from("ok")))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        for _ in 0..2 {
+            let response = upstream
+                .send(
+                    address,
+                    Request::get("/").body(Body::empty()).expect("request"),
+                )
+                .await
+                .expect("answer");
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .expect("body");
+            assert_eq!(&body.to_bytes()[..], b"ok");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
