@@ -23,6 +23,8 @@ use tokio::net::TcpStream;
 
 /// Idle connections kept per pod.
 const MAX_IDLE_PER_POD: usize = 256;
+/// Locks the idle lists are spread over, by pod address.
+const SHARDS: usize = 16;
 
 /// Why a request to a pod failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,17 +55,34 @@ impl PodConnection {
     }
 }
 
+/// Idle connections by pod. Boxed once per connection and moved by pointer between these lists
+/// and responses.
+#[allow(clippy::vec_box)]
+type IdleLists = HashMap<SocketAddr, Vec<Box<PodConnection>>>;
+
 /// Idle connections per pod address.
 #[derive(Default)]
 pub struct Upstream {
-    // Boxed once per connection and moved by pointer between this list and responses.
-    #[allow(clippy::vec_box)]
-    idle: Mutex<HashMap<SocketAddr, Vec<Box<PodConnection>>>>,
+    idle: [Mutex<IdleLists>; SHARDS],
 }
 
 impl Upstream {
+    /// The idle lists of `address`'s shard: pods spread over several locks, so requests to
+    /// different pods rarely meet on one.
+    fn shard(&self, address: SocketAddr) -> std::sync::MutexGuard<'_, IdleLists> {
+        let ip = match address.ip() {
+            std::net::IpAddr::V4(ip) => u128::from(u32::from(ip)),
+            std::net::IpAddr::V6(ip) => u128::from(ip),
+        };
+        let mixed = ip ^ (u128::from(address.port()) << 7) ^ u128::from(address.port());
+        let index = usize::try_from(mixed % SHARDS as u128).unwrap_or(0);
+        self.idle[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn take(&self, address: SocketAddr) -> Option<Box<PodConnection>> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.shard(address);
         let list = idle.get_mut(&address)?;
         while let Some(mut pc) = list.pop() {
             if pc.reusable() {
@@ -78,7 +97,7 @@ impl Upstream {
         if !pc.reusable() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.shard(address);
         let list = idle.entry(address).or_default();
         if list.len() < MAX_IDLE_PER_POD {
             list.push(pc);
