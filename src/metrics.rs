@@ -30,6 +30,21 @@ pub enum AttemptOutcome {
     NetworkError,
 }
 
+/// How the gateway answered one proxied request.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ProxyOutcome {
+    /// The pod answered (any status; the pod's own errors are its business).
+    Answered,
+    /// 503: the revision's queue was full.
+    QueueFull,
+    /// 503: no pod slot came free within `timeoutSeconds`.
+    NoSlot,
+    /// 504: the pod did not answer within `timeoutSeconds`.
+    Timeout,
+    /// 502: the pod failed after the request was sent.
+    PodFailed,
+}
+
 /// Why an event left a trigger without reaching its subscriber.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum DropReason {
@@ -71,6 +86,13 @@ label_values! {
         Rejected => "rejected",
         Timeout => "timeout",
         NetworkError => "network_error",
+    }
+    ProxyOutcome {
+        Answered => "answered",
+        QueueFull => "queue_full",
+        NoSlot => "no_slot",
+        Timeout => "timeout",
+        PodFailed => "pod_failed",
     }
     DropReason {
         RetriesExhausted => "retries_exhausted",
@@ -119,6 +141,53 @@ pub struct RevisionLabels {
     pub revision: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyLabels {
+    pub namespace: String,
+    pub service: String,
+    pub revision: String,
+    pub outcome: ProxyOutcome,
+}
+
+/// Proxy outcome counters of one revision, resolved once so the request path does not hash
+/// labels. `Default` gives unregistered counters (tests).
+#[derive(Clone, Default)]
+pub struct ProxyCounters {
+    counters: [Counter; 5],
+}
+
+const PROXY_OUTCOMES: [ProxyOutcome; 5] = [
+    ProxyOutcome::Answered,
+    ProxyOutcome::QueueFull,
+    ProxyOutcome::NoSlot,
+    ProxyOutcome::Timeout,
+    ProxyOutcome::PodFailed,
+];
+
+impl ProxyCounters {
+    pub fn new(metrics: &Metrics, namespace: &str, service: &str, revision: &str) -> Self {
+        Self {
+            counters: PROXY_OUTCOMES.map(|outcome| {
+                metrics
+                    .proxy_requests
+                    .get_or_create(&ProxyLabels {
+                        namespace: namespace.to_owned(),
+                        service: service.to_owned(),
+                        revision: revision.to_owned(),
+                        outcome,
+                    })
+                    .clone()
+            }),
+        }
+    }
+
+    pub fn count(&self, outcome: ProxyOutcome) {
+        if let Some(i) = PROXY_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.counters[i].inc();
+        }
+    }
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -156,6 +225,8 @@ pub struct Metrics {
     pub revision_ready_pods: Family<RevisionLabels, Gauge>,
     /// The autoscaler's last decision, per revision.
     pub revision_desired_pods: Family<RevisionLabels, Gauge>,
+    /// Proxied requests by how the gateway answered.
+    pub proxy_requests: Family<ProxyLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -248,6 +319,12 @@ impl Metrics {
         let revision_queued = Family::default();
         let revision_ready_pods = Family::default();
         let revision_desired_pods = Family::default();
+        let proxy_requests = Family::default();
+        registry.register(
+            "proxy_requests",
+            "Proxied requests by how the gateway answered",
+            proxy_requests.clone(),
+        );
         registry.register(
             "revision_in_flight",
             "Requests and deliveries running on pods",
@@ -269,6 +346,7 @@ impl Metrics {
             revision_desired_pods.clone(),
         );
         Self {
+            proxy_requests,
             revision_in_flight,
             revision_queued,
             revision_ready_pods,

@@ -30,8 +30,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
 use super::upstream::{SendError, Upstream, UpstreamBody};
-use crate::revision::SlotGuard;
+use crate::metrics::ProxyOutcome;
 use crate::revision::route::{Route, RouteTable};
+use crate::revision::{DispatchError, SlotGuard};
 
 /// Default domain of service hosts.
 pub const DEFAULT_DOMAIN: &str = "example.com";
@@ -126,7 +127,13 @@ pub async fn forward(
     let (guard, answer) = loop {
         let guard = match revision.acquire(deadline).await {
             Ok(guard) => guard,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Err(e) => {
+                revision.proxied.count(match e {
+                    DispatchError::QueueFull(..) => ProxyOutcome::QueueFull,
+                    DispatchError::Timeout(_) => ProxyOutcome::NoSlot,
+                });
+                return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            }
         };
         let Some(mut upstream) = next.take() else {
             return error(
@@ -176,8 +183,12 @@ pub async fn forward(
             }
         };
         match sent {
-            Ok(answer) => break (guard, answer),
+            Ok(answer) => {
+                revision.proxied.count(ProxyOutcome::Answered);
+                break (guard, answer);
+            }
             Err(None) => {
+                revision.proxied.count(ProxyOutcome::Timeout);
                 return error(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -187,6 +198,7 @@ pub async fn forward(
                 );
             }
             Err(Some(e)) => {
+                revision.proxied.count(ProxyOutcome::PodFailed);
                 tracing::warn!(revision = %revision.name, pod = guard.pod(), error = %e, "Proxying to the pod failed.");
                 return error(
                     StatusCode::BAD_GATEWAY,

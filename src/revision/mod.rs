@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
+use crate::metrics::ProxyCounters;
 use queue::{DispatchQueue, PodId, PodSlots, Slot, Ticket};
 
 /// Requests that may wait per revision unless `tidegate.dev/queue-depth` says otherwise.
@@ -52,6 +53,8 @@ pub struct Revision {
     /// Broker backlog of the triggers delivering to this revision (filled by queue-backed
     /// brokers; joins demand with `tidegate.dev/backlog-target`).
     pub backlog: AtomicU64,
+    /// How proxied requests to this revision ended.
+    pub proxied: ProxyCounters,
     /// Demand granularity the autoscaler decides at (f64 bits): a change of demand wakes it when
     /// `ceil(demand / step)` changes, when demand leaves or reaches zero, or while no pod is
     /// ready. 0 wakes it on every change.
@@ -67,16 +70,31 @@ pub struct RevisionCounts {
     pub pods: Vec<PodSlots>,
 }
 
+/// What bounds a revision's requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Requests per pod at once; 0 = unlimited.
+    pub container_concurrency: u32,
+    /// `timeoutSeconds`: queueing plus the wait for the answer.
+    pub timeout: Duration,
+    /// Requests that may wait for a slot.
+    pub queue_depth: usize,
+}
+
 impl Revision {
     pub fn new(
         namespace: &str,
         service: &str,
         name: &str,
         class: &'static str,
-        container_concurrency: u32,
-        timeout: Duration,
-        queue_depth: usize,
+        limits: Limits,
+        proxied: ProxyCounters,
     ) -> Arc<Self> {
+        let Limits {
+            container_concurrency,
+            timeout,
+            queue_depth,
+        } = limits;
         Arc::new(Self {
             namespace: namespace.to_owned(),
             service: service.to_owned(),
@@ -96,6 +114,7 @@ impl Revision {
             requests: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
             wake_step: AtomicU64::new(0f64.to_bits()),
+            proxied,
         })
     }
 

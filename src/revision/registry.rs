@@ -15,9 +15,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use triggers::{ServiceConfig, TrafficRevision};
 
-use super::Revision;
 use super::route::{Route, RouteTable, Target};
+use super::{Limits, Revision};
 use crate::ingress::proxy::SharedRoutes;
+use crate::metrics::{Metrics, ProxyCounters};
 
 /// Starts and stops what runs a revision (pods and autoscaler); implemented by the runtime.
 pub trait RevisionLauncher: Send + Sync {
@@ -52,17 +53,19 @@ pub struct Registry {
     history: History,
     live: HashMap<(String, String), LiveRevision>,
     routes: SharedRoutes,
+    metrics: Arc<Metrics>,
 }
 
 impl Registry {
     /// Loads the revision numbering from `data_dir/revisions.json`.
-    pub fn open(data_dir: &Path, routes: SharedRoutes) -> Self {
+    pub fn open(data_dir: &Path, routes: SharedRoutes, metrics: Arc<Metrics>) -> Self {
         let path = data_dir.join("revisions.json");
         let history = std::fs::read(&path)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
         Self {
+            metrics,
             path,
             history,
             live: HashMap::new(),
@@ -230,9 +233,12 @@ impl Registry {
                 triggers::ScalingClass::Kpa => "kpa.autoscaling.knative.dev",
                 triggers::ScalingClass::Precise => "precise.tidegate.dev",
             },
-            template.container_concurrency,
-            template.timeout,
-            template.scaling.queue_depth,
+            Limits {
+                container_concurrency: template.container_concurrency,
+                timeout: template.timeout,
+                queue_depth: template.scaling.queue_depth,
+            },
+            ProxyCounters::new(&self.metrics, &service.namespace, &service.name, name),
         );
         let running = launcher.start(&revision, service);
         self.live.insert(

@@ -18,9 +18,12 @@ fn revision(cc: u32, depth: usize) -> Arc<Revision> {
         "svc",
         "svc-00001",
         "precise",
-        cc,
-        Duration::from_secs(10),
-        depth,
+        Limits {
+            container_concurrency: cc,
+            timeout: Duration::from_secs(10),
+            queue_depth: depth,
+        },
+        Default::default(),
     )
 }
 

@@ -129,9 +129,12 @@ mod tests {
             "hello",
             name,
             "kpa",
-            0,
-            Duration::from_secs(1),
-            10,
+            crate::revision::Limits {
+                container_concurrency: 0,
+                timeout: Duration::from_secs(1),
+                queue_depth: 10,
+            },
+            Default::default(),
         )
     }
 

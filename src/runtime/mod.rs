@@ -92,6 +92,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let registry = Arc::new(std::sync::Mutex::new(Registry::open(
         &config.data_dir,
         Arc::clone(&routes),
+        Arc::clone(&metrics),
     )));
 
     let applier = Arc::new(Applier {

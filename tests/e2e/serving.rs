@@ -355,6 +355,18 @@ async fn a_command_that_does_not_exist_is_reported_and_requests_end_with_503() {
     let started = tokio::time::Instant::now();
     let r = get(&client, &gw, "broken.default.example.com").await;
     assert_eq!(r.status(), 503);
+    let metrics = reqwest::get(format!("{}/metrics", gw.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "tidegate_proxy_requests_total{namespace=\"default\",service=\"broken\",revision=\"broken-00001\",outcome=\"no_slot\"} 1"
+        ),
+        "{metrics}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "answered only after {:?}",
