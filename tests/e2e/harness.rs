@@ -208,6 +208,11 @@ impl Drop for SampleService {
     }
 }
 
+/// A response header as text, if present and visible ASCII.
+pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
 /// One request a subscriber received.
 #[derive(Clone, Debug)]
 pub struct Received {

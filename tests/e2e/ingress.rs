@@ -21,12 +21,7 @@ async fn rejections_name_the_field_and_status() {
     // Wrong method: 405 with Allow.
     let r = client.get(&url).send().await.expect("get");
     assert_eq!(r.status(), 405);
-    let allow = r
-        .headers()
-        .get("allow")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let allow = header(&r, "allow").unwrap_or("").to_owned();
     assert!(allow.contains("POST"), "Allow header was {allow:?}");
 
     // Missing required attribute: 400 naming it.

@@ -60,6 +60,19 @@ fn service_running(
     yaml
 }
 
+/// A Knative Service whose pods run the Python program `source` (written under `dir`).
+fn python_service(
+    dir: &std::path::Path,
+    name: &str,
+    source: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    let script = dir.join(format!("{name}.py"));
+    std::fs::write(&script, source).expect("write script");
+    let script = script.display().to_string();
+    service_running(name, annotations, 0, &["python3", &script], &[], "")
+}
+
 const PRECISE: (&str, &str) = ("autoscaling.knative.dev/class", "precise.tidegate.dev");
 const FAST_DOWN: (&str, &str) = ("autoscaling.knative.dev/scale-down-delay", "1s");
 
@@ -133,10 +146,7 @@ async fn cold_burst_all_succeed_and_concurrency_one_is_never_exceeded() {
                     .send()
                     .await
                     .expect("send");
-                let inflight: u64 = r
-                    .headers()
-                    .get("x-sample-inflight")
-                    .and_then(|v| v.to_str().ok())
+                let inflight: u64 = header(&r, "x-sample-inflight")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(u64::MAX);
                 max_inflight.fetch_max(inflight, Ordering::SeqCst);
@@ -250,13 +260,7 @@ async fn traffic_split_and_tags() {
                         .await
                         .expect("send");
                     assert_eq!(r.status(), 200);
-                    seen.push(
-                        r.headers()
-                            .get("x-sample-revision")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned(),
-                    );
+                    seen.push(header(&r, "x-sample-revision").unwrap_or("").to_owned());
                 }
                 seen
             })
@@ -276,12 +280,7 @@ async fn traffic_split_and_tags() {
     ] {
         for _ in 0..20 {
             let r = get(&client, &gw, host).await;
-            assert_eq!(
-                r.headers()
-                    .get("x-sample-revision")
-                    .and_then(|v| v.to_str().ok()),
-                Some(revision)
-            );
+            assert_eq!(header(&r, "x-sample-revision"), Some(revision));
         }
     }
     // Unknown hosts are not forwarded anywhere.
@@ -304,12 +303,7 @@ async fn a_pod_killed_under_load_is_replaced() {
     let client = reqwest::Client::new();
     let r = get(&client, &gw, "sturdy.default.example.com").await;
     assert_eq!(r.status(), 200);
-    let instance = r
-        .headers()
-        .get("x-sample-instance")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let instance = header(&r, "x-sample-instance").unwrap_or("").to_owned();
     let pid = instance.split('-').next().unwrap_or("").to_owned();
     let status = std::process::Command::new("kill")
         .args(["-9", &pid])
@@ -327,12 +321,7 @@ async fn a_pod_killed_under_load_is_replaced() {
         let r = get(&client, &gw, "sturdy.default.example.com").await;
         if r.status() == 200 {
             ok_in_a_row += 1;
-            let now = r
-                .headers()
-                .get("x-sample-instance")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let now = header(&r, "x-sample-instance").unwrap_or("").to_owned();
             assert_ne!(now, instance, "the killed pod answered");
         } else {
             ok_in_a_row = 0;
@@ -421,12 +410,7 @@ async fn pods_die_with_a_killed_gateway() {
     let mut gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
     let client = reqwest::Client::new();
     let r = get(&client, &gw, "orphan.default.example.com").await;
-    let instance = r
-        .headers()
-        .get("x-sample-instance")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let instance = header(&r, "x-sample-instance").unwrap_or("").to_owned();
     let pid = instance.split('-').next().unwrap_or("").to_owned();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     gw.kill9();
@@ -464,10 +448,7 @@ while True:
 async fn upgrades_are_tunnelled_and_slow_pods_time_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tmp = tempfile::tempdir().expect("tempdir");
-    let script = tmp.path().join("echo.py");
-    std::fs::write(&script, UPGRADE_ECHO).expect("write script");
-    let script = script.display().to_string();
-    let echo = service_running("echo", &[], 0, &["python3", &script], &[], "");
+    let echo = python_service(tmp.path(), "echo", UPGRADE_ECHO, &[]);
     let slow = service("slow", &[PRECISE], 0, &["--delay", "5s"], "")
         .replace("timeoutSeconds: 30", "timeoutSeconds: 1");
     let dir = manifests(tmp.path(), &[("echo.yaml", &echo), ("slow.yaml", &slow)]);
@@ -552,11 +533,8 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_are_set_hop_by_hop_dropped_and_h2c_accepted() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let script = tmp.path().join("echo_head.py");
-    std::fs::write(&script, ECHO_HEAD).expect("write script");
-    let script = script.display().to_string();
     let annotations = [("tidegate.dev/reserved-instances", "1"), PRECISE, FAST_DOWN];
-    let yaml = service_running("heads", &annotations, 0, &["python3", &script], &[], "");
+    let yaml = python_service(tmp.path(), "heads", ECHO_HEAD, &annotations);
     let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
     let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
     let client = reqwest::Client::new();
