@@ -116,6 +116,10 @@ impl Dispatcher {
                     Some(w) if same_runtime(&w.state, &state) => keep.push((key, w)),
                     Some(w) => {
                         w.stop.cancel();
+                        // Moved to another broker: the old one must stop retaining events for it.
+                        if w.state.config.broker != state.config.broker {
+                            removed.push(w.state);
+                        }
                         start.push((key, state));
                     }
                     None => start.push((key, state)),
@@ -134,7 +138,7 @@ impl Dispatcher {
                     tracing::warn!(trigger = %name, %error, "Could not remove a subscription.");
                 }
             }
-            tracing::info!(trigger = %subscription_name(&state.config), "Trigger removed.");
+            tracing::info!(trigger = %subscription_name(&state.config), broker = %state.config.broker, "Trigger left its broker.");
         }
         for (key, state) in start {
             let state = Arc::new(state);

@@ -93,3 +93,54 @@ async fn changes_apply_live_and_bad_sets_keep_the_last_good_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_trigger_moved_to_another_broker_releases_the_old_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (hang, _task) = hanging_server().await;
+    let other = BROKER.replace("name: default", "name: other");
+    let dir = manifests(
+        tmp.path(),
+        &[
+            ("b.yaml", BROKER),
+            ("o.yaml", &other),
+            ("t.yaml", &trigger("mover", &hang, "")),
+        ],
+    );
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let r = publish(
+            &client,
+            &gw.broker_url("default", "default"),
+            &format!("m-{i}"),
+            "t",
+            &[],
+        )
+        .await;
+        assert_eq!(r.status(), 202);
+    }
+    let stored = |name: &'static str| {
+        let admin = gw.admin.clone();
+        async move {
+            let brokers: Vec<serde_json::Value> = reqwest::get(format!("{admin}/api/v1/brokers"))
+                .await
+                .expect("admin")
+                .json()
+                .await
+                .expect("json");
+            brokers
+                .iter()
+                .find(|b| b["name"] == name)
+                .map(|b| b["stored"].clone())
+        }
+    };
+    assert_eq!(stored("default").await, Some(serde_json::json!(3)));
+    let moved = trigger("mover", &hang, "").replace("broker: default", "broker: other");
+    std::fs::write(dir.join("t.yaml"), moved).expect("write");
+    eventually(
+        "the old broker to drop what only the moved trigger needed",
+        || async { stored("default").await == Some(serde_json::json!(0)) },
+    )
+    .await;
+}
