@@ -90,6 +90,32 @@ struct ServeArgs {
     /// Knative Services answer on `{service}.{namespace}.{domain}` (and `{tag}-{service}…`).
     #[arg(long, env = "TIDEGATE_DOMAIN", default_value = tidegate::ingress::proxy::DEFAULT_DOMAIN)]
     domain: String,
+    /// Time to receive a request's headers, counted from when the connection waits for one (so
+    /// on HTTP/1.1 also the longest keep-alive pause).
+    #[arg(long, env = "TIDEGATE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// A connection with no open request for this long is closed (HTTP/2: GOAWAY).
+    #[arg(long, env = "TIDEGATE_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Longest pause between two reads of a request body; past it the request gets 408.
+    #[arg(long, env = "TIDEGATE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    body_read_timeout: Duration,
+    /// Longest time to receive a whole request body once its first byte was read (408 past it).
+    #[arg(long, env = "TIDEGATE_BODY_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+    /// Interval of HTTP/2 keep-alive pings.
+    #[arg(long, env = "TIDEGATE_H2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    h2_keepalive_interval: Duration,
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed.
+    #[arg(long, env = "TIDEGATE_H2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    h2_keepalive_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, env = "TIDEGATE_H2_MAX_CONCURRENT_STREAMS", default_value_t = tidegate::ingress::conn::DEFAULT_H2_MAX_CONCURRENT_STREAMS)]
+    h2_max_concurrent_streams: u32,
+    /// Open ingress connections at most; default half the file-descriptor limit (which is
+    /// raised to its hard limit at start), never closer to it than 256.
+    #[arg(long, env = "TIDEGATE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -148,6 +174,17 @@ fn main() -> ExitCode {
                 drain_timeout: args.drain_timeout,
                 storage_max_bytes: args.storage_max_bytes,
                 domain: args.domain,
+                connections: tidegate::ingress::conn::ConnLimits {
+                    header_read_timeout: args.header_read_timeout,
+                    idle_timeout: args.idle_timeout,
+                    body_read_timeout: args.body_read_timeout,
+                    body_timeout: args.body_timeout,
+                    h2_keepalive_interval: args.h2_keepalive_interval,
+                    h2_keepalive_timeout: args.h2_keepalive_timeout,
+                    h2_max_concurrent_streams: args.h2_max_concurrent_streams,
+                    max_connections: 0,
+                },
+                max_connections: args.max_connections,
             })
             .await
             .map(|()| ExitCode::SUCCESS),

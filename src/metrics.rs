@@ -43,6 +43,8 @@ pub enum ProxyOutcome {
     Timeout,
     /// 502: the pod failed after the request was sent.
     PodFailed,
+    /// 400/408: the client's request body was malformed or stalled (the pod is not blamed).
+    ClientError,
 }
 
 /// Why an event left a trigger without reaching its subscriber.
@@ -93,6 +95,7 @@ label_values! {
         NoSlot => "no_slot",
         Timeout => "timeout",
         PodFailed => "pod_failed",
+        ClientError => "client_error",
     }
     DropReason {
         RetriesExhausted => "retries_exhausted",
@@ -153,15 +156,16 @@ pub struct ProxyLabels {
 /// labels. `Default` gives unregistered counters (tests).
 #[derive(Clone, Default)]
 pub struct ProxyCounters {
-    counters: [Counter; 5],
+    counters: [Counter; 6],
 }
 
-const PROXY_OUTCOMES: [ProxyOutcome; 5] = [
+const PROXY_OUTCOMES: [ProxyOutcome; 6] = [
     ProxyOutcome::Answered,
     ProxyOutcome::QueueFull,
     ProxyOutcome::NoSlot,
     ProxyOutcome::Timeout,
     ProxyOutcome::PodFailed,
+    ProxyOutcome::ClientError,
 ];
 
 impl ProxyCounters {

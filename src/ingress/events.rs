@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::conn::{BodyFaultKind, ClientBodyError};
 use super::topology::SharedTopology;
 
 /// Default largest request body accepted, in bytes (4 MiB).
@@ -52,6 +53,8 @@ pub enum IngressError {
     TooLarge { limit: usize },
     #[error("request body could not be read: {0}")]
     Body(String),
+    #[error("{0}")]
+    BodyTimeout(String),
     #[error("broker is not ready: {0}")]
     NotReady(String),
     #[error("storage is unavailable: {0}")]
@@ -77,6 +80,7 @@ impl IntoResponse for IngressError {
             IngressError::UnknownBroker { .. } => (StatusCode::NOT_FOUND, None),
             IngressError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Some("body")),
             IngressError::Body(_) => (StatusCode::BAD_REQUEST, Some("body")),
+            IngressError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, Some("body")),
             IngressError::NotReady(_) | IngressError::Storage(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, None)
             }
@@ -89,6 +93,11 @@ impl IntoResponse for IngressError {
             tracing::warn!(%error, "Ingress could not store events.");
         }
         let mut response = (status, axum::Json(ErrorBody { error, field })).into_response();
+        if status == StatusCode::REQUEST_TIMEOUT {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -161,7 +170,7 @@ async fn publish(
         Err(IngressError::Event(e)) if e.kind == EventErrorKind::UnsupportedMediaType => {
             counters.unsupported.inc();
         }
-        Err(IngressError::Event(_) | IngressError::Body(_)) => {
+        Err(IngressError::Event(_) | IngressError::Body(_) | IngressError::BodyTimeout(_)) => {
             counters.invalid.inc();
         }
         Err(IngressError::TooLarge { .. }) => {
@@ -187,7 +196,12 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(IngressError::TooLarge { limit }),
-        Err(e) => Err(IngressError::Body(e.to_string())),
+        Err(e) => match ClientBodyError::find(e.as_ref()) {
+            Some(cause) if cause.kind() == BodyFaultKind::Timeout => {
+                Err(IngressError::BodyTimeout(cause.to_string()))
+            }
+            _ => Err(IngressError::Body(e.to_string())),
+        },
     }
 }
 

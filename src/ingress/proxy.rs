@@ -1,8 +1,12 @@
 //! The HTTP proxy: requests whose `Host` names a Knative Service go to a pod of one of its
 //! revisions, through that revision's precise dispatch queue.
 //!
-//! - Routing is by `Host` (or the HTTP/2 authority) only: `{service}.{namespace}.{domain}` and
-//!   `{tag}-{service}.{namespace}.{domain}`. `X-Forwarded-*` are set for the pod and never read.
+//! - Routing is by the request's authority only (an absolute-form target's, else `Host`; on
+//!   HTTP/2 `Host` if sent, else `:authority`): `{service}.{namespace}.{domain}` and
+//!   `{tag}-{service}.{namespace}.{domain}`. Two `Host` headers, or none on HTTP/1.1, are a 400.
+//!   `X-Forwarded-*` and `Forwarded` are set for the pod and never read.
+//! - A client body that stalls (408) or is malformed (400) is the client's fault: counted as
+//!   `client_error`, never as the pod's failure.
 //! - The slot on the pod is held until the response body ends, the client goes away, or a
 //!   WebSocket tunnel closes.
 //! - `timeoutSeconds` bounds queueing plus the wait for response headers: 504 past it (503 when
@@ -29,6 +33,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
+use super::conn::{BodyFault, BodyFaultKind};
 use super::upstream::{SendError, Upstream, UpstreamBody};
 use crate::metrics::ProxyOutcome;
 use crate::revision::route::{Route, RouteTable};
@@ -80,14 +85,80 @@ impl ProxyState {
         }
     }
 
-    /// The route for a request's host, if it names a service.
-    pub fn route_for(&self, request: &Request<Body>) -> Option<Arc<Route>> {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()))?;
-        self.routes.load().by_host(host, &self.domain).cloned()
+    /// The route for a request's authority, if it names a service; for a request whose
+    /// authority is ambiguous or missing, why (answer it with [`bad_host`]).
+    ///
+    /// RFC 9112 §3.2.2: an absolute-form target's authority wins over `Host`; §3.2: more than
+    /// one `Host`, or none on HTTP/1.1, is a 400.
+    pub fn route_for(&self, request: &Request<Body>) -> Result<Option<Arc<Route>>, String> {
+        let host = request_authority(request)?;
+        Ok(host.and_then(|host| self.routes.load().by_host(host, &self.domain).cloned()))
+    }
+}
+
+/// The authority a request is for. HTTP/1.x: an absolute-form target's authority, else the one
+/// `Host`. HTTP/2: the `Host` header when a client sent one (clients that set `Host` on h2c, as
+/// `curl -H Host:` users expect), else `:authority`.
+fn request_authority(request: &Request<Body>) -> Result<Option<&str>, String> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("the request has more than one Host header (RFC 9112 §3.2)".into());
+    }
+    let host = host
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| "the Host header is not valid ASCII".to_owned())
+        })
+        .transpose()?;
+    let authority = request.uri().authority().map(|a| a.as_str());
+    match request.version() {
+        Version::HTTP_2 | Version::HTTP_3 => Ok(host.or(authority)),
+        version => match (authority, host) {
+            (Some(authority), _) => Ok(Some(authority)),
+            (None, Some(host)) => Ok(Some(host)),
+            (None, None) if version == Version::HTTP_11 => {
+                Err("an HTTP/1.1 request must carry a Host header (RFC 9112 §3.2)".into())
+            }
+            (None, None) => Ok(None),
+        },
+    }
+}
+
+/// The 400 for a request whose authority is ambiguous or missing.
+pub fn bad_host(reason: String) -> Response<Body> {
+    client_error(StatusCode::BAD_REQUEST, reason, Some("host"))
+}
+
+/// A 4xx caused by the client, with the field at fault.
+fn client_error(status: StatusCode, message: String, field: Option<&str>) -> Response<Body> {
+    let body = match field {
+        Some(field) => serde_json::json!({ "error": message, "field": field }),
+        None => serde_json::json!({ "error": message }),
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::REQUEST_TIMEOUT {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The answer when sending to the pod failed because the client's body did, if it did.
+fn body_fault_response(fault: &BodyFault) -> Option<Response<Body>> {
+    match fault.get()? {
+        BodyFaultKind::Timeout => Some(client_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body was not received in time".into(),
+            Some("body"),
+        )),
+        BodyFaultKind::Malformed => Some(client_error(
+            StatusCode::BAD_REQUEST,
+            "the request body is malformed (bad chunked encoding or a broken connection)".into(),
+            Some("body"),
+        )),
     }
 }
 
@@ -108,6 +179,7 @@ pub async fn forward(
     route: &Route,
     mut request: Request<Body>,
     peer: Option<SocketAddr>,
+    fault: &BodyFault,
 ) -> Response<Body> {
     let Some(revision) = route.pick().cloned() else {
         return error(
@@ -183,6 +255,13 @@ pub async fn forward(
             }
         };
         match sent {
+            Err(_) if fault.get().is_some() => {
+                // The client's body failed: its fault, not the pod's.
+                revision.proxied.count(ProxyOutcome::ClientError);
+                return body_fault_response(fault).unwrap_or_else(|| {
+                    client_error(StatusCode::BAD_REQUEST, "request body failed".into(), None)
+                });
+            }
             Ok(answer) => {
                 revision.proxied.count(ProxyOutcome::Answered);
                 break (guard, answer);
@@ -295,6 +374,11 @@ fn prepare_request(request: &mut Request<Body>, peer: Option<SocketAddr>, upgrad
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let headers = request.headers_mut();
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 §6.3: the body was framed by Transfer-Encoding; a Content-Length beside it
+        // is wrong and must not reach the pod.
+        headers.remove(header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(headers);
     if let Some(host) = host {
         headers.insert(header::HOST, host.clone());

@@ -17,6 +17,7 @@ use triggers::{Backend, Snapshot};
 
 use crate::actuator::{LocalRuntime, PodOutput};
 use crate::dispatch::Dispatcher;
+use crate::ingress::conn::{self, ConnLimits};
 use crate::ingress::topology::IngestCounters;
 use crate::ingress::{BrokerEntry, Topology, admin, events, proxy};
 use crate::metrics::Metrics;
@@ -39,6 +40,11 @@ pub struct ServeConfig {
     pub storage_max_bytes: Option<u64>,
     /// Services answer on `{service}.{namespace}.{domain}`.
     pub domain: String,
+    /// Timeouts and limits of ingress connections; `max_connections` is replaced by the cap
+    /// derived from the descriptor limit unless `max_connections` below asks for one.
+    pub connections: ConnLimits,
+    /// Requested cap on open ingress connections (bounded by the descriptor limit).
+    pub max_connections: Option<usize>,
 }
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
@@ -121,9 +127,24 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         "tidegate serving."
     );
 
+    let descriptors = conn::raise_descriptor_limit();
+    let ingress_limits = ConnLimits {
+        max_connections: conn::connection_cap(descriptors, config.max_connections),
+        ..config.connections.clone()
+    };
+    let admin_limits = ConnLimits {
+        max_connections: conn::ADMIN_MAX_CONNECTIONS,
+        ..config.connections.clone()
+    };
+    tracing::info!(
+        descriptors,
+        max_connections = ingress_limits.max_connections,
+        "Connection limits set."
+    );
     let stop_ingress = CancellationToken::new();
     let ingress_task = tokio::spawn(crate::ingress::serve(
         ingress_listener,
+        ingress_limits,
         events::IngressState {
             topology: Arc::clone(&topology),
             max_body_bytes: config.max_body_bytes,
@@ -142,11 +163,17 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
     let admin_task = tokio::spawn({
         let stop = stop_admin.clone();
-        async move {
-            axum::serve(admin_listener, admin)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        }
+        let handler = move |request: conn::IncomingRequest, _peer| {
+            use tower::ServiceExt as _;
+            let admin = admin.clone();
+            async move {
+                match admin.oneshot(request.map(axum::body::Body::new)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
+        };
+        conn::serve(admin_listener, admin_limits, handler, stop)
     });
 
     let mut watch = triggers::watch(config.manifests.clone(), snapshot, MANIFEST_POLL_INTERVAL);

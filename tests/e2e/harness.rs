@@ -33,6 +33,8 @@ pub struct Gateway {
     pub manifests: PathBuf,
     pub data: PathBuf,
     extra: Vec<String>,
+    /// File-descriptor limit (soft and hard) the process runs with, via `prlimit`.
+    nofile: Option<u64>,
 }
 
 impl Gateway {
@@ -44,6 +46,27 @@ impl Gateway {
             manifests: manifests.to_owned(),
             data: data.to_owned(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            nofile: None,
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    /// Starts with the file-descriptor limit lowered to `nofile` (soft and hard).
+    pub async fn start_with_nofile(
+        manifests: &Path,
+        data: &Path,
+        extra: &[&str],
+        nofile: u64,
+    ) -> Gateway {
+        let mut gw = Gateway {
+            child: None,
+            ingress: String::new(),
+            admin: String::new(),
+            manifests: manifests.to_owned(),
+            data: data.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            nofile: Some(nofile),
         };
         gw.spawn().await;
         gw
@@ -57,7 +80,15 @@ impl Gateway {
         }
         let ingress = self.ingress.trim_start_matches("http://").to_owned();
         let admin = self.admin.trim_start_matches("http://").to_owned();
-        let child = Command::new(bin())
+        let mut command = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = command
             .arg("serve")
             .arg("--manifests")
             .arg(&self.manifests)

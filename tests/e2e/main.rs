@@ -3,6 +3,7 @@
 
 mod delivery;
 mod durability;
+mod hardening;
 mod harness;
 mod ingress;
 mod manifests;
