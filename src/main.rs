@@ -87,6 +87,10 @@ struct ServeArgs {
     /// Quota for events retained by the embedded broker, in bytes; over it ingress answers 503.
     #[arg(long, env = "TIDEGATE_STORAGE_MAX_BYTES")]
     storage_max_bytes: Option<u64>,
+    /// Free space, in bytes, the embedded broker leaves on its file system: appends that would
+    /// leave less are answered 503 (default 1/32 of the file system, at most 64 MiB).
+    #[arg(long, env = "TIDEGATE_STORAGE_MIN_FREE_BYTES")]
+    storage_min_free_bytes: Option<u64>,
     /// Knative Services answer on `{service}.{namespace}.{domain}` (and `{tag}-{service}…`).
     #[arg(long, env = "TIDEGATE_DOMAIN", default_value = tidegate::ingress::proxy::DEFAULT_DOMAIN)]
     domain: String,
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
                 max_body_bytes: args.max_body_bytes,
                 drain_timeout: args.drain_timeout,
                 storage_max_bytes: args.storage_max_bytes,
+                storage_min_free_bytes: args.storage_min_free_bytes,
                 domain: args.domain,
                 connections: tidegate::ingress::conn::ConnLimits {
                     header_read_timeout: args.header_read_timeout,

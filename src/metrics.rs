@@ -221,6 +221,12 @@ pub struct Metrics {
     pub replies: Family<TriggerLabels, Counter>,
     /// Time from the first attempt to the subscriber's (or sink's) final answer, seconds.
     pub delivery_latency: Family<TriggerLabels, Histogram>,
+    /// 1 while a broker can store events (refreshed at scrape).
+    pub broker_ready: Family<BrokerLabels, Gauge>,
+    /// 1 while the embedded store can take events (refreshed at scrape).
+    pub storage_available: Gauge,
+    /// Failed cursor commits of the embedded store (synced at scrape).
+    pub storage_cursor_save_failures: Counter,
     /// Requests and deliveries running on pods, per revision (refreshed at scrape).
     pub revision_in_flight: Family<RevisionLabels, Gauge>,
     /// Requests and deliveries waiting in the gateway for a slot, per revision.
@@ -319,6 +325,24 @@ impl Metrics {
             "Time from the first delivery attempt to the final answer",
             delivery_latency.clone(),
         );
+        let broker_ready = Family::default();
+        let storage_available = Gauge::default();
+        let storage_cursor_save_failures = Counter::default();
+        registry.register(
+            "broker_ready",
+            "1 while the broker can store events, 0 while it cannot (/api/v1/brokers says why)",
+            broker_ready.clone(),
+        );
+        registry.register(
+            "storage_available",
+            "1 while the embedded store can take events, 0 while its disk is full or it fails",
+            storage_available.clone(),
+        );
+        registry.register(
+            "storage_cursor_save_failures",
+            "Commits of subscription cursors that failed (each is retried until it succeeds)",
+            storage_cursor_save_failures.clone(),
+        );
         let revision_in_flight = Family::default();
         let revision_queued = Family::default();
         let revision_ready_pods = Family::default();
@@ -351,6 +375,9 @@ impl Metrics {
         );
         Self {
             proxy_requests,
+            broker_ready,
+            storage_available,
+            storage_cursor_save_failures,
             revision_in_flight,
             revision_queued,
             revision_ready_pods,

@@ -29,6 +29,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Events appended but not yet acked by this subscription (0 for an unknown one).
     fn pending(&self, subscription: &str) -> u64;
+
+    /// Why the backend cannot store events right now (disk full, I/O failure, reconnecting),
+    /// or `None` when it can. Cheap: a value the backend keeps, never a call to storage.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A stream of deliveries for one subscription.

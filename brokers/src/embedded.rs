@@ -43,6 +43,9 @@ const STATE: TableDefinition<u64, (u64, u64, u64, u64)> = TableDefinition::new("
 const SUBSCRIPTIONS: TableDefinition<(u64, &str), (u64, u64)> =
     TableDefinition::new("subscriptions");
 
+/// Default page cache of the redb file (redb's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Tuning of the embedded store.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
@@ -57,6 +60,12 @@ pub struct EmbeddedOptions {
     pub cursor_flush: Duration,
     /// Events a subscription reads per read transaction.
     pub read_batch: usize,
+    /// Free space kept on the data directory's file system: an append that would leave less is
+    /// refused (503) before it reaches the file, so cursor saves and reclaims still fit and the
+    /// store never meets `ENOSPC` on the way. `None`: 1/32 of the file system, at most 64 MiB.
+    pub min_free_bytes: Option<u64>,
+    /// Page cache of the redb file.
+    pub cache_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
@@ -66,6 +75,8 @@ impl Default for EmbeddedOptions {
             max_batch: 4096,
             cursor_flush: Duration::from_millis(100),
             read_batch: 128,
+            min_free_bytes: None,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -84,7 +95,7 @@ impl EmbeddedStore {
             BrokerError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
         let path = dir.join("events.redb");
-        let db = Database::create(&path).map_err(|e| {
+        let db = open_file(&path, options.cache_bytes).map_err(|e| {
             BrokerError::Unavailable(format!("cannot open {}: {e}", path.display()))
         })?;
         let recovered = recover(&db).map_err(|e| {
@@ -93,7 +104,10 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
+            path: path.clone(),
             db: Mutex::new(Some(db.clone())),
+            health: Mutex::new(None),
+            cursor_save_failures: AtomicU64::new(0),
             tx,
             closed: watch::Sender::new(false),
             brokers: Mutex::new(Registry::default()),
@@ -106,7 +120,7 @@ impl EmbeddedStore {
             },
         });
         shared.install(recovered);
-        let writer = Writer::new(shared.clone(), db, rx);
+        let writer = Writer::new(shared.clone(), db, rx, dir.to_owned());
         let handle = std::thread::Builder::new()
             .name("tidegate-embedded-writer".to_owned())
             .spawn(move || writer.run())
@@ -150,6 +164,17 @@ impl EmbeddedStore {
     pub fn retained_bytes(&self) -> u64 {
         self.shared.retained_bytes.load(Ordering::Relaxed)
     }
+
+    /// Why the store cannot take events right now (disk full, I/O failure, reopening), or
+    /// `None` when it can.
+    pub fn unavailable(&self) -> Option<String> {
+        self.shared.unavailable()
+    }
+
+    /// Commits of cursor progress that failed (each is retried until it succeeds).
+    pub fn cursor_save_failures(&self) -> u64 {
+        self.shared.cursor_save_failures.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for EmbeddedStore {
@@ -160,8 +185,12 @@ impl Drop for EmbeddedStore {
 
 /// State shared by the store, its broker handles, subscriptions and the writer thread.
 struct Shared {
-    /// `None` once closed.
+    path: std::path::PathBuf,
+    /// `None` once closed, and while the writer reopens the file after a storage failure.
     db: Mutex<Option<Arc<Database>>>,
+    /// Why storage is failing, while it is; set and cleared by the writer.
+    health: Mutex<Option<String>>,
+    cursor_save_failures: AtomicU64,
     tx: mpsc::Sender<Msg>,
     closed: watch::Sender<bool>,
     brokers: Mutex<Registry>,
@@ -184,6 +213,13 @@ impl Shared {
 
     fn db(&self) -> Option<Arc<Database>> {
         lock(&self.db).clone()
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        if self.is_closed() {
+            return Some("the event store is closed".into());
+        }
+        lock(&self.health).clone()
     }
 
     fn broker(&self, namespace: &str, name: &str) -> Arc<BrokerShared> {
@@ -431,6 +467,10 @@ impl Broker for EmbeddedBroker {
         self.broker.retained.load(Ordering::Relaxed)
     }
 
+    fn unavailable(&self) -> Option<String> {
+        self.shared.unavailable()
+    }
+
     fn pending(&self, subscription: &str) -> u64 {
         let sub = lock(&self.broker.state).subs.get(subscription).cloned();
         sub.map_or(0, |sub| sub.pending(self.broker.head()))
@@ -444,14 +484,36 @@ struct Recovered {
     subscriptions: Vec<((u64, String), (u64, u64))>,
 }
 
-/// Creates the tables if needed and reads brokers, their state and subscriptions.
+/// Opens (creating if needed) the redb file with our cache size.
+fn open_file(path: &Path, cache_bytes: usize) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(path)
+}
+
+/// Creates the tables if needed and reads brokers, their state and subscriptions. Writes only
+/// when a table is missing, so a store on a full disk still opens and delivers what it holds.
 fn recover(db: &Database) -> Result<Recovered, redb::Error> {
-    let txn = db.begin_write()?;
-    txn.open_table(EVENTS)?;
-    txn.open_table(BROKERS)?;
-    txn.open_table(STATE)?;
-    txn.open_table(SUBSCRIPTIONS)?;
-    txn.commit()?;
+    let complete = {
+        let txn = db.begin_read()?;
+        let exists = |result: Result<(), redb::TableError>| match result {
+            Ok(()) => Ok(true),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(e) => Err(e),
+        };
+        exists(txn.open_table(EVENTS).map(drop))?
+            && exists(txn.open_table(BROKERS).map(drop))?
+            && exists(txn.open_table(STATE).map(drop))?
+            && exists(txn.open_table(SUBSCRIPTIONS).map(drop))?
+    };
+    if !complete {
+        let txn = db.begin_write()?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(BROKERS)?;
+        txn.open_table(STATE)?;
+        txn.open_table(SUBSCRIPTIONS)?;
+        txn.commit()?;
+    }
 
     let txn = db.begin_read()?;
     let mut recovered = Recovered {

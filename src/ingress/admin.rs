@@ -24,6 +24,8 @@ pub struct AdminState {
     /// Set once the manifests are loaded and storage is open.
     pub ready: Arc<AtomicBool>,
     pub registry: Arc<std::sync::Mutex<Registry>>,
+    /// The embedded store, for its storage health metrics.
+    pub store: Arc<brokers::embedded::EmbeddedStore>,
 }
 
 /// One row of `/api/v1/revisions`.
@@ -94,11 +96,29 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// 200 once started while every broker can store events; 503 naming each broker that cannot.
 async fn readyz(State(state): State<AdminState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    }
+    let failing: String = state
+        .topology
+        .load()
+        .entries()
+        .iter()
+        .filter_map(|b| {
+            let reason = b.not_ready()?;
+            Some(format!("broker {}/{}: {reason}\n", b.namespace, b.name))
+        })
+        .collect();
+    if failing.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{failing}"),
+        )
+            .into_response()
     }
 }
 
@@ -111,6 +131,23 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         &m.revision_desired_pods,
     ] {
         family.clear();
+    }
+    m.broker_ready.clear();
+    for b in state.topology.load().entries().iter() {
+        let labels = crate::metrics::BrokerLabels {
+            namespace: b.namespace.clone(),
+            broker: b.name.clone(),
+        };
+        m.broker_ready
+            .get_or_create(&labels)
+            .set(i64::from(b.not_ready().is_none()));
+    }
+    m.storage_available
+        .set(i64::from(state.store.unavailable().is_none()));
+    let failures = state.store.cursor_save_failures();
+    let counted = m.storage_cursor_save_failures.get();
+    if failures > counted {
+        m.storage_cursor_save_failures.inc_by(failures - counted);
     }
     for row in revision_rows(&state.registry) {
         let labels = crate::metrics::RevisionLabels {
@@ -178,8 +215,8 @@ async fn brokers(State(state): State<AdminState>) -> Json<Vec<BrokerStatus>> {
             namespace: b.namespace.clone(),
             name: b.name.clone(),
             backend: b.backend.to_owned(),
-            ready: b.broker.is_some(),
-            reason: b.reason.clone(),
+            ready: b.not_ready().is_none(),
+            reason: b.not_ready(),
             stored: b.broker.as_ref().map_or(0, |b| b.stored()),
         })
         .collect();

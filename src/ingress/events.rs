@@ -89,7 +89,8 @@ impl IntoResponse for IngressError {
             IngressError::Event(e) => e.reason.clone(),
             other => other.to_string(),
         };
-        if status.is_server_error() {
+        // A broker known to be failing was already reported once by its backend.
+        if status.is_server_error() && !matches!(self, IngressError::NotReady(_)) {
             tracing::warn!(%error, "Ingress could not store events.");
         }
         let mut response = (status, axum::Json(ErrorBody { error, field })).into_response();
@@ -149,6 +150,10 @@ async fn publish(
                     .unwrap_or_else(|| "backend unavailable".into()),
             ));
         };
+        // Storage known to be failing: answer before reading the body.
+        if let Some(reason) = broker.unavailable() {
+            return Err(IngressError::NotReady(reason));
+        }
         let body = read_body(&headers, body, state.max_body_bytes).await?;
         let mut events = brokers::http::decode_request(&headers, body)?;
         let arrival = AttrValue::String(now_rfc3339());

@@ -23,6 +23,21 @@ pub struct BrokerEntry {
     pub counters: IngestCounters,
 }
 
+impl BrokerEntry {
+    /// Why the broker cannot store events now (no backend in this build, disk full, storage
+    /// failure), or `None` when it can.
+    pub fn not_ready(&self) -> Option<String> {
+        match &self.broker {
+            None => Some(
+                self.reason
+                    .clone()
+                    .unwrap_or_else(|| "backend unavailable".into()),
+            ),
+            Some(broker) => broker.unavailable(),
+        }
+    }
+}
+
 /// Metric handles resolved once per broker so the hot path neither allocates nor hashes labels.
 pub struct IngestCounters {
     pub accepted: Counter,

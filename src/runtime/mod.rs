@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Retained-event quota of the embedded broker; over it ingress answers 503.
     pub storage_max_bytes: Option<u64>,
+    /// Free space kept on the data directory's file system (default 1/32 of it, ≤ 64 MiB).
+    pub storage_min_free_bytes: Option<u64>,
     /// Services answer on `{service}.{namespace}.{domain}`.
     pub domain: String,
     /// Timeouts and limits of ingress connections; `max_connections` is replaced by the cap
@@ -66,6 +68,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         &config.data_dir,
         EmbeddedOptions {
             max_bytes: config.storage_max_bytes,
+            min_free_bytes: config.storage_min_free_bytes,
             ..EmbeddedOptions::default()
         },
     )
@@ -160,6 +163,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         dispatcher: Arc::clone(&dispatcher),
         ready: Arc::clone(&ready),
         registry: Arc::clone(&registry),
+        store: Arc::clone(&store),
     });
     let admin_task = tokio::spawn({
         let stop = stop_admin.clone();

@@ -57,7 +57,16 @@ impl EmbeddedSubscription {
     async fn fill(&mut self, head: u64) -> Result<(), BrokerError> {
         let from = self.next_read;
         let to = head.min(from.saturating_add(self.shared.options.read_batch as u64));
-        let db = self.shared.db().ok_or(BrokerError::Closed)?;
+        let db = match self.shared.db() {
+            Some(db) => db,
+            None if self.shared.is_closed() => return Err(BrokerError::Closed),
+            // The writer is reopening the file after a storage failure; read again shortly.
+            None => {
+                return Err(BrokerError::Unavailable(
+                    "the event store is reopening after a storage failure".into(),
+                ));
+            }
+        };
         let id = self.broker.id;
         let rows = tokio::task::spawn_blocking(move || read_range(&db, id, from, to))
             .await

@@ -7,8 +7,10 @@
 //! commit acknowledges nothing and leaves memory matching the file.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use redb::{Database, Durability};
 use tokio::sync::oneshot;
@@ -19,6 +21,15 @@ use crate::broker::BrokerError;
 
 /// Events deleted per commit at most; the rest follows in the next rounds.
 const RECLAIM_PER_COMMIT: usize = 16_384;
+/// How often a failing store checks whether it can work again.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Backoff between attempts to reopen the file after an I/O failure.
+const REOPEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// Largest reserve of free space kept by default.
+const MAX_DEFAULT_RESERVE: u64 = 64 * 1024 * 1024;
+/// An append needs about twice its bytes on disk while it commits (copy-on-write pages), plus
+/// this for the tree pages it touches.
+const APPEND_OVERHEAD: u64 = 64 * 1024;
 
 /// A request to the writer.
 pub(super) enum Msg {
@@ -45,8 +56,15 @@ pub(super) enum Msg {
 
 pub(super) struct Writer {
     shared: Arc<Shared>,
-    db: Arc<Database>,
+    /// `None` after an I/O failure until the file is reopened.
+    db: Option<Arc<Database>>,
     rx: mpsc::Receiver<Msg>,
+    /// The data directory, whose file system's free space is checked before appends.
+    dir: PathBuf,
+    /// When to try reopening next, and the backoff after that.
+    reopen_at: Option<(Instant, Duration)>,
+    /// Appends are being refused for lack of free space.
+    disk_full: bool,
     /// Subscriptions whose cursor is to be written.
     dirty: Vec<Arc<SubShared>>,
     /// When the dirty cursors are committed even without an append to ride along with.
@@ -88,11 +106,19 @@ impl Outcome {
 }
 
 impl Writer {
-    pub(super) fn new(shared: Arc<Shared>, db: Arc<Database>, rx: mpsc::Receiver<Msg>) -> Writer {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        db: Arc<Database>,
+        rx: mpsc::Receiver<Msg>,
+        dir: PathBuf,
+    ) -> Writer {
         Writer {
             shared,
-            db,
+            db: Some(db),
             rx,
+            dir,
+            reopen_at: None,
+            disk_full: false,
             dirty: Vec::new(),
             cursor_deadline: None,
             reclaim_backlog: Vec::new(),
@@ -103,6 +129,7 @@ impl Writer {
         let max_batch = self.shared.options.max_batch;
         let mut running = true;
         while running {
+            self.probe();
             let mut batch = Vec::new();
             let mut events = 0;
             if self.reclaim_backlog.is_empty() {
@@ -136,7 +163,13 @@ impl Writer {
     }
 
     fn wait(&self) -> Wait {
-        let received = match self.cursor_deadline {
+        // A failing store wakes up to probe whether it can work again.
+        let deadline = match (self.cursor_deadline, self.failing()) {
+            (deadline, false) => deadline,
+            (Some(deadline), true) => Some(deadline.min(Instant::now() + PROBE_INTERVAL)),
+            (None, true) => Some(Instant::now() + PROBE_INTERVAL),
+        };
+        let received = match deadline {
             None => self
                 .rx
                 .recv()
@@ -188,7 +221,39 @@ impl Writer {
             plan.broker(&broker);
         }
         let mut outcomes = Vec::with_capacity(batch.len());
-        match self.write(batch, &cursors, &mut plan, &mut outcomes) {
+        // No room for even a small commit: writing would fail with ENOSPC, after which redb
+        // refuses reads too. Keep the file as it is (reads, hence deliveries, go on) and retry.
+        let no_room = self
+            .free_space()
+            .is_some_and(|(free, _)| free < APPEND_OVERHEAD);
+        let result = match self.db.clone() {
+            Some(_) if no_room => {
+                let reason = format!(
+                    "the disk holding {} is full: no room for a commit; cursor progress is kept \
+                     in memory and saved once there is space",
+                    self.dir.display()
+                );
+                for msg in batch {
+                    refuse_with(msg, || BrokerError::Unavailable(reason.clone()));
+                }
+                self.disk_full = true;
+                self.set_health(Some(reason));
+                Err(redb::Error::Io(std::io::Error::from(
+                    std::io::ErrorKind::StorageFull,
+                )))
+            }
+            Some(db) => self.write(&db, batch, &cursors, &mut plan, &mut outcomes),
+            None => {
+                // Reopening: refuse everything queued at once rather than keep publishers waiting.
+                for msg in batch {
+                    refuse_with(msg, || {
+                        BrokerError::Unavailable(self.health_reason("reopening"))
+                    });
+                }
+                Err(redb::Error::PreviousIo)
+            }
+        };
+        match result {
             Ok(()) => {
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.publish(plan);
@@ -197,9 +262,36 @@ impl Writer {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "embedded broker commit failed");
+                let message = error.to_string();
+                if self.db.is_some() && !no_room {
+                    tracing::error!(%error, "embedded broker commit failed");
+                }
+                if !no_room
+                    && matches!(
+                        error,
+                        redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::Corrupted(_)
+                    )
+                    && self.db.is_some()
+                {
+                    // redb fails every later operation after an I/O error: close the file and
+                    // reopen it (with backoff) once nothing reads it any more.
+                    self.set_health(Some(format!(
+                        "storage failed ({message}); reopening the event store"
+                    )));
+                    *lock(&self.shared.db) = None;
+                    self.db = None;
+                    self.reopen_at = Some((Instant::now(), REOPEN_BACKOFF.0));
+                } else if self.db.is_some() && !no_room {
+                    self.set_health(Some(format!("storage failed: {message}")));
+                }
+                let error = message;
                 for outcome in outcomes {
                     outcome.send(Some(&error));
+                }
+                if !cursors.is_empty() {
+                    self.shared
+                        .cursor_save_failures
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 for sub in cursors {
                     lock(&sub.acks).dirty = true;
@@ -216,12 +308,17 @@ impl Writer {
 
     fn write(
         &mut self,
+        db: &Database,
         batch: Vec<Msg>,
         cursors: &[Arc<SubShared>],
         plan: &mut Plan,
         outcomes: &mut Vec<Outcome>,
-    ) -> Result<(), String> {
-        let mut txn = self.db.begin_write().map_err(err)?;
+    ) -> Result<(), redb::Error> {
+        let has_appends = batch.iter().any(|m| matches!(m, Msg::Append { .. }));
+        // Free space for appends, measured once per commit (None: could not tell).
+        let mut space = if has_appends { self.free_space() } else { None };
+        let mut refused_for_space = None;
+        let mut txn = db.begin_write().map_err(err)?;
         txn.set_durability(Durability::Immediate).map_err(err)?;
         {
             let mut events = txn.open_table(EVENTS).map_err(err)?;
@@ -244,6 +341,25 @@ impl Writer {
                             t.head += records.len() as u64;
                             outcomes.push(Outcome::Done(reply, Ok(())));
                             continue;
+                        }
+                        if let Some((free, reserve)) = space.as_mut() {
+                            let need = bytes.saturating_mul(2).saturating_add(APPEND_OVERHEAD);
+                            if free.saturating_sub(need) < *reserve {
+                                let reason = format!(
+                                    "the disk holding {} is full: {} bytes free, {} kept in \
+                                     reserve, this append needs about {need}",
+                                    self.dir.display(),
+                                    free,
+                                    reserve
+                                );
+                                outcomes.push(Outcome::Done(
+                                    reply,
+                                    Err(BrokerError::Unavailable(reason.clone())),
+                                ));
+                                refused_for_space = Some(reason);
+                                continue;
+                            }
+                            *free -= need;
                         }
                         let total = retained + plan.added_bytes;
                         if let Some(limit) = limit
@@ -368,7 +484,103 @@ impl Writer {
                     .map_err(err)?;
             }
         }
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        match refused_for_space {
+            Some(reason) => {
+                self.disk_full = true;
+                self.set_health(Some(reason));
+            }
+            None if has_appends => {
+                self.disk_full = false;
+                self.set_health(None);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Whether storage is failing (disk full, I/O failure, reopening).
+    fn failing(&self) -> bool {
+        self.db.is_none() || lock(&self.shared.health).is_some()
+    }
+
+    fn set_health(&self, reason: Option<String>) {
+        let mut health = lock(&self.shared.health);
+        if *health != reason {
+            match &reason {
+                Some(reason) => {
+                    tracing::error!(%reason, "Embedded broker storage is unavailable.");
+                }
+                None => tracing::info!("Embedded broker storage is available again."),
+            }
+            *health = reason;
+        }
+    }
+
+    fn health_reason(&self, fallback: &str) -> String {
+        lock(&self.shared.health)
+            .clone()
+            .unwrap_or_else(|| format!("the event store is {fallback}"))
+    }
+
+    /// Bytes free for us on the data directory's file system and the reserve to keep there.
+    fn free_space(&self) -> Option<(u64, u64)> {
+        let stat = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        let block = stat.fragment_size().max(1);
+        let free = stat.blocks_available().saturating_mul(block);
+        let total = stat.blocks().saturating_mul(block);
+        let reserve = self
+            .shared
+            .options
+            .min_free_bytes
+            .unwrap_or_else(|| (total / 32).min(MAX_DEFAULT_RESERVE));
+        Some((free, reserve))
+    }
+
+    /// While storage is failing: reopens the file when due, and clears a disk-full state once
+    /// there is room again.
+    fn probe(&mut self) {
+        if self.db.is_none() {
+            let Some((at, backoff)) = self.reopen_at else {
+                return;
+            };
+            if Instant::now() < at {
+                return;
+            }
+            match super::open_file(&self.shared.path, self.shared.options.cache_bytes) {
+                Ok(db) => {
+                    let db = Arc::new(db);
+                    *lock(&self.shared.db) = Some(Arc::clone(&db));
+                    self.db = Some(db);
+                    self.reopen_at = None;
+                    tracing::info!(path = %self.shared.path.display(), "Reopened the event store.");
+                    self.set_health(None);
+                    // Subscriptions that failed to read try again on their own; wake the idle.
+                    self.wake_all();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "Could not reopen the event store yet.");
+                    self.reopen_at = Some((
+                        Instant::now() + backoff,
+                        (backoff * 2).min(REOPEN_BACKOFF.1),
+                    ));
+                }
+            }
+            return;
+        }
+        if self.disk_full
+            && let Some((free, reserve)) = self.free_space()
+            && free.saturating_sub(APPEND_OVERHEAD) >= reserve
+        {
+            self.disk_full = false;
+            self.set_health(None);
+        }
+    }
+
+    fn wake_all(&self) {
+        for broker in lock(&self.shared.brokers).by_name.values() {
+            broker.head.send_modify(|_| {});
+        }
     }
 
     /// Makes a committed plan visible: heads (waking subscriptions), counts, subscriptions.
@@ -419,19 +631,23 @@ enum Wait {
 }
 
 fn refuse(msg: Msg) {
+    refuse_with(msg, || BrokerError::Closed);
+}
+
+fn refuse_with(msg: Msg, error: impl Fn() -> BrokerError) {
     match msg {
         Msg::Append { reply, .. } | Msg::Remove { reply, .. } => {
-            let _ = reply.send(Err(BrokerError::Closed));
+            let _ = reply.send(Err(error()));
         }
         Msg::Subscribe { reply, .. } => {
-            let _ = reply.send(Err(BrokerError::Closed));
+            let _ = reply.send(Err(error()));
         }
         Msg::Dirty(_) | Msg::Shutdown => {}
     }
 }
 
-fn err(e: impl Into<redb::Error>) -> String {
-    e.into().to_string()
+fn err(e: impl Into<redb::Error>) -> redb::Error {
+    e.into()
 }
 
 /// The transaction's changes, on copies of the touched brokers' state.
