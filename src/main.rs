@@ -81,6 +81,14 @@ struct ServeArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "TIDEGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Most events in one batch request (default: one per 400 bytes of --max-body-bytes,
+    /// 10 485 for 4 MiB); a larger batch is answered 400.
+    #[arg(long, env = "TIDEGATE_MAX_BATCH_EVENTS")]
+    max_batch_events: Option<usize>,
+    /// Memory, in bytes, for ingress requests between reading their body and the durable
+    /// answer (each reserves 5× its body); a request that does not fit gets 503 + Retry-After.
+    #[arg(long, env = "TIDEGATE_INGEST_MEMORY_BYTES", default_value_t = tidegate::ingress::events::DEFAULT_INGEST_MEMORY_BYTES)]
+    ingest_memory_bytes: usize,
     /// How long SIGTERM waits for in-flight deliveries.
     #[arg(long, env = "TIDEGATE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -175,6 +183,8 @@ fn main() -> ExitCode {
                 listen: args.listen,
                 admin_listen: args.admin_listen,
                 max_body_bytes: args.max_body_bytes,
+                max_batch_events: args.max_batch_events,
+                ingest_memory_bytes: args.ingest_memory_bytes,
                 drain_timeout: args.drain_timeout,
                 storage_max_bytes: args.storage_max_bytes,
                 storage_min_free_bytes: args.storage_min_free_bytes,

@@ -28,6 +28,15 @@ pub const MODE_BATCH: &str = "application/cloudevents-batch+json";
 /// is [`EventErrorKind::UnsupportedMediaType`](crate::event::EventErrorKind), and everything
 /// else is binary mode, which needs a `ce-specversion` header. A batch may hold zero events.
 pub fn decode_request(headers: &HeaderMap, body: Bytes) -> Result<Vec<CloudEvent>, EventError> {
+    decode_request_limited(headers, body, usize::MAX)
+}
+
+/// [`decode_request`] refusing a batch of more than `max_events` events before building any.
+pub fn decode_request_limited(
+    headers: &HeaderMap,
+    body: Bytes,
+    max_events: usize,
+) -> Result<Vec<CloudEvent>, EventError> {
     let content_type = single_header(headers, &CONTENT_TYPE, "content-type")?;
     let essence = content_type
         .map(|ct| {
@@ -40,7 +49,7 @@ pub fn decode_request(headers: &HeaderMap, body: Bytes) -> Result<Vec<CloudEvent
         .unwrap_or_default();
     match essence.as_str() {
         MODE_STRUCTURED => json::decode_structured(&body).map(|event| vec![event]),
-        MODE_BATCH => json::decode_batch(&body),
+        MODE_BATCH => json::decode_batch(&body, max_events),
         other
             if other.starts_with("application/cloudevents+")
                 || other.starts_with("application/cloudevents-batch+") =>

@@ -33,11 +33,53 @@ const RETRY_AFTER_SECONDS: &str = "1";
 /// (the distributed-tracing extension), so deliveries can forward them.
 const TRACING_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
+/// Default memory budget for request bodies being read, decoded or waiting for their commit.
+pub const DEFAULT_INGEST_MEMORY_BYTES: usize = 128 * 1024 * 1024;
+/// Bytes of body per event the default batch limit allows for (a minimal event is ~100 bytes).
+pub const BYTES_PER_BATCH_EVENT: usize = 400;
+/// What a request costs in memory until it is stored, as a multiple of its body: the body, the
+/// decoded events and their storage encoding.
+const DECODE_COST_FACTOR: usize = 5;
+
+/// The default largest number of events in one batch for a body limit.
+pub fn default_max_batch_events(max_body_bytes: usize) -> usize {
+    (max_body_bytes / BYTES_PER_BATCH_EVENT).max(1)
+}
+
+/// Memory shared by every ingress request between reading its body and the durable answer, in
+/// KiB permits; a request that does not fit is answered 503 + `Retry-After` at once.
+#[derive(Clone)]
+pub struct IngestBudget {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    kib: usize,
+}
+
+impl IngestBudget {
+    pub fn new(bytes: usize) -> IngestBudget {
+        let kib = (bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        IngestBudget {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(kib)),
+            kib,
+        }
+    }
+
+    fn reserve(&self, body_bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = (body_bytes.saturating_mul(DECODE_COST_FACTOR) / 1024).clamp(1, self.kib);
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        std::sync::Arc::clone(&self.permits)
+            .try_acquire_many_owned(kib)
+            .ok()
+    }
+}
+
 /// State of the receiver.
 #[derive(Clone)]
 pub struct IngressState {
     pub topology: SharedTopology,
     pub max_body_bytes: usize,
+    /// Most events accepted in one batch request.
+    pub max_batch_events: usize,
+    pub budget: IngestBudget,
     /// Requests naming a broker that does not exist.
     pub unknown_broker: prometheus_client::metrics::counter::Counter,
 }
@@ -57,6 +99,8 @@ pub enum IngressError {
     BodyTimeout(String),
     #[error("broker is not ready: {0}")]
     NotReady(String),
+    #[error("the gateway is busy storing other requests; retry shortly")]
+    Busy,
     #[error("storage is unavailable: {0}")]
     Storage(BrokerError),
 }
@@ -81,7 +125,7 @@ impl IntoResponse for IngressError {
             IngressError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Some("body")),
             IngressError::Body(_) => (StatusCode::BAD_REQUEST, Some("body")),
             IngressError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, Some("body")),
-            IngressError::NotReady(_) | IngressError::Storage(_) => {
+            IngressError::NotReady(_) | IngressError::Storage(_) | IngressError::Busy => {
                 (StatusCode::SERVICE_UNAVAILABLE, None)
             }
         };
@@ -90,7 +134,9 @@ impl IntoResponse for IngressError {
             other => other.to_string(),
         };
         // A broker known to be failing was already reported once by its backend.
-        if status.is_server_error() && !matches!(self, IngressError::NotReady(_)) {
+        if status.is_server_error()
+            && !matches!(self, IngressError::NotReady(_) | IngressError::Busy)
+        {
             tracing::warn!(%error, "Ingress could not store events.");
         }
         let mut response = (status, axum::Json(ErrorBody { error, field })).into_response();
@@ -154,8 +200,22 @@ async fn publish(
         if let Some(reason) = broker.unavailable() {
             return Err(IngressError::NotReady(reason));
         }
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        // Held until the events are stored: bounds the memory of requests in progress.
+        let _budget = state
+            .budget
+            .reserve(
+                declared
+                    .unwrap_or(state.max_body_bytes)
+                    .min(state.max_body_bytes),
+            )
+            .ok_or(IngressError::Busy)?;
         let body = read_body(&headers, body, state.max_body_bytes).await?;
-        let mut events = brokers::http::decode_request(&headers, body)?;
+        let mut events =
+            brokers::http::decode_request_limited(&headers, body, state.max_batch_events)?;
         let arrival = AttrValue::String(now_rfc3339());
         for event in &mut events {
             prepare(event, &headers, &arrival)?;

@@ -35,6 +35,8 @@ fn fixture() -> Fixture {
     let router = router(IngressState {
         topology: Arc::new(ArcSwap::from_pointee(Topology::new([entry]))),
         max_body_bytes: 64 * 1024,
+        max_batch_events: 3,
+        budget: IngestBudget::new(1024 * 1024),
         unknown_broker: metrics.ingest_unknown_broker.clone(),
     });
     Fixture {
@@ -62,6 +64,36 @@ fn structured(body: &str, content_type: &str) -> Request<Body> {
         .header("content-type", content_type)
         .body(Body::from(body.to_owned()))
         .expect("request")
+}
+
+#[tokio::test]
+async fn a_batch_over_the_event_limit_is_refused_naming_the_limit() {
+    let f = fixture();
+    let event = r#"{"specversion":"1.0","id":"1","source":"s","type":"t"}"#;
+    let batch = format!("[{event},{event},{event},{event}]");
+    let (status, body) = send(&f.router, structured(&batch, MODE_BATCH_CT)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["field"], "body", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("at most 3")),
+        "{body}"
+    );
+    let batch = format!("[{event},{event},{event}]");
+    let (status, _) = send(&f.router, structured(&batch, MODE_BATCH_CT)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[test]
+fn the_ingest_budget_refuses_what_does_not_fit_and_frees_on_drop() {
+    let budget = IngestBudget::new(1024 * 1024);
+    // 100 KiB bodies reserve 500 KiB each: two fit, the third does not.
+    let a = budget.reserve(100 * 1024).expect("first fits");
+    let _b = budget.reserve(100 * 1024).expect("second fits");
+    assert!(budget.reserve(100 * 1024).is_none(), "over the budget");
+    drop(a);
+    assert!(budget.reserve(100 * 1024).is_some(), "freed on drop");
 }
 
 #[tokio::test]

@@ -35,6 +35,10 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// Most events per batch request (default: one per 400 bytes of the body limit).
+    pub max_batch_events: Option<usize>,
+    /// Memory for requests between reading and storing (503 over it).
+    pub ingest_memory_bytes: usize,
     pub drain_timeout: Duration,
     /// Retained-event quota of the embedded broker; over it ingress answers 503.
     pub storage_max_bytes: Option<u64>,
@@ -151,6 +155,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         events::IngressState {
             topology: Arc::clone(&topology),
             max_body_bytes: config.max_body_bytes,
+            max_batch_events: config
+                .max_batch_events
+                .unwrap_or_else(|| events::default_max_batch_events(config.max_body_bytes)),
+            budget: events::IngestBudget::new(config.ingest_memory_bytes),
             unknown_broker: metrics.ingest_unknown_broker.clone(),
         },
         proxy::ProxyState::new(Arc::clone(&routes), &config.domain),

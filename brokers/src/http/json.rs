@@ -74,9 +74,18 @@ pub(super) fn decode_structured(body: &[u8]) -> Result<CloudEvent, EventError> {
     build_event(&members.borrowed())
 }
 
-pub(super) fn decode_batch(body: &[u8]) -> Result<Vec<CloudEvent>, EventError> {
+pub(super) fn decode_batch(body: &[u8], max_events: usize) -> Result<Vec<CloudEvent>, EventError> {
     let elements: Vec<&RawValue> = serde_json::from_slice(body)
         .map_err(|e| EventError::invalid("body", format!("not a valid JSON array: {e}")))?;
+    if elements.len() > max_events {
+        return Err(EventError::invalid(
+            "body",
+            format!(
+                "the batch holds {} events; at most {max_events} are accepted per request",
+                elements.len()
+            ),
+        ));
+    }
     let mut events: Vec<CloudEvent> = Vec::with_capacity(elements.len());
     for (i, raw) in elements.into_iter().enumerate() {
         let prefix = format!("[{i}].");
