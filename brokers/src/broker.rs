@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::event::{CloudEvent, EventError};
+use crate::event::{CloudEvent, EventBatch, EventError};
 
 /// A durable event log of one Knative Broker, with named durable subscriptions (one per
 /// Trigger).
@@ -14,8 +14,14 @@ pub trait Broker: Send + Sync + 'static {
     /// The backend's name, e.g. `"embedded"`.
     fn backend(&self) -> &'static str;
 
-    /// Durably stores all events atomically; returns only after they are fsynced.
-    async fn append(&self, events: Vec<CloudEvent>) -> Result<(), BrokerError>;
+    /// Durably stores all events of the batch atomically; returns only after they are fsynced.
+    async fn append_batch(&self, batch: EventBatch) -> Result<(), BrokerError>;
+
+    /// Durably stores all events atomically (validating each); returns only after they are
+    /// fsynced.
+    async fn append(&self, events: Vec<CloudEvent>) -> Result<(), BrokerError> {
+        self.append_batch(EventBatch::from_events(&events)?).await
+    }
 
     /// Opens the named durable subscription. A new one starts after the current last event; an
     /// existing one resumes at its persisted cursor (everything not acked is redelivered).

@@ -26,7 +26,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
 use crate::broker::{AckHandler, Broker, BrokerError, Subscription};
-use crate::event::CloudEvent;
+use crate::event::EventBatch;
 
 use subscription::EmbeddedSubscription;
 use writer::{Msg, Writer};
@@ -397,26 +397,18 @@ impl Broker for EmbeddedBroker {
         "embedded"
     }
 
-    async fn append(&self, events: Vec<CloudEvent>) -> Result<(), BrokerError> {
+    async fn append_batch(&self, batch: EventBatch) -> Result<(), BrokerError> {
         if self.shared.is_closed() {
             return Err(BrokerError::Closed);
         }
-        if events.is_empty() {
+        if batch.is_empty() {
             return Ok(());
         }
-        let mut records = Vec::with_capacity(events.len());
-        let mut bytes = 0u64;
-        for event in &events {
-            event.validate()?;
-            let mut record = Vec::new();
-            event.encode_storage(&mut record);
-            bytes += record.len() as u64;
-            records.push(record);
-        }
+        let bytes = batch.bytes() as u64;
         let (reply, done) = oneshot::channel();
         let msg = Msg::Append {
             broker: self.broker.clone(),
-            records,
+            records: batch,
             bytes,
             reply,
         };

@@ -5,6 +5,7 @@
 //! event through [`CloudEvent::set_attribute`], a decoder or [`CloudEvent::decode_storage`] is
 //! checked, so an event read back from any of them is valid.
 
+mod batch;
 mod storage;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -14,6 +15,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
+
+pub use batch::EventBatch;
 
 /// The CloudEvents specification version an event follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

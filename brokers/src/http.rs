@@ -28,15 +28,24 @@ pub const MODE_BATCH: &str = "application/cloudevents-batch+json";
 /// is [`EventErrorKind::UnsupportedMediaType`](crate::event::EventErrorKind), and everything
 /// else is binary mode, which needs a `ce-specversion` header. A batch may hold zero events.
 pub fn decode_request(headers: &HeaderMap, body: Bytes) -> Result<Vec<CloudEvent>, EventError> {
-    decode_request_limited(headers, body, usize::MAX)
+    let mut events = Vec::new();
+    decode_request_each(headers, body, usize::MAX, |event| {
+        events.push(event);
+        Ok(())
+    })?;
+    Ok(events)
 }
 
-/// [`decode_request`] refusing a batch of more than `max_events` events before building any.
-pub fn decode_request_limited(
+/// Decodes the events of an HTTP request like [`decode_request`], handing each to `each` as soon
+/// as it is built (so a large batch never exists as a list of events), in order. A batch of more
+/// than `max_events` events is refused before any is built. An error from `each` stops decoding
+/// and is returned (prefixed with `[i].` in a batch). Returns the number of events.
+pub fn decode_request_each(
     headers: &HeaderMap,
     body: Bytes,
     max_events: usize,
-) -> Result<Vec<CloudEvent>, EventError> {
+    mut each: impl FnMut(CloudEvent) -> Result<(), EventError>,
+) -> Result<usize, EventError> {
     let content_type = single_header(headers, &CONTENT_TYPE, "content-type")?;
     let essence = content_type
         .map(|ct| {
@@ -48,8 +57,8 @@ pub fn decode_request_limited(
         })
         .unwrap_or_default();
     match essence.as_str() {
-        MODE_STRUCTURED => json::decode_structured(&body).map(|event| vec![event]),
-        MODE_BATCH => json::decode_batch(&body, max_events),
+        MODE_STRUCTURED => each(json::decode_structured(&body)?).map(|()| 1),
+        MODE_BATCH => json::decode_batch(&body, max_events, each),
         other
             if other.starts_with("application/cloudevents+")
                 || other.starts_with("application/cloudevents-batch+") =>
@@ -62,7 +71,7 @@ pub fn decode_request_limited(
                 ),
             ))
         }
-        _ => decode_binary(headers, content_type, body).map(|event| vec![event]),
+        _ => each(decode_binary(headers, content_type, body)?).map(|()| 1),
     }
 }
 

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use brokers::BrokerError;
-use brokers::event::{AttrValue, CloudEvent, EventError, EventErrorKind};
+use brokers::event::{AttrValue, CloudEvent, EventBatch, EventError, EventErrorKind};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
@@ -38,8 +38,8 @@ pub const DEFAULT_INGEST_MEMORY_BYTES: usize = 128 * 1024 * 1024;
 /// Bytes of body per event the default batch limit allows for (a minimal event is ~100 bytes).
 pub const BYTES_PER_BATCH_EVENT: usize = 400;
 /// What a request costs in memory until it is stored, as a multiple of its body: the body, the
-/// decoded events and their storage encoding.
-const DECODE_COST_FACTOR: usize = 5;
+/// index of a batch's elements and the events' storage encoding (measured: `bench/batch_memory.sh`).
+const DECODE_COST_FACTOR: usize = 3;
 
 /// The default largest number of events in one batch for a body limit.
 pub fn default_max_batch_events(max_body_bytes: usize) -> usize {
@@ -205,26 +205,36 @@ async fn publish(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         // Held until the events are stored: bounds the memory of requests in progress.
-        let _budget = state
-            .budget
-            .reserve(
-                declared
-                    .unwrap_or(state.max_body_bytes)
-                    .min(state.max_body_bytes),
-            )
-            .ok_or(IngressError::Busy)?;
+        let reservation = declared
+            .unwrap_or(state.max_body_bytes)
+            .min(state.max_body_bytes);
+        let Some(_budget) = state.budget.reserve(reservation) else {
+            // Read (and drop) the body first, so a client that sends it before reading the
+            // answer sees the 503 instead of a broken connection.
+            drain_body(body, state.max_body_bytes).await;
+            return Err(IngressError::Busy);
+        };
         let body = read_body(&headers, body, state.max_body_bytes).await?;
-        let mut events =
-            brokers::http::decode_request_limited(&headers, body, state.max_batch_events)?;
         let arrival = AttrValue::String(now_rfc3339());
-        for event in &mut events {
-            prepare(event, &headers, &arrival)?;
-        }
-        let count = events.len() as u64;
+        // Each event goes into its storage encoding as soon as it is decoded: a batch costs
+        // about its encoded size, not a tree of allocations per event.
+        let mut batch = EventBatch::new();
+        let count = brokers::http::decode_request_each(
+            &headers,
+            body,
+            state.max_batch_events,
+            |mut event| {
+                prepare(&mut event, &headers, &arrival)?;
+                batch.push(&event)
+            },
+        )?;
         if count > 0 {
-            broker.append(events).await.map_err(IngressError::Storage)?;
+            broker
+                .append_batch(batch)
+                .await
+                .map_err(IngressError::Storage)?;
         }
-        Ok(count)
+        Ok(count as u64)
     }
     .await;
     match &result {
@@ -247,6 +257,17 @@ async fn publish(
     }
     counters.latency.observe(started.elapsed().as_secs_f64());
     result.map(|_| StatusCode::ACCEPTED)
+}
+
+/// Reads and discards up to `limit` bytes of the body, holding one chunk at a time.
+async fn drain_body(mut body: Body, limit: usize) {
+    let mut seen = 0usize;
+    while seen <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, Bytes::len),
+            Some(Err(_)) | None => break,
+        }
+    }
 }
 
 /// Reads the body, refusing it as soon as it grows past `limit` (also for chunked bodies).

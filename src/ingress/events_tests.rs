@@ -88,12 +88,12 @@ async fn a_batch_over_the_event_limit_is_refused_naming_the_limit() {
 #[test]
 fn the_ingest_budget_refuses_what_does_not_fit_and_frees_on_drop() {
     let budget = IngestBudget::new(1024 * 1024);
-    // 100 KiB bodies reserve 500 KiB each: two fit, the third does not.
-    let a = budget.reserve(100 * 1024).expect("first fits");
-    let _b = budget.reserve(100 * 1024).expect("second fits");
-    assert!(budget.reserve(100 * 1024).is_none(), "over the budget");
+    // 150 KiB bodies reserve 450 KiB each: two fit, the third does not.
+    let a = budget.reserve(150 * 1024).expect("first fits");
+    let _b = budget.reserve(150 * 1024).expect("second fits");
+    assert!(budget.reserve(150 * 1024).is_none(), "over the budget");
     drop(a);
-    assert!(budget.reserve(100 * 1024).is_some(), "freed on drop");
+    assert!(budget.reserve(150 * 1024).is_some(), "freed on drop");
 }
 
 #[tokio::test]

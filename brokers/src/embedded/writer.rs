@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::{BROKERS, BrokerShared, EVENTS, STATE, SUBSCRIPTIONS, Shared, SubShared, lock};
 use crate::broker::BrokerError;
+use crate::event::EventBatch;
 
 /// Events deleted per commit at most; the rest follows in the next rounds.
 const RECLAIM_PER_COMMIT: usize = 16_384;
@@ -35,7 +36,7 @@ const APPEND_OVERHEAD: u64 = 64 * 1024;
 pub(super) enum Msg {
     Append {
         broker: Arc<BrokerShared>,
-        records: Vec<Vec<u8>>,
+        records: EventBatch,
         bytes: u64,
         reply: oneshot::Sender<Result<(), BrokerError>>,
     },
@@ -374,10 +375,8 @@ impl Writer {
                             continue;
                         }
                         let t = plan.broker(&broker);
-                        for record in &records {
-                            events
-                                .insert((broker.id, t.head), record.as_slice())
-                                .map_err(err)?;
+                        for record in records.records() {
+                            events.insert((broker.id, t.head), record).map_err(err)?;
                             t.head += 1;
                         }
                         t.count += records.len() as u64;

@@ -74,7 +74,11 @@ pub(super) fn decode_structured(body: &[u8]) -> Result<CloudEvent, EventError> {
     build_event(&members.borrowed())
 }
 
-pub(super) fn decode_batch(body: &[u8], max_events: usize) -> Result<Vec<CloudEvent>, EventError> {
+pub(super) fn decode_batch(
+    body: &[u8],
+    max_events: usize,
+    mut each: impl FnMut(CloudEvent) -> Result<(), EventError>,
+) -> Result<usize, EventError> {
     let elements: Vec<&RawValue> = serde_json::from_slice(body)
         .map_err(|e| EventError::invalid("body", format!("not a valid JSON array: {e}")))?;
     if elements.len() > max_events {
@@ -86,28 +90,24 @@ pub(super) fn decode_batch(body: &[u8], max_events: usize) -> Result<Vec<CloudEv
             ),
         ));
     }
-    let mut events: Vec<CloudEvent> = Vec::with_capacity(elements.len());
-    for (i, raw) in elements.into_iter().enumerate() {
-        let prefix = format!("[{i}].");
+    let mut first_spec = None;
+    for (i, raw) in elements.iter().enumerate() {
+        let prefix = || format!("[{i}].");
         let members: Members<'_> = serde_json::from_str(raw.get()).map_err(|_| {
-            EventError::invalid("", "each batch element must be a JSON object").prefixed(&prefix)
+            EventError::invalid("", "each batch element must be a JSON object").prefixed(&prefix())
         })?;
-        let event = build_event(&members.borrowed()).map_err(|e| e.prefixed(&prefix))?;
-        if let Some(first) = events.first()
-            && first.spec_version() != event.spec_version()
-        {
+        let event = build_event(&members.borrowed()).map_err(|e| e.prefixed(&prefix()))?;
+        let spec = *first_spec.get_or_insert(event.spec_version());
+        if spec != event.spec_version() {
             return Err(EventError::invalid(
                 "specversion",
-                format!(
-                    "all events of a batch must share one specversion; the first is {}",
-                    first.spec_version()
-                ),
+                format!("all events of a batch must share one specversion; the first is {spec}"),
             )
-            .prefixed(&prefix));
+            .prefixed(&prefix()));
         }
-        events.push(event);
+        each(event).map_err(|e| e.prefixed(&prefix()))?;
     }
-    Ok(events)
+    Ok(elements.len())
 }
 
 pub(super) fn encode_structured(event: &CloudEvent) -> Vec<u8> {
