@@ -11,6 +11,33 @@ use tidegate::ingress::events::DEFAULT_MAX_BODY_BYTES;
 use tidegate::runtime::{self, ServeConfig};
 use tidegate::sample_service::{self, SampleConfig};
 
+/// mimalloc, told to return freed memory to the OS at once (`MIMALLOC_PURGE_DELAY=0`, set by
+/// [`purge_at_once`]), gives memory back after a burst (large batches, many connections); glibc's
+/// allocator keeps most of it (measured in `bench/batch_memory.sh`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc reads its options from the environment when the process starts, so `serve` re-runs
+/// itself once with `MIMALLOC_PURGE_DELAY=0` unless the variable is already set (an operator's
+/// own value wins). Returns only if that is not needed or the re-exec failed.
+fn purge_at_once() {
+    use std::os::unix::process::CommandExt as _;
+    const OPTION: &str = "MIMALLOC_PURGE_DELAY";
+    if std::env::var_os(OPTION).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let error = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(OPTION, "0")
+        .exec();
+    eprintln!(
+        "warning: could not re-run with {OPTION}=0 ({error}); freed memory is returned later"
+    );
+}
+
 #[derive(Parser)]
 #[command(
     name = "tidegate",
@@ -86,7 +113,7 @@ struct ServeArgs {
     #[arg(long, env = "TIDEGATE_MAX_BATCH_EVENTS")]
     max_batch_events: Option<usize>,
     /// Memory, in bytes, for ingress requests between reading their body and the durable
-    /// answer (each reserves 5× its body); a request that does not fit gets 503 + Retry-After.
+    /// answer (each reserves 3× its body); a request that does not fit gets 503 + Retry-After.
     #[arg(long, env = "TIDEGATE_INGEST_MEMORY_BYTES", default_value_t = tidegate::ingress::events::DEFAULT_INGEST_MEMORY_BYTES)]
     ingest_memory_bytes: usize,
     /// How long SIGTERM waits for in-flight deliveries.
@@ -157,6 +184,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::ExecPod { parent, argv } = &cli.command {
         return commands::exec_pod::run(*parent, argv);
+    }
+    if matches!(cli.command, Command::Serve(_)) {
+        purge_at_once();
     }
     tracing_subscriber::fmt()
         .with_env_filter(
