@@ -6,7 +6,7 @@
       (binary, structured, batch, random bytes, protocol-level oddities), mostly to
       POST /default/default. Deterministic for a given SEED. Records status counts, counts per
       generator kind, requests without a response, and examples of every 5xx and of requests
-      the gateway did not answer.
+      the gateway did not answer. FUZZ_LOG env: write every request and answer there (JSON lines).
   fuzz_ingress.py valid PORT N PREFIX SUBSCRIBER_URL WAIT OUT_JSON
       Publishes N valid binary events (ids PREFIX-0..N-1) and waits up to WAIT s until the
       sample-service at SUBSCRIBER_URL lists all of them in GET /events.
@@ -14,6 +14,7 @@
 import base64
 import http.client
 import json
+import os
 import random
 import socket
 import sys
@@ -398,6 +399,7 @@ def fuzz(port, count, seed, out):
            "send_errors": 0, "bad_5xx": [], "no_response_examples": [], "timeout_examples": [],
            "accepted_requests": 0, "retry_after_503": 0, "connects": 0, "by_variant": {}}
     conn = Conn(port)
+    log = open(os.environ["FUZZ_LOG"], "w") if os.environ.get("FUZZ_LOG") else None
     started = time.monotonic()
     for i in range(count):
         kind, raw, method, fresh, slow = build(g, port)
@@ -418,6 +420,9 @@ def fuzz(port, count, seed, out):
                     res["send_errors"] += 1  # the gateway may answer early (413/431) and close
                 status, headers, body = conn.read_response(method)
                 outcome = str(status)
+                if log:
+                    log.write(json.dumps({"i": i, "kind": kind, "status": status, "response": body[:300].decode("latin-1"),
+                                          "request": raw[:3000].decode("latin-1")}) + "\n")
                 if status >= 500:
                     if status == 503 and "retry-after" in headers:
                         res["retry_after_503"] += 1
@@ -465,6 +470,8 @@ def fuzz(port, count, seed, out):
         if (i + 1) % 1000 == 0:
             print(f"  fuzz: {i + 1}/{count} sent", file=sys.stderr, flush=True)
     conn.close()
+    if log:
+        log.close()
     res["seconds"] = round(time.monotonic() - started, 2)
     with open(out, "w") as f:
         json.dump(res, f)
@@ -556,6 +563,8 @@ def summary(fuzz_json, valid_json, alive, ingested_events, trigger_json):
     try:
         stored = int(float(ingested_events))
         if va["subscriber_events"] < stored:
+            if os.environ.get("STRICT_DELIVERY"):
+                fails.append("stored events the subscriber did not record (STRICT_DELIVERY)")
             print(f"  WARN: {stored - va['subscriber_events']} stored events were not (yet) recorded by the "
                   f"subscriber (undeliverable, still retrying, or sample-service could not decode them)")
     except ValueError:

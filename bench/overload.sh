@@ -6,6 +6,7 @@
 # may come back; healthz and publishing must keep working; the pod never sees more than
 # containerConcurrency; the queue never exceeds its depth and drains after the load.
 #   TIDEGATE_BIN=/path/to/tidegate CLIENTS=500 DURATION=15 bash bench/overload.sh
+# Other knobs: QUEUE_DEPTH (100), TIMEOUT_SECONDS (30), THINK_MS (0), ABANDON (0; e.g. 0.05 = 5 % of clients hang up after 0.05-2 s), GRACE (40), SEED.
 # Loopback only; every run is bounded by its duration (+ grace for queued answers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,11 @@ CLIENTS=${CLIENTS:-500}
 DURATION=${DURATION:-15}
 QUEUE_DEPTH=${QUEUE_DEPTH:-100}
 CC=2
+# timeoutSeconds: at 30 every queued request (≤ QUEUE_DEPTH × 0.1 s of work) is served in time,
+# so only 200 and 503 may come back; set lower and 504s are allowed (queued requests time out).
+TIMEOUT_SECONDS=${TIMEOUT_SECONDS:-30}
+ALLOWED=200,503
+[ "$TIMEOUT_SECONDS" -ge 30 ] || ALLOWED=200,503,504
 HELPER=$PWD/bench/overload.py
 [ -x "$TIDEGATE" ] || { echo "no tidegate binary at $TIDEGATE (cargo build --release, or set TIDEGATE_BIN)"; exit 2; }
 TIDEGATE=$(realpath "$TIDEGATE")
@@ -51,7 +57,7 @@ spec:
         autoscaling.knative.dev/max-scale: "1"
     spec:
       containerConcurrency: $CC
-      timeoutSeconds: 30
+      timeoutSeconds: $TIMEOUT_SECONDS
       containers:
         - command: ["tidegate", "sample-service"]
           args: ["--delay", "200ms", "--keep", "0"]
@@ -67,7 +73,7 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [ -n "$ready" ] || { echo "service pod never became ready"; tail -n 30 "$WORK/gateway.log"; exit 1; }
-echo "overload: $CLIENTS clients × ${DURATION}s on slow.default.example.com (1 pod, cc $CC, 200 ms, queue-depth $QUEUE_DEPTH)"
+echo "overload: $CLIENTS clients × ${DURATION}s on slow.default.example.com (1 pod, cc $CC, 200 ms, queue-depth $QUEUE_DEPTH, timeoutSeconds $TIMEOUT_SECONDS)"
 echo "binary $TIDEGATE; ingress 127.0.0.1:$INGRESS admin 127.0.0.1:$ADMIN"
 
 python3 "$HELPER" monitor $GW $ADMIN $INGRESS slow "$DURATION" "$WORK/monitor.json" &
@@ -85,10 +91,9 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 echo "$drained" > "$WORK/drain.json"
+OUTCOMES=$(curl -s --max-time 2 127.0.0.1:$ADMIN/metrics | awk '/^tidegate_proxy_requests_total/ {o=$1; sub(/.*outcome="/, "", o); sub(/".*/, "", o); printf "%s=%s ", o, $2; s+=$2} END {printf "sum=%d", s}' || true)
 status=0
-python3 "$HELPER" summary "$WORK/load.json" "$WORK/monitor.json" "$WORK/drain.json" "$QUEUE_DEPTH" $CC || status=$?
-OUTCOMES=$(curl -s --max-time 2 127.0.0.1:$ADMIN/metrics | awk '/^tidegate_proxy_requests_total/ {printf "%s ", $0}' || true)
-echo "  proxy outcomes: ${OUTCOMES:-none}"
+python3 "$HELPER" summary "$WORK/load.json" "$WORK/monitor.json" "$WORK/drain.json" "$QUEUE_DEPTH" $CC "$ALLOWED" "${OUTCOMES:-?}" || status=$?
 kill -0 $GW 2>/dev/null || { echo "  FAIL: gateway exited"; status=1; }
 if [ $status -ne 0 ]; then echo "gateway log tail:"; tail -n 20 "$WORK/gateway.log" || true; fi
 exit $status
