@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use brokers::embedded::{EmbeddedOptions, EmbeddedStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use triggers::{Backend, Snapshot};
+use triggers::{Backend, Reload, Snapshot};
 
 use crate::actuator::{LocalRuntime, PodOutput};
 use crate::dispatch::Dispatcher;
@@ -49,7 +49,9 @@ pub struct ServeConfig {
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let snapshot = triggers::load_dirs(&config.manifests).map_err(|errors| {
+    // The watch starts from these contents.
+    let contents = triggers::DirContents::read(&config.manifests);
+    let snapshot = contents.load().map_err(|errors| {
         for e in &errors {
             tracing::error!(file = %e.file.display(), document = e.document, field = %e.field, reason = %e.reason, "Manifest rejected.");
         }
@@ -176,16 +178,22 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         conn::serve(admin_listener, admin_limits, handler, stop)
     });
 
-    let mut watch = triggers::watch(config.manifests.clone(), snapshot, MANIFEST_POLL_INTERVAL);
+    let mut watch = triggers::watch(config.manifests.clone(), contents, MANIFEST_POLL_INTERVAL);
     let watcher = tokio::spawn(async move {
-        while watch.snapshots.changed().await.is_ok() {
-            let snapshot = watch.snapshots.borrow_and_update().clone();
-            tracing::info!(
-                brokers = snapshot.brokers.len(),
-                triggers = snapshot.triggers.len(),
-                "Manifests changed; applying."
-            );
-            applier.apply(&snapshot).await;
+        let mut serving = snapshot;
+        while let Some(reload) = watch.next().await {
+            // A rejected reload changes nothing (the watch logs its errors).
+            if let Reload::Applied { snapshot, .. } = reload
+                && *snapshot != *serving
+            {
+                tracing::info!(
+                    brokers = snapshot.brokers.len(),
+                    triggers = snapshot.triggers.len(),
+                    "Manifests changed; applying."
+                );
+                applier.apply(&snapshot).await;
+                serving = snapshot;
+            }
         }
     });
     ready.store(true, Ordering::Release);
