@@ -1,4 +1,5 @@
-//! The admin API: health, readiness, Prometheus metrics and JSON views of brokers and triggers.
+//! The admin API: health, readiness, Prometheus metrics and JSON views of brokers, triggers,
+//! revisions and the manifest set.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use super::topology::SharedTopology;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::revision::registry::Registry;
+use crate::runtime::manifests::{ManifestStatus, ManifestsReport};
 
 /// What the admin API reads.
 #[derive(Clone)]
@@ -24,6 +26,8 @@ pub struct AdminState {
     /// Set once the manifests are loaded and storage is open.
     pub ready: Arc<AtomicBool>,
     pub registry: Arc<std::sync::Mutex<Registry>>,
+    /// The manifest set served and the outcome of the last reload.
+    pub manifests: Arc<ManifestStatus>,
 }
 
 /// One row of `/api/v1/revisions`.
@@ -91,6 +95,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/triggers", get(triggers))
         .route("/api/v1/brokers", get(brokers))
         .route("/api/v1/revisions", get(revisions))
+        .route("/api/v1/manifests", get(manifests))
         .with_state(state)
 }
 
@@ -225,6 +230,10 @@ pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatu
 
 async fn revisions(State(state): State<AdminState>) -> Json<Vec<RevisionStatus>> {
     Json(revision_rows(&state.registry))
+}
+
+async fn manifests(State(state): State<AdminState>) -> Json<ManifestsReport> {
+    Json(state.manifests.report())
 }
 
 fn describe(destination: &triggers::Destination) -> String {

@@ -1,6 +1,8 @@
 //! The one place that wires everything together and owns start-up and shutdown.
 
+mod last_good;
 mod launch;
+pub mod manifests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ use crate::ingress::{BrokerEntry, Topology, admin, events, proxy};
 use crate::metrics::Metrics;
 use crate::revision::registry::Registry;
 use crate::revision::route::RouteTable;
+use manifests::{ManifestSets, ManifestStatus};
 
 /// How often manifest directories are checked for changes.
 pub const MANIFEST_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -49,18 +52,16 @@ pub struct ServeConfig {
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    // The watch starts from these contents.
+    let metrics = Arc::new(Metrics::new());
+    let manifest_status = Arc::new(ManifestStatus::new(&config.manifests, &metrics));
+    let mut manifest_sets = ManifestSets::new(
+        config.manifests.clone(),
+        config.data_dir.clone(),
+        Arc::clone(&manifest_status),
+    );
+    // The watch starts from these contents, whichever set is served.
     let contents = triggers::DirContents::read(&config.manifests);
-    let snapshot = contents.load().map_err(|errors| {
-        for e in &errors {
-            tracing::error!(file = %e.file.display(), document = e.document, field = %e.field, reason = %e.reason, "Manifest rejected.");
-        }
-        anyhow::anyhow!(
-            "{} manifest error(s):\n{}",
-            errors.len(),
-            errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
-        )
-    })?;
+    let snapshot = manifest_sets.start(&contents)?;
     for w in &snapshot.warnings {
         tracing::warn!(warning = %w, "Manifest warning.");
     }
@@ -77,8 +78,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
+    manifest_sets.persist().await;
 
-    let metrics = Arc::new(Metrics::new());
     let topology = Arc::new(ArcSwap::from_pointee(Topology::default()));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -162,6 +163,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         dispatcher: Arc::clone(&dispatcher),
         ready: Arc::clone(&ready),
         registry: Arc::clone(&registry),
+        manifests: Arc::clone(&manifest_status),
     });
     let admin_task = tokio::spawn({
         let stop = stop_admin.clone();
@@ -182,17 +184,20 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let watcher = tokio::spawn(async move {
         let mut serving = snapshot;
         while let Some(reload) = watch.next().await {
-            // A rejected reload changes nothing (the watch logs its errors).
-            if let Reload::Applied { snapshot, .. } = reload
-                && *snapshot != *serving
-            {
-                tracing::info!(
-                    brokers = snapshot.brokers.len(),
-                    triggers = snapshot.triggers.len(),
-                    "Manifests changed; applying."
-                );
-                applier.apply(&snapshot).await;
-                serving = snapshot;
+            match reload {
+                Reload::Applied { snapshot, files } => {
+                    if *snapshot != *serving {
+                        tracing::info!(
+                            brokers = snapshot.brokers.len(),
+                            triggers = snapshot.triggers.len(),
+                            "Manifests changed; applying."
+                        );
+                        applier.apply(&snapshot).await;
+                        serving = snapshot;
+                    }
+                    manifest_sets.applied(files).await;
+                }
+                Reload::Rejected { errors } => manifest_sets.rejected(&errors),
             }
         }
     });
