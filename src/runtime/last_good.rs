@@ -23,7 +23,7 @@ const FORMAT: u32 = 1;
 pub struct LastGood {
     /// Layout of the file ([`FORMAT`]).
     pub format: u32,
-    /// Counts the distinct sets applied on this data directory.
+    /// Number of the set: one more than the set it replaced, unless their files are the same.
     pub generation: u64,
     /// When the set was applied from the manifest directories, RFC 3339.
     pub applied_at: String,

@@ -22,8 +22,8 @@ use crate::metrics::{Metrics, ReloadLabels, ReloadOutcome};
 pub struct ManifestsReport {
     /// The watched manifest directories (or files), as configured.
     pub sources: Vec<String>,
-    /// Number of the set being served; it grows by one with each distinct set applied on this
-    /// data directory.
+    /// Number of the set being served; it grows by one each time a set differing from the one
+    /// served is applied, and is kept across restarts in the data directory.
     pub generation: u64,
     /// When the set being served was applied from the directories, RFC 3339.
     pub applied_at: Option<String>,
@@ -238,10 +238,16 @@ impl ManifestSets {
         }
     }
 
-    /// A reload of the directories applied `files`: numbers the set, persists it, records it.
+    /// A reload of the directories applied `files`: numbers the set (the files of the set
+    /// served again, say after a rejected edit was reverted, keep its number), persists it,
+    /// records it.
     pub async fn applied(&mut self, files: Vec<(PathBuf, String)>) {
         let now = now();
-        let generation = self.serving.as_ref().map_or(0, |s| s.generation) + 1;
+        let generation = match &self.serving {
+            Some(set) if set.is_set(&self.sources, &files) => set.generation,
+            Some(set) => set.generation + 1,
+            None => 1,
+        };
         self.serving = Some(Arc::new(LastGood::new(
             generation,
             now.clone(),

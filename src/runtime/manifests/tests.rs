@@ -125,6 +125,17 @@ async fn reloads_are_numbered_persisted_and_counted() {
         .unwrap_or_else(|| panic!("persisted"));
     assert!(persisted.is_set(std::slice::from_ref(&d.manifests), &fixed));
     assert_eq!(persisted.generation, 2);
+
+    // A rejected edit reverted to the set served: an applied reload of the same generation.
+    sets.rejected(&errors);
+    sets.applied(fixed).await;
+    let report = status.report();
+    assert_eq!(report.generation, 2);
+    assert!(report.errors.is_empty());
+    assert!(metric(
+        &metrics,
+        "tidegate_manifest_reloads_total{outcome=\"applied\"} 3"
+    ));
 }
 
 #[tokio::test]
