@@ -58,6 +58,15 @@ pub enum DropReason {
     ReplyNotStored,
 }
 
+/// Outcome of one load of the manifest directories (at start or after a change).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The set was valid and is served.
+    Applied,
+    /// The set was invalid; the last good one stays served.
+    Rejected,
+}
+
 /// Label values in Prometheus' snake_case.
 macro_rules! label_values {
     ($($ty:ident { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
@@ -101,6 +110,10 @@ label_values! {
         RetriesExhausted => "retries_exhausted",
         TtlExpired => "ttl_expired",
         ReplyNotStored => "reply_not_stored",
+    }
+    ReloadOutcome {
+        Applied => "applied",
+        Rejected => "rejected",
     }
 }
 
@@ -150,6 +163,11 @@ pub struct ProxyLabels {
     pub service: String,
     pub revision: String,
     pub outcome: ProxyOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub outcome: ReloadOutcome,
 }
 
 /// Proxy outcome counters of one revision, resolved once so the request path does not hash
@@ -237,6 +255,10 @@ pub struct Metrics {
     pub revision_desired_pods: Family<RevisionLabels, Gauge>,
     /// Proxied requests by how the gateway answered.
     pub proxy_requests: Family<ProxyLabels, Counter>,
+    /// Loads of the manifest directories, at start and after each change, by outcome.
+    pub manifest_reloads: Family<ReloadLabels, Counter>,
+    /// 1 when the last load of the manifest directories was applied, 0 when it was rejected.
+    pub manifest_last_reload_success: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -373,7 +395,21 @@ impl Metrics {
             "The autoscaler's last decision",
             revision_desired_pods.clone(),
         );
+        let manifest_reloads = Family::default();
+        let manifest_last_reload_success = Gauge::default();
+        registry.register(
+            "manifest_reloads",
+            "Loads of the manifest directories by outcome",
+            manifest_reloads.clone(),
+        );
+        registry.register(
+            "manifest_last_reload_success",
+            "Whether the last load of the manifest directories was applied (1) or rejected (0)",
+            manifest_last_reload_success.clone(),
+        );
         Self {
+            manifest_reloads,
+            manifest_last_reload_success,
             proxy_requests,
             broker_ready,
             storage_available,

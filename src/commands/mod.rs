@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::ingress::admin::{BrokerStatus, RevisionStatus, TriggerStatus};
+use crate::runtime::manifests::ManifestsReport;
 
 /// `tidegate check DIR…`: prints every located error and warning; exit 1 on any error.
 pub fn check(dirs: &[PathBuf]) -> ExitCode {
@@ -35,15 +36,23 @@ pub fn check(dirs: &[PathBuf]) -> ExitCode {
     }
 }
 
-/// `tidegate status`: brokers and triggers as tables.
+/// `tidegate status`: the manifest set (with warnings when a reload was rejected or the
+/// persisted last-good set is served), then revisions, brokers and triggers as tables.
 pub async fn status(admin: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let base = admin.trim_end_matches('/');
-    let brokers: Vec<BrokerStatus> = client
-        .get(format!("{base}/api/v1/brokers"))
+    let manifests: ManifestsReport = client
+        .get(format!("{base}/api/v1/manifests"))
         .send()
         .await
         .with_context(|| format!("contacting the admin API at {base}"))?
+        .error_for_status()?
+        .json()
+        .await?;
+    let brokers: Vec<BrokerStatus> = client
+        .get(format!("{base}/api/v1/brokers"))
+        .send()
+        .await?
         .error_for_status()?
         .json()
         .await?;
@@ -61,9 +70,49 @@ pub async fn status(admin: &str) -> anyhow::Result<()> {
         .error_for_status()?
         .json()
         .await?;
+    print!("{}", render_manifests(&manifests));
     print!("{}", render_revisions(&revisions));
     print!("{}", render(&brokers, &triggers));
     Ok(())
+}
+
+fn render_manifests(report: &ManifestsReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "MANIFESTS generation {} applied {} from {}",
+        report.generation,
+        report.applied_at.as_deref().unwrap_or("never"),
+        report.sources.join(", ")
+    );
+    if let Some(first) = report.errors.first() {
+        let _ = writeln!(
+            out,
+            "warning: the last manifest reload ({}) was rejected with {} error(s); the first: {first}",
+            report
+                .last_reload_at
+                .as_deref()
+                .unwrap_or("at an unknown time"),
+            report.errors.len()
+        );
+    }
+    if report.from_last_good {
+        let _ = writeln!(
+            out,
+            "warning: serving the persisted last-good manifest set (generation {}): the \
+             manifest directories were rejected at start and have not loaded since",
+            report.generation
+        );
+    }
+    if let Some(error) = &report.last_good_error {
+        let _ = writeln!(
+            out,
+            "warning: the manifest set served is not persisted as the last good one: {error}"
+        );
+    }
+    out.push('\n');
+    out
 }
 
 fn render_revisions(revisions: &[RevisionStatus]) -> String {
@@ -146,4 +195,58 @@ fn render(brokers: &[BrokerStatus], triggers: &[TriggerStatus]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::manifests::LocatedError;
+
+    fn report() -> ManifestsReport {
+        ManifestsReport {
+            sources: vec!["deploy/local".to_owned()],
+            generation: 3,
+            applied_at: Some("2025-01-02T03:04:05.000Z".to_owned()),
+            last_reload: Some("applied".to_owned()),
+            last_reload_at: Some("2025-01-02T03:04:05.000Z".to_owned()),
+            ..ManifestsReport::default()
+        }
+    }
+
+    #[test]
+    fn manifests_warn_only_about_rejections_and_the_persisted_set() {
+        let ok = render_manifests(&report());
+        assert!(
+            ok.starts_with(
+                "MANIFESTS generation 3 applied 2025-01-02T03:04:05.000Z from deploy/local"
+            ),
+            "{ok}"
+        );
+        assert!(!ok.contains("warning"), "{ok}");
+
+        let mut bad = report();
+        bad.from_last_good = true;
+        bad.last_reload = Some("rejected".to_owned());
+        bad.errors = vec![
+            LocatedError {
+                file: "deploy/local/t.yaml".to_owned(),
+                document: 1,
+                field: "spec.subscriber".to_owned(),
+                reason: "required field is missing".to_owned(),
+            };
+            2
+        ];
+        let text = render_manifests(&bad);
+        assert!(
+            text.contains(
+                "was rejected with 2 error(s); the first: deploy/local/t.yaml document 1: \
+                 spec.subscriber: required field is missing"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("warning: serving the persisted last-good manifest set (generation 3)"),
+            "{text}"
+        );
+    }
 }

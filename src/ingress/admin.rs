@@ -1,4 +1,5 @@
-//! The admin API: health, readiness, Prometheus metrics and JSON views of brokers and triggers.
+//! The admin API: health, readiness, Prometheus metrics and JSON views of brokers, triggers,
+//! revisions and the manifest set.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use super::topology::SharedTopology;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::revision::registry::Registry;
+use crate::runtime::manifests::{ManifestStatus, ManifestsReport};
 
 /// What the admin API reads.
 #[derive(Clone)]
@@ -26,6 +28,8 @@ pub struct AdminState {
     pub registry: Arc<std::sync::Mutex<Registry>>,
     /// The embedded store, for its storage health metrics.
     pub store: Arc<brokers::embedded::EmbeddedStore>,
+    /// The manifest set served and the outcome of the last reload.
+    pub manifests: Arc<ManifestStatus>,
 }
 
 /// One row of `/api/v1/revisions`.
@@ -93,6 +97,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/triggers", get(triggers))
         .route("/api/v1/brokers", get(brokers))
         .route("/api/v1/revisions", get(revisions))
+        .route("/api/v1/manifests", get(manifests))
         .with_state(state)
 }
 
@@ -262,6 +267,10 @@ pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatu
 
 async fn revisions(State(state): State<AdminState>) -> Json<Vec<RevisionStatus>> {
     Json(revision_rows(&state.registry))
+}
+
+async fn manifests(State(state): State<AdminState>) -> Json<ManifestsReport> {
+    Json(state.manifests.report())
 }
 
 fn describe(destination: &triggers::Destination) -> String {

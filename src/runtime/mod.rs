@@ -1,6 +1,8 @@
 //! The one place that wires everything together and owns start-up and shutdown.
 
+mod last_good;
 mod launch;
+pub mod manifests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +15,7 @@ use arc_swap::ArcSwap;
 use brokers::embedded::{EmbeddedOptions, EmbeddedStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use triggers::{Backend, Snapshot};
+use triggers::{Backend, Reload, Snapshot};
 
 use crate::actuator::{LocalRuntime, PodOutput};
 use crate::dispatch::Dispatcher;
@@ -23,6 +25,7 @@ use crate::ingress::{BrokerEntry, Topology, admin, events, proxy};
 use crate::metrics::Metrics;
 use crate::revision::registry::Registry;
 use crate::revision::route::RouteTable;
+use manifests::{ManifestSets, ManifestStatus};
 
 /// How often manifest directories are checked for changes.
 pub const MANIFEST_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -55,16 +58,16 @@ pub struct ServeConfig {
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let snapshot = triggers::load_dirs(&config.manifests).map_err(|errors| {
-        for e in &errors {
-            tracing::error!(file = %e.file.display(), document = e.document, field = %e.field, reason = %e.reason, "Manifest rejected.");
-        }
-        anyhow::anyhow!(
-            "{} manifest error(s):\n{}",
-            errors.len(),
-            errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
-        )
-    })?;
+    let metrics = Arc::new(Metrics::new());
+    let manifest_status = Arc::new(ManifestStatus::new(&config.manifests, &metrics));
+    let mut manifest_sets = ManifestSets::new(
+        config.manifests.clone(),
+        config.data_dir.clone(),
+        Arc::clone(&manifest_status),
+    );
+    // The watch starts from these contents, whichever set is served.
+    let contents = triggers::DirContents::read(&config.manifests);
+    let snapshot = manifest_sets.start(&contents)?;
     for w in &snapshot.warnings {
         tracing::warn!(warning = %w, "Manifest warning.");
     }
@@ -82,8 +85,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
+    manifest_sets.persist().await;
 
-    let metrics = Arc::new(Metrics::new());
     let topology = Arc::new(ArcSwap::from_pointee(Topology::default()));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -172,6 +175,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         ready: Arc::clone(&ready),
         registry: Arc::clone(&registry),
         store: Arc::clone(&store),
+        manifests: Arc::clone(&manifest_status),
     });
     let admin_task = tokio::spawn({
         let stop = stop_admin.clone();
@@ -188,16 +192,25 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         conn::serve(admin_listener, admin_limits, handler, stop)
     });
 
-    let mut watch = triggers::watch(config.manifests.clone(), snapshot, MANIFEST_POLL_INTERVAL);
+    let mut watch = triggers::watch(config.manifests.clone(), contents, MANIFEST_POLL_INTERVAL);
     let watcher = tokio::spawn(async move {
-        while watch.snapshots.changed().await.is_ok() {
-            let snapshot = watch.snapshots.borrow_and_update().clone();
-            tracing::info!(
-                brokers = snapshot.brokers.len(),
-                triggers = snapshot.triggers.len(),
-                "Manifests changed; applying."
-            );
-            applier.apply(&snapshot).await;
+        let mut serving = snapshot;
+        while let Some(reload) = watch.next().await {
+            match reload {
+                Reload::Applied { snapshot, files } => {
+                    if *snapshot != *serving {
+                        tracing::info!(
+                            brokers = snapshot.brokers.len(),
+                            triggers = snapshot.triggers.len(),
+                            "Manifests changed; applying."
+                        );
+                        applier.apply(&snapshot).await;
+                        serving = snapshot;
+                    }
+                    manifest_sets.applied(files).await;
+                }
+                Reload::Rejected { errors } => manifest_sets.rejected(&errors),
+            }
         }
     });
     ready.store(true, Ordering::Release);

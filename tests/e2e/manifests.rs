@@ -1,4 +1,5 @@
-//! Manifests: `tidegate check`, live reload, the last good set kept on errors.
+//! Manifests: `tidegate check`, live reload, the last good set kept on errors, reported in
+//! `/api/v1/manifests`, `/metrics` and `tidegate status`, and served again after a crash.
 
 use std::process::Command;
 use std::time::Duration;
@@ -143,4 +144,211 @@ async fn a_trigger_moved_to_another_broker_releases_the_old_one() {
         || async { stored("default").await == Some(serde_json::json!(0)) },
     )
     .await;
+}
+
+/// `GET /api/v1/manifests`.
+async fn manifest_report(gw: &Gateway) -> serde_json::Value {
+    reqwest::get(format!("{}/api/v1/manifests", gw.admin))
+        .await
+        .expect("admin reachable")
+        .json()
+        .await
+        .expect("manifests JSON")
+}
+
+/// The value of the sample `series` (name and labels) in `/metrics`.
+async fn metric(gw: &Gateway, series: &str) -> Option<String> {
+    let text = reqwest::get(format!("{}/metrics", gw.admin))
+        .await
+        .expect("admin reachable")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+}
+
+const APPLIED: &str = "tidegate_manifest_reloads_total{outcome=\"applied\"}";
+const REJECTED: &str = "tidegate_manifest_reloads_total{outcome=\"rejected\"}";
+const SUCCESS: &str = "tidegate_manifest_last_reload_success";
+
+/// Waits until `sub` received the event `id` (an earlier one may arrive again after a crash).
+async fn delivered(sub: &Subscriber, id: &str) {
+    eventually(&format!("{id} to be delivered"), || async {
+        ids(&sub.received()).contains_key(id)
+    })
+    .await;
+}
+
+fn status_output(gw: &Gateway) -> String {
+    let out = Command::new(bin())
+        .arg("status")
+        .arg("--admin")
+        .arg(&gw.admin)
+        .output()
+        .expect("run status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_rejected_reload_is_reported_and_a_restart_serves_the_last_good_set() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sub = Subscriber::accepting().await;
+    let dir = manifests(
+        tmp.path(),
+        &[
+            ("b.yaml", BROKER),
+            ("t.yaml", &trigger("keep", &sub.url, "")),
+        ],
+    );
+    let mut gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    let url = gw.broker_url("default", "default");
+
+    let report = manifest_report(&gw).await;
+    assert_eq!(
+        report["sources"],
+        serde_json::json!([dir.display().to_string()])
+    );
+    assert_eq!(report["generation"], 1, "{report}");
+    assert_eq!(report["from_last_good"], false, "{report}");
+    assert_eq!(report["last_reload"], "applied", "{report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert!(
+        report["applied_at"]
+            .as_str()
+            .is_some_and(|t| t.contains('T')),
+        "{report}"
+    );
+    assert_eq!(metric(&gw, SUCCESS).await.as_deref(), Some("1"));
+    assert_eq!(metric(&gw, REJECTED).await.as_deref(), Some("0"));
+
+    // An invalid file: reported with its location, counted; the running set keeps serving.
+    let broken = trigger("second", "ftp://nowhere/", "");
+    std::fs::write(dir.join("second.yaml"), &broken).expect("write");
+    eventually("the rejected reload to be reported", || async {
+        manifest_report(&gw).await["last_reload"] == "rejected"
+    })
+    .await;
+    let report = manifest_report(&gw).await;
+    let errors = report["errors"].as_array().expect("errors listed");
+    assert_eq!(errors.len(), 1, "{report}");
+    assert_eq!(
+        errors[0]["file"],
+        dir.join("second.yaml").display().to_string(),
+        "{report}"
+    );
+    assert_eq!(errors[0]["document"], 0, "{report}");
+    assert_eq!(errors[0]["field"], "spec.subscriber.uri", "{report}");
+    assert!(
+        errors[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("http or https")),
+        "{report}"
+    );
+    assert_eq!(report["generation"], 1, "{report}");
+    assert_eq!(metric(&gw, REJECTED).await.as_deref(), Some("1"));
+    assert_eq!(metric(&gw, SUCCESS).await.as_deref(), Some("0"));
+    let ready = reqwest::get(format!("{}/readyz", gw.admin))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(publish(&client, &url, "r-1", "t", &[]).await.status(), 202);
+    sub.wait_for(1).await;
+    let text = status_output(&gw);
+    assert!(
+        text.contains("was rejected with 1 error(s); the first: ") && text.contains("second.yaml"),
+        "{text}"
+    );
+
+    // A crash with the invalid file still there: the restart serves the last good set.
+    gw.kill9_and_restart().await;
+    assert_eq!(publish(&client, &url, "r-2", "t", &[]).await.status(), 202);
+    delivered(&sub, "r-2").await;
+    assert_eq!(gw.triggers().await.len(), 1);
+    let report = manifest_report(&gw).await;
+    assert_eq!(report["from_last_good"], true, "{report}");
+    assert_eq!(report["generation"], 1, "{report}");
+    assert_eq!(report["last_reload"], "rejected", "{report}");
+    assert_eq!(
+        report["errors"][0]["field"], "spec.subscriber.uri",
+        "{report}"
+    );
+    assert_eq!(metric(&gw, SUCCESS).await.as_deref(), Some("0"));
+    assert_eq!(metric(&gw, REJECTED).await.as_deref(), Some("1"));
+    let text = status_output(&gw);
+    assert!(
+        text.contains("warning: serving the persisted last-good manifest set"),
+        "{text}"
+    );
+    assert!(text.contains("was rejected with 1 error(s)"), "{text}");
+
+    // Fixing the file applies it: a new generation from the directories, success again.
+    std::fs::write(dir.join("second.yaml"), trigger("second", &sub.url, "")).expect("write");
+    eventually("the fixed set to apply", || async {
+        manifest_report(&gw).await["last_reload"] == "applied"
+    })
+    .await;
+    let report = manifest_report(&gw).await;
+    assert_eq!(report["from_last_good"], false, "{report}");
+    assert_eq!(report["generation"], 2, "{report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert_eq!(metric(&gw, SUCCESS).await.as_deref(), Some("1"));
+    assert_eq!(metric(&gw, APPLIED).await.as_deref(), Some("1"));
+    assert_eq!(gw.triggers().await.len(), 2);
+    assert_eq!(publish(&client, &url, "r-3", "t", &[]).await.status(), 202);
+    delivered(&sub, "r-3").await;
+    assert!(!status_output(&gw).contains("warning"));
+}
+
+#[tokio::test]
+async fn serve_exits_1_on_an_invalid_set_with_no_persisted_copy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = manifests(
+        tmp.path(),
+        &[
+            ("b.yaml", BROKER),
+            ("t.yaml", &trigger("t", "ftp://nowhere/", "")),
+        ],
+    );
+    let mut child = Command::new(bin())
+        .arg("serve")
+        .arg("--manifests")
+        .arg(&dir)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve kept running on an invalid set");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("t.yaml document 0: spec.subscriber.uri"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no last good set"), "{stderr}");
+    assert!(!tmp.path().join("data/manifests.last-good.json").exists());
 }

@@ -2,9 +2,10 @@
 //! engine and the loading and watching of manifest directories.
 //!
 //! The gateway consumes one thing from this crate: a validated [`Snapshot`] of brokers,
-//! triggers and services. [`load_dirs`] builds one from manifest directories, [`watch()`] keeps one up to
-//! date, and every rejection is a [`ManifestError`] naming the file, the document, the field
-//! path and the reason.
+//! triggers and services. [`load_dirs`] builds one from manifest directories, [`watch()`]
+//! reports each reload of them (a new snapshot, or why the new files are rejected), and every
+//! rejection is a [`ManifestError`] naming the file, the document, the field path and the
+//! reason.
 //!
 //! - [`manifest`]: serde types mirroring the YAML (`eventing.knative.dev/v1` Broker and
 //!   Trigger, `tidegate.dev/v1alpha1` Trigger, `serving.knative.dev/v1` Service, `v1`
@@ -14,7 +15,7 @@
 //! - [`filter`]: the compiled trigger filter and its matching.
 //! - [`load`]: reading files and documents, validating them into a [`Snapshot`].
 //! - [`snapshot`]: the validated types the gateway routes with.
-//! - [`mod@watch`]: polling manifest directories and publishing new snapshots.
+//! - [`mod@watch`]: polling manifest directories and reporting each reload.
 
 pub mod duration;
 pub mod error;
@@ -30,11 +31,11 @@ mod validate;
 pub use duration::{parse_go_duration, parse_iso8601};
 pub use error::{ManifestError, ManifestWarning};
 pub use filter::{Attributes, Filter};
-pub use load::{load_dirs, load_documents};
+pub use load::{DirContents, load_dirs, load_documents};
 pub use snapshot::{
     Backend, BackoffPolicy, BrokerConfig, ContainerSpec, DEFAULT_BACKOFF_DELAY,
     DEFAULT_BACKOFF_POLICY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RETRY, DEFAULT_TIMEOUT, DeliveryConfig,
     DeliveryOrder, Destination, Probe, ProbeAction, RevisionTemplate, ScalingClass, ScalingMetric,
     ScalingSpec, ServiceConfig, Snapshot, TrafficRevision, TrafficTarget, TriggerConfig,
 };
-pub use watch::{ManifestWatch, watch};
+pub use watch::{ManifestWatch, Reload, watch};

@@ -70,15 +70,20 @@ struct Parsed {
 }
 
 /// What a set of manifest directories held at one moment, including what could not be read.
+///
+/// [`DirContents::load`] validates it; a valid set loads again from [`DirContents::files`]
+/// alone, through [`load_documents`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct DirContents {
-    pub(crate) files: Vec<(PathBuf, String)>,
-    pub(crate) errors: Vec<ManifestError>,
+pub struct DirContents {
+    /// `(file, text)` of every manifest file read, in load order.
+    pub files: Vec<(PathBuf, String)>,
+    /// Paths that could not be read (each with `(file)` as its field).
+    pub errors: Vec<ManifestError>,
 }
 
 impl DirContents {
     /// Reads every manifest file of `dirs`, in order.
-    pub(crate) fn read(dirs: &[PathBuf]) -> Self {
+    pub fn read(dirs: &[PathBuf]) -> Self {
         let mut contents = Self::default();
         for dir in dirs {
             contents.read_path(dir);
@@ -87,7 +92,7 @@ impl DirContents {
     }
 
     /// Parses and validates what was read; read errors come first.
-    pub(crate) fn load(&self) -> Result<Snapshot, Vec<ManifestError>> {
+    pub fn load(&self) -> Result<Snapshot, Vec<ManifestError>> {
         let result = load_documents(&self.files);
         if self.errors.is_empty() {
             return result;

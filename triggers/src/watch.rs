@@ -1,5 +1,6 @@
-//! Watching manifest directories: poll, reload on change, publish a new [`Snapshot`] when the
-//! set is valid, and keep the last good one (publishing the errors) when it is not.
+//! Watching manifest directories: poll, reload on change, and report every reload: the new
+//! [`Snapshot`] (with the texts it came from) when the set is valid, its located errors when it
+//! is not. A rejected set changes nothing: the caller keeps serving its last good one.
 //!
 //! Polling compares the full contents of the manifest files (names and bytes) with what was
 //! last loaded, so it needs no file-system notification support and sees changes made through
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use crate::error::ManifestError;
@@ -21,40 +22,59 @@ use crate::snapshot::Snapshot;
 /// Shortest polling interval accepted; shorter ones are raised to it.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// The live manifest set of some directories.
+/// The outcome of loading changed manifest contents.
 #[derive(Debug, Clone)]
-pub struct ManifestWatch {
-    /// The last valid snapshot; changes only when the set changes and is valid.
-    pub snapshots: watch::Receiver<Arc<Snapshot>>,
-    /// Why the current files are rejected; empty while they are valid.
-    pub errors: watch::Receiver<Arc<Vec<ManifestError>>>,
+pub enum Reload {
+    /// The set is valid. `files` are the `(file, text)` pairs it was loaded from:
+    /// [`crate::load_documents`] turns them back into the same snapshot.
+    Applied {
+        snapshot: Arc<Snapshot>,
+        files: Vec<(PathBuf, String)>,
+    },
+    /// The set is invalid, for every one of these reasons; nothing of it applies.
+    Rejected { errors: Vec<ManifestError> },
 }
 
-/// Spawns a task polling `dirs` every `interval`, starting from `initial` (usually what
-/// [`crate::load_dirs`] returned). Must be called within a tokio runtime. The task ends when
-/// every receiver of [`ManifestWatch::snapshots`] has been dropped.
-pub fn watch(dirs: Vec<PathBuf>, initial: Arc<Snapshot>, interval: Duration) -> ManifestWatch {
-    let (snapshot_tx, snapshots) = watch::channel(initial);
-    let (errors_tx, errors) = watch::channel(Arc::new(Vec::new()));
-    tokio::spawn(poll_loop(dirs, interval, snapshot_tx, errors_tx));
-    ManifestWatch { snapshots, errors }
+/// The reloads of some manifest directories, in order, each reported once.
+#[derive(Debug)]
+pub struct ManifestWatch {
+    reloads: mpsc::Receiver<Reload>,
+}
+
+impl ManifestWatch {
+    /// The next reload; `None` once the watch task has stopped.
+    pub async fn next(&mut self) -> Option<Reload> {
+        self.reloads.recv().await
+    }
+}
+
+/// Spawns a task polling `dirs` every `interval` that reports a [`Reload`] each time their
+/// contents change. `start` is what the directories held when the serving set was chosen
+/// (usually [`DirContents::read`] of `dirs`, whether it loaded or not): while they still hold
+/// it nothing is reported, so a set rejected at start is not reported again, and any change
+/// from it is. Must be called within a tokio runtime; the task ends when the returned
+/// [`ManifestWatch`] is dropped.
+pub fn watch(dirs: Vec<PathBuf>, start: DirContents, interval: Duration) -> ManifestWatch {
+    let (tx, reloads) = mpsc::channel(1);
+    tokio::spawn(poll_loop(dirs, start, interval, tx));
+    ManifestWatch { reloads }
 }
 
 async fn poll_loop(
     dirs: Vec<PathBuf>,
+    start: DirContents,
     interval: Duration,
-    snapshot_tx: watch::Sender<Arc<Snapshot>>,
-    errors_tx: watch::Sender<Arc<Vec<ManifestError>>>,
+    tx: mpsc::Sender<Reload>,
 ) {
     let mut ticker = tokio::time::interval(interval.max(MIN_INTERVAL));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let dirs = Arc::new(dirs);
     // The contents last loaded, and contents seen once but not yet loaded.
-    let mut applied: Option<DirContents> = None;
+    let mut applied = start;
     let mut pending: Option<DirContents> = None;
     loop {
         tokio::select! {
-            () = snapshot_tx.closed() => break,
+            () = tx.closed() => break,
             _ = ticker.tick() => {}
         }
         let read_dirs = Arc::clone(&dirs);
@@ -66,7 +86,7 @@ async fn poll_loop(
                     continue;
                 }
             };
-        if applied.as_ref() == Some(&contents) {
+        if applied == contents {
             pending = None;
             continue;
         }
@@ -82,55 +102,47 @@ async fn poll_loop(
             (contents, result)
         })
         .await;
-        match loaded {
+        let reload = match loaded {
             Ok((contents, result)) => {
-                applied = Some(contents);
-                publish(result, &snapshot_tx, &errors_tx);
+                let reload = reload(result, &contents);
+                applied = contents;
+                reload
             }
-            Err(e) => tracing::error!(error = %e, "Manifest load failed; will retry."),
+            Err(e) => {
+                tracing::error!(error = %e, "Manifest load failed; will retry.");
+                continue;
+            }
+        };
+        if tx.send(reload).await.is_err() {
+            break;
         }
     }
-    tracing::debug!("Manifest watch stopped: no snapshot receivers left.");
+    tracing::debug!("Manifest watch stopped: nobody reads its reloads.");
 }
 
-fn publish(
-    result: Result<Snapshot, Vec<ManifestError>>,
-    snapshot_tx: &watch::Sender<Arc<Snapshot>>,
-    errors_tx: &watch::Sender<Arc<Vec<ManifestError>>>,
-) {
+/// The reload for a load of `contents`, logged.
+fn reload(result: Result<Snapshot, Vec<ManifestError>>, contents: &DirContents) -> Reload {
     match result {
         Ok(snapshot) => {
-            let changed = snapshot_tx.send_if_modified(|current| {
-                if **current == snapshot {
-                    return false;
-                }
-                for w in &snapshot.warnings {
-                    tracing::warn!(
-                        file = %w.file.display(),
-                        document = w.document,
-                        field = %w.field,
-                        reason = %w.reason,
-                        "Manifest accepted with a warning."
-                    );
-                }
-                *current = Arc::new(snapshot);
-                true
-            });
-            if changed {
-                let current = snapshot_tx.borrow();
-                tracing::info!(
-                    brokers = current.brokers.len(),
-                    triggers = current.triggers.len(),
-                    "Manifests applied."
+            for w in &snapshot.warnings {
+                tracing::warn!(
+                    file = %w.file.display(),
+                    document = w.document,
+                    field = %w.field,
+                    reason = %w.reason,
+                    "Manifest accepted with a warning."
                 );
             }
-            errors_tx.send_if_modified(|errors| {
-                let had_errors = !errors.is_empty();
-                if had_errors {
-                    *errors = Arc::new(Vec::new());
-                }
-                had_errors
-            });
+            tracing::info!(
+                brokers = snapshot.brokers.len(),
+                triggers = snapshot.triggers.len(),
+                services = snapshot.services.len(),
+                "Manifests reloaded."
+            );
+            Reload::Applied {
+                snapshot: Arc::new(snapshot),
+                files: contents.files.clone(),
+            }
         }
         Err(errors) => {
             for e in &errors {
@@ -142,7 +154,7 @@ fn publish(
                     "Manifest rejected; keeping the last good set."
                 );
             }
-            errors_tx.send_replace(Arc::new(errors));
+            Reload::Rejected { errors }
         }
     }
 }
