@@ -110,6 +110,15 @@ pub(super) fn decode_batch(
     Ok(elements.len())
 }
 
+/// `application/cloudevents+…` or `application/cloudevents-batch+…`, parameters ignored.
+fn is_event_format(media_type: &str) -> bool {
+    let essence = media_type.split(';').next().unwrap_or("").trim();
+    let prefix = |p: &str| {
+        essence.len() >= p.len() && essence.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+    };
+    prefix("application/cloudevents+") || prefix("application/cloudevents-batch+")
+}
+
 pub(super) fn encode_structured(event: &CloudEvent) -> Vec<u8> {
     // Serializing into a Vec cannot fail: every map key is a string and no Serialize impl here
     // returns an error.
@@ -201,6 +210,15 @@ fn build_event(members: &[(&str, Member<'_>)]) -> Result<CloudEvent, EventError>
         }
     }
     event.check_required()?;
+    if event.datacontenttype().is_some_and(is_event_format) {
+        // Delivered in binary mode, such data would be read as the event itself: a receiver
+        // would see an event the filters never saw.
+        return Err(EventError::invalid(
+            "datacontenttype",
+            "data in a CloudEvents event format (application/cloudevents…) cannot be carried; \
+             nest the event as application/json data instead",
+        ));
+    }
     let data = data.filter(|member| {
         // `null` data is an explicit JSON null payload only where the data is JSON.
         !member.is_null()

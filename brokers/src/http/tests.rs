@@ -438,3 +438,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn data_in_an_event_format_is_refused_so_delivery_cannot_substitute_it() {
+    for ct in [
+        "application/cloudevents+json",
+        "Application/CloudEvents-Batch+JSON; charset=utf-8",
+    ] {
+        let err = structured(json!({
+            "specversion": "1.0", "id": "outer", "source": "s", "type": "t",
+            "datacontenttype": ct,
+            "data": {"specversion": "1.0", "id": "inner", "source": "evil", "type": "x"}
+        }))
+        .expect_err(ct);
+        assert_eq!(err.field, "datacontenttype", "{ct}");
+    }
+    // Nested as JSON data, the inner event is just data.
+    let event = one(structured(json!({
+        "specversion": "1.0", "id": "outer", "source": "s", "type": "t",
+        "datacontenttype": "application/json",
+        "data": {"specversion": "1.0", "id": "inner"}
+    })));
+    assert_eq!(event.id(), "outer");
+}
