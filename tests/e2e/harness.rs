@@ -74,6 +74,17 @@ impl Gateway {
 
     /// Starts the process; a restart keeps the ports so publishers can carry on.
     async fn spawn(&mut self) {
+        self.spawn_until("/readyz").await;
+    }
+
+    /// `kill -9`, then start again, waiting only until `path` on the admin port answers 200
+    /// (e.g. `/healthz` for a gateway expected to start not ready).
+    pub async fn kill9_and_restart_until(&mut self, path: &str) {
+        self.kill9();
+        self.spawn_until(path).await;
+    }
+
+    async fn spawn_until(&mut self, path: &str) {
         if self.ingress.is_empty() {
             self.ingress = format!("http://127.0.0.1:{}", free_port());
             self.admin = format!("http://127.0.0.1:{}", free_port());
@@ -108,7 +119,7 @@ impl Gateway {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Ok(r) = client.get(format!("{}/readyz", self.admin)).send().await
+            if let Ok(r) = client.get(format!("{}{path}", self.admin)).send().await
                 && r.status() == 200
             {
                 return;

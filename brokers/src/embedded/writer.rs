@@ -24,6 +24,8 @@ use crate::event::EventBatch;
 const RECLAIM_PER_COMMIT: usize = 16_384;
 /// How often a failing store checks whether it can work again.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a working store checks its disk's free space while idle.
+const HEALTHY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Backoff between attempts to reopen the file after an I/O failure.
 const REOPEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// Largest reserve of free space kept by default.
@@ -66,6 +68,8 @@ pub(super) struct Writer {
     reopen_at: Option<(Instant, Duration)>,
     /// Appends are being refused for lack of free space.
     disk_full: bool,
+    /// When free space was last checked by [`Writer::probe`].
+    last_space_check: Option<Instant>,
     /// Subscriptions whose cursor is to be written.
     dirty: Vec<Arc<SubShared>>,
     /// When the dirty cursors are committed even without an append to ride along with.
@@ -120,6 +124,7 @@ impl Writer {
             dir,
             reopen_at: None,
             disk_full: false,
+            last_space_check: None,
             dirty: Vec::new(),
             cursor_deadline: None,
             reclaim_backlog: Vec::new(),
@@ -164,12 +169,14 @@ impl Writer {
     }
 
     fn wait(&self) -> Wait {
-        // A failing store wakes up to probe whether it can work again.
-        let deadline = match (self.cursor_deadline, self.failing()) {
-            (deadline, false) => deadline,
-            (Some(deadline), true) => Some(deadline.min(Instant::now() + PROBE_INTERVAL)),
-            (None, true) => Some(Instant::now() + PROBE_INTERVAL),
+        // Wakes up to probe the disk (a failing store: whether it can work again).
+        let interval = if self.failing() {
+            PROBE_INTERVAL
+        } else {
+            HEALTHY_PROBE_INTERVAL
         };
+        let probe = Instant::now() + interval;
+        let deadline = Some(self.cursor_deadline.map_or(probe, |d| d.min(probe)));
         let received = match deadline {
             None => self
                 .rx
@@ -567,12 +574,27 @@ impl Writer {
             }
             return;
         }
-        if self.disk_full
-            && let Some((free, reserve)) = self.free_space()
-            && free.saturating_sub(APPEND_OVERHEAD) >= reserve
+        if self
+            .last_space_check
+            .is_some_and(|at| at.elapsed() < PROBE_INTERVAL)
         {
+            return;
+        }
+        self.last_space_check = Some(Instant::now());
+        let Some((free, reserve)) = self.free_space() else {
+            return;
+        };
+        let room = free.saturating_sub(APPEND_OVERHEAD) >= reserve;
+        if self.disk_full && room {
             self.disk_full = false;
             self.set_health(None);
+        } else if !self.disk_full && !room {
+            // Filled by someone else while idle: say so before the next publisher finds out.
+            self.disk_full = true;
+            self.set_health(Some(format!(
+                "the disk holding {} is full: {free} bytes free, {reserve} kept in reserve",
+                self.dir.display()
+            )));
         }
     }
 
