@@ -13,8 +13,8 @@ RATE_PER_WORKER=${RATE_PER_WORKER:-100}   # 32 × 100 = 3200 rps fixed rate
 for tool in wrk hey nginx; do
   command -v "$tool" >/dev/null || { echo "installing $tool"; apt-get install -y -qq wrk hey nginx-light >/dev/null; }
 done
-cargo build --release --quiet
-BIN=$PWD/target/release/tidegate
+if [ -z "${TIDEGATE_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN=${TIDEGATE_BIN:-$PWD/target/release/tidegate}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

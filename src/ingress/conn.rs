@@ -139,9 +139,9 @@ pub enum BodyFaultKind {
 }
 
 /// Records whether the client's body failed, so a handler whose send to a pod failed can tell
-/// the client's fault from the pod's.
+/// the client's fault from the pod's. A request without a body (most GETs) allocates nothing.
 #[derive(Clone, Debug, Default)]
-pub struct BodyFault(Arc<AtomicU8>);
+pub struct BodyFault(Option<Arc<AtomicU8>>);
 
 impl BodyFault {
     fn set(&self, kind: BodyFaultKind) {
@@ -149,12 +149,14 @@ impl BodyFault {
             BodyFaultKind::Timeout => 1,
             BodyFaultKind::Malformed => 2,
         };
-        self.0.store(value, Ordering::Relaxed);
+        if let Some(cell) = &self.0 {
+            cell.store(value, Ordering::Relaxed);
+        }
     }
 
     /// The body's failure, if it failed.
     pub fn get(&self) -> Option<BodyFaultKind> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.0.as_ref()?.load(Ordering::Relaxed) {
             1 => Some(BodyFaultKind::Timeout),
             2 => Some(BodyFaultKind::Malformed),
             _ => None,
@@ -209,13 +211,18 @@ pub struct ClientBody {
 
 impl ClientBody {
     pub fn new(inner: Incoming, limits: &ConnLimits) -> ClientBody {
+        let inner_is_empty = inner.is_end_stream();
         ClientBody {
             inner,
             read_timeout: limits.body_read_timeout,
             total_timeout: limits.body_timeout,
             deadline: None,
             sleep: None,
-            fault: BodyFault::default(),
+            fault: if inner_is_empty {
+                BodyFault(None)
+            } else {
+                BodyFault(Some(Arc::default()))
+            },
         }
     }
 
@@ -300,8 +307,6 @@ struct ConnState {
     /// Milliseconds since `epoch` when the connection last became idle.
     idle_since: AtomicU64,
     epoch: Instant,
-    /// Woken when the last open request ends.
-    became_idle: Notify,
 }
 
 impl ConnState {
@@ -310,7 +315,6 @@ impl ConnState {
             open: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             epoch: Instant::now(),
-            became_idle: Notify::new(),
         }
     }
 
@@ -337,9 +341,7 @@ impl Drop for OpenRequest {
         let state = &self.0;
         let millis = u64::try_from(state.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         state.idle_since.store(millis, Ordering::Release);
-        if state.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            state.became_idle.notify_one();
-        }
+        state.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -462,7 +464,8 @@ pub async fn serve<H, F>(
 }
 
 /// Returns when the connection should shut down: idle for the idle timeout, idle while the
-/// listener is at its cap, or the listener stops.
+/// listener is at its cap, or the listener stops. Requests do not wake it: the idle timer
+/// re-checks when it fires and sleeps for whatever is left, so the request path pays nothing.
 async fn until_shutdown(
     state: &ConnState,
     limits: &ConnLimits,
@@ -472,7 +475,7 @@ async fn until_shutdown(
     loop {
         let idle_deadline = match state.idle_for() {
             Some(idle) => Instant::now() + limits.idle_timeout.saturating_sub(idle),
-            None => far_future(),
+            None => Instant::now() + limits.idle_timeout,
         };
         tokio::select! {
             () = tokio::time::sleep_until(idle_deadline) => {
@@ -485,7 +488,6 @@ async fn until_shutdown(
                     return;
                 }
             }
-            () = state.became_idle.notified() => {}
             () = stop.cancelled() => return,
         }
     }
