@@ -273,7 +273,8 @@ impl HttpBody for ClientBody {
                 let sleep = this
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(pause_ends)));
-                if sleep.deadline() == far_future() || sleep.deadline() > pause_ends {
+                // Parked (far future) after data arrived, or armed later than this pause ends.
+                if sleep.deadline() > pause_ends {
                     sleep.as_mut().reset(pause_ends);
                 }
                 ready!(sleep.as_mut().poll(cx));
