@@ -18,22 +18,7 @@ OUTAGE=${OUTAGE:-5}
 TAIL_WAIT=${TAIL_WAIT:-60}
 SEED=${SEED:-$RANDOM}
 HELPER=$PWD/bench/crash_probe.py
-[ -x "$TIDEGATE" ] || { echo "no tidegate binary at $TIDEGATE (cargo build --release, or set TIDEGATE_BIN)"; exit 2; }
-TIDEGATE=$(realpath "$TIDEGATE")
-
-WORK=$(mktemp -d)
-PIDS=()
-GW=""; SUB=""
-cleanup() {
-  { for p in "${PIDS[@]}" $GW $SUB; do
-      pkill -9 -P "$p" || true
-      kill -9 "$p" || true
-    done
-    wait || true; } 2>/dev/null
-  if [ -n "${KEEP_WORK:-}" ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 now() { echo "$EPOCHREALTIME"; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[1])-float(sys.argv[2]):.2f}')" "$(now)" "$1"; }
 

@@ -16,22 +16,7 @@ SEED=${SEED:-20261125}
 VALID=${VALID:-20}
 DELIVERY_WAIT=${DELIVERY_WAIT:-60}
 HELPER=$PWD/bench/fuzz_ingress.py
-[ -x "$TIDEGATE" ] || { echo "no tidegate binary at $TIDEGATE (cargo build --release, or set TIDEGATE_BIN)"; exit 2; }
-TIDEGATE=$(realpath "$TIDEGATE")
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  { for p in "${PIDS[@]}"; do
-      pkill -9 -P "$p" || true
-      kill -9 "$p" || true
-    done
-    wait || true; } 2>/dev/null
-  if [ -n "${KEEP_WORK:-}" ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
+source bench/lib.sh
 
 INGRESS=$(port); ADMIN=$(port); SUB_PORT=$(port)
 "$TIDEGATE" sample-service --listen 127.0.0.1:$SUB_PORT >"$WORK/subscriber.log" 2>&1 &

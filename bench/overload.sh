@@ -21,21 +21,7 @@ TIMEOUT_SECONDS=${TIMEOUT_SECONDS:-30}
 ALLOWED=200,503
 [ "$TIMEOUT_SECONDS" -ge 30 ] || ALLOWED=200,503,504
 HELPER=$PWD/bench/overload.py
-[ -x "$TIDEGATE" ] || { echo "no tidegate binary at $TIDEGATE (cargo build --release, or set TIDEGATE_BIN)"; exit 2; }
-TIDEGATE=$(realpath "$TIDEGATE")
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  { for p in "${PIDS[@]}"; do
-      pkill -9 -P "$p" || true
-      kill -9 "$p" || true
-    done
-    wait || true; } 2>/dev/null
-  if [ -n "${KEEP_WORK:-}" ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 INGRESS=$(port); ADMIN=$(port)
