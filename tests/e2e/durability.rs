@@ -255,14 +255,7 @@ async fn a_full_disk_refuses_then_recovers_without_a_restart_or_a_loss_and_survi
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 503);
-    let metrics = client
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("tidegate_storage_available 0"),
         "{metrics}"

@@ -332,14 +332,7 @@ async fn framing_and_routing_follow_the_rfc() {
     )
     .await;
     assert_eq!(status_of(&r), 408, "{r}");
-    let metrics = client
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gw.metrics().await;
     let count = |outcome: &str| -> f64 {
         metrics
             .lines()

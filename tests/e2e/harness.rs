@@ -39,17 +39,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(manifests: &Path, data: &Path, extra: &[&str]) -> Gateway {
-        let mut gw = Gateway {
-            child: None,
-            ingress: String::new(),
-            admin: String::new(),
-            manifests: manifests.to_owned(),
-            data: data.to_owned(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            nofile: None,
-        };
-        gw.spawn().await;
-        gw
+        Self::launch(manifests, data, extra, None).await
     }
 
     /// Starts with the file-descriptor limit lowered to `nofile` (soft and hard).
@@ -59,6 +49,10 @@ impl Gateway {
         extra: &[&str],
         nofile: u64,
     ) -> Gateway {
+        Self::launch(manifests, data, extra, Some(nofile)).await
+    }
+
+    async fn launch(manifests: &Path, data: &Path, extra: &[&str], nofile: Option<u64>) -> Gateway {
         let mut gw = Gateway {
             child: None,
             ingress: String::new(),
@@ -66,10 +60,20 @@ impl Gateway {
             manifests: manifests.to_owned(),
             data: data.to_owned(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            nofile: Some(nofile),
+            nofile,
         };
         gw.spawn().await;
         gw
+    }
+
+    /// The admin port's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     /// Starts the process; a restart keeps the ports so publishers can carry on.

@@ -158,14 +158,7 @@ async fn admin_endpoints_answer() {
     )
     .await;
     assert_eq!(r.status(), 202);
-    let text = client
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = gw.metrics().await;
     assert!(
         text.contains("tidegate_ingest_requests_total{namespace=\"default\",broker=\"default\",outcome=\"accepted\"} 1"),
         "{text}"

@@ -158,12 +158,7 @@ async fn manifest_report(gw: &Gateway) -> serde_json::Value {
 
 /// The value of the sample `series` (name and labels) in `/metrics`.
 async fn metric(gw: &Gateway, series: &str) -> Option<String> {
-    let text = reqwest::get(format!("{}/metrics", gw.admin))
-        .await
-        .expect("admin reachable")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = gw.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
 }

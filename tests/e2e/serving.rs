@@ -173,12 +173,7 @@ async fn cold_burst_all_succeed_and_concurrency_one_is_never_exceeded() {
         "containerConcurrency 1 exceeded"
     );
     // Demand of 50 at cc=1 scaled out beyond one pod, then back to zero after the delay.
-    let metrics = reqwest::get(format!("{}/metrics", gw.admin))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("tidegate_revision_in_flight"), "{metrics}");
     wait_revision(&gw, "scale to zero", |r| {
         r["ready_pods"] == 0 && r["desired_pods"] == 0 && r["in_flight"] == 0
@@ -344,12 +339,7 @@ async fn a_command_that_does_not_exist_is_reported_and_requests_end_with_503() {
     let started = tokio::time::Instant::now();
     let r = get(&client, &gw, "broken.default.example.com").await;
     assert_eq!(r.status(), 503);
-    let metrics = reqwest::get(format!("{}/metrics", gw.admin))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(
             "tidegate_proxy_requests_total{namespace=\"default\",service=\"broken\",revision=\"broken-00001\",outcome=\"no_slot\"} 1"
