@@ -214,7 +214,7 @@ async fn publish(
             drain_body(body, state.max_body_bytes).await;
             return Err(IngressError::Busy);
         };
-        let body = read_body(&headers, body, state.max_body_bytes).await?;
+        let body = read_body(declared, body, state.max_body_bytes).await?;
         let arrival = AttrValue::String(now_rfc3339());
         // Each event goes into its storage encoding as soon as it is decoded: a batch costs
         // about its encoded size, not a tree of allocations per event.
@@ -271,12 +271,12 @@ async fn drain_body(mut body: Body, limit: usize) {
 }
 
 /// Reads the body, refusing it as soon as it grows past `limit` (also for chunked bodies).
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, IngressError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+async fn read_body(
+    declared: Option<usize>,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, IngressError> {
+    if declared.is_some_and(|len| len > limit) {
         return Err(IngressError::TooLarge { limit });
     }
     match Limited::new(body, limit).collect().await {

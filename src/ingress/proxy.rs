@@ -128,11 +128,12 @@ fn request_authority(request: &Request<Body>) -> Result<Option<&str>, String> {
 
 /// The 400 for a request whose authority is ambiguous or missing.
 pub fn bad_host(reason: String) -> Response<Body> {
-    client_error(StatusCode::BAD_REQUEST, reason, Some("host"))
+    error_with_field(StatusCode::BAD_REQUEST, reason, Some("host"))
 }
 
-/// A 4xx caused by the client, with the field at fault.
-fn client_error(status: StatusCode, message: String, field: Option<&str>) -> Response<Body> {
+/// A JSON error answer, with the field at fault when the client is to blame: 503 carries
+/// `Retry-After`, 408 closes the connection.
+fn error_with_field(status: StatusCode, message: String, field: Option<&str>) -> Response<Body> {
     let body = match field {
         Some(field) => serde_json::json!({ "error": message, "field": field }),
         None => serde_json::json!({ "error": message }),
@@ -143,34 +144,32 @@ fn client_error(status: StatusCode, message: String, field: Option<&str>) -> Res
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response
-}
-
-/// The answer when sending to the pod failed because the client's body did, if it did.
-fn body_fault_response(fault: &BodyFault) -> Option<Response<Body>> {
-    match fault.get()? {
-        BodyFaultKind::Timeout => Some(client_error(
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body was not received in time".into(),
-            Some("body"),
-        )),
-        BodyFaultKind::Malformed => Some(client_error(
-            StatusCode::BAD_REQUEST,
-            "the request body is malformed (bad chunked encoding or a broken connection)".into(),
-            Some("body"),
-        )),
-    }
-}
-
-fn error(status: StatusCode, message: String) -> Response<Body> {
-    let mut response =
-        (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// The answer when sending to the pod failed because the client's body did.
+fn body_fault_response(kind: BodyFaultKind) -> Response<Body> {
+    match kind {
+        BodyFaultKind::Timeout => error_with_field(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body was not received in time".into(),
+            Some("body"),
+        ),
+        BodyFaultKind::Malformed => error_with_field(
+            StatusCode::BAD_REQUEST,
+            "the request body is malformed (bad chunked encoding or a broken connection)".into(),
+            Some("body"),
+        ),
+    }
+}
+
+fn error(status: StatusCode, message: String) -> Response<Body> {
+    error_with_field(status, message, None)
 }
 
 /// Forwards one request along `route`.
@@ -254,14 +253,14 @@ pub async fn forward(
                 Ok(Err(e)) => Err(Some(e.error.to_string())),
             }
         };
+        if sent.is_err()
+            && let Some(kind) = fault.get()
+        {
+            // The client's body failed: its fault, not the pod's.
+            revision.proxied.count(ProxyOutcome::ClientError);
+            return body_fault_response(kind);
+        }
         match sent {
-            Err(_) if fault.get().is_some() => {
-                // The client's body failed: its fault, not the pod's.
-                revision.proxied.count(ProxyOutcome::ClientError);
-                return body_fault_response(fault).unwrap_or_else(|| {
-                    client_error(StatusCode::BAD_REQUEST, "request body failed".into(), None)
-                });
-            }
             Ok(answer) => {
                 revision.proxied.count(ProxyOutcome::Answered);
                 break (guard, answer);
