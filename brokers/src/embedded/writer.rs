@@ -231,9 +231,9 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(batch.len());
         // No room for even a small commit: writing would fail with ENOSPC, after which redb
         // refuses reads too. Keep the file as it is (reads, hence deliveries, go on) and retry.
-        let no_room = self
-            .free_space()
-            .is_some_and(|(free, _)| free < APPEND_OVERHEAD);
+        // Free space and reserve, measured once per commit (None: could not tell).
+        let space = self.free_space();
+        let no_room = space.is_some_and(|(free, _)| free < APPEND_OVERHEAD);
         let result = match self.db.clone() {
             Some(_) if no_room => {
                 let reason = format!(
@@ -250,7 +250,7 @@ impl Writer {
                     std::io::ErrorKind::StorageFull,
                 )))
             }
-            Some(db) => self.write(&db, batch, &cursors, &mut plan, &mut outcomes),
+            Some(db) => self.write(&db, batch, &cursors, space, &mut plan, &mut outcomes),
             None => {
                 // Reopening: refuse everything queued at once rather than keep publishers waiting.
                 for msg in batch {
@@ -319,12 +319,11 @@ impl Writer {
         db: &Database,
         batch: Vec<Msg>,
         cursors: &[Arc<SubShared>],
+        mut space: Option<(u64, u64)>,
         plan: &mut Plan,
         outcomes: &mut Vec<Outcome>,
     ) -> Result<(), redb::Error> {
         let has_appends = batch.iter().any(|m| matches!(m, Msg::Append { .. }));
-        // Free space for appends, measured once per commit (None: could not tell).
-        let mut space = if has_appends { self.free_space() } else { None };
         let mut refused_for_space = None;
         let mut txn = db.begin_write().map_err(err)?;
         txn.set_durability(Durability::Immediate).map_err(err)?;
