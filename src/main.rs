@@ -131,23 +131,29 @@ struct ServeArgs {
     domain: String,
     /// Time to receive a request's headers, counted from when the connection waits for one (so
     /// on HTTP/1.1 also the longest keep-alive pause).
-    #[arg(long, env = "TIDEGATE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    header_read_timeout: Duration,
+    /// Default 30s.
+    #[arg(long, env = "TIDEGATE_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    header_read_timeout: Option<Duration>,
     /// A connection with no open request for this long is closed (HTTP/2: GOAWAY).
-    #[arg(long, env = "TIDEGATE_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
-    idle_timeout: Duration,
+    /// Default 60s.
+    #[arg(long, env = "TIDEGATE_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
     /// Longest pause between two reads of a request body; past it the request gets 408.
-    #[arg(long, env = "TIDEGATE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    body_read_timeout: Duration,
+    /// Default 30s.
+    #[arg(long, env = "TIDEGATE_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    body_read_timeout: Option<Duration>,
     /// Longest time to receive a whole request body once its first byte was read (408 past it).
-    #[arg(long, env = "TIDEGATE_BODY_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
-    body_timeout: Duration,
+    /// Default 300s.
+    #[arg(long, env = "TIDEGATE_BODY_TIMEOUT", value_parser = humantime::parse_duration)]
+    body_timeout: Option<Duration>,
     /// Interval of HTTP/2 keep-alive pings.
-    #[arg(long, env = "TIDEGATE_H2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
-    h2_keepalive_interval: Duration,
+    /// Default 30s.
+    #[arg(long, env = "TIDEGATE_H2_KEEPALIVE_INTERVAL", value_parser = humantime::parse_duration)]
+    h2_keepalive_interval: Option<Duration>,
     /// How long an HTTP/2 ping may go unanswered before the connection is closed.
-    #[arg(long, env = "TIDEGATE_H2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
-    h2_keepalive_timeout: Duration,
+    /// Default 20s.
+    #[arg(long, env = "TIDEGATE_H2_KEEPALIVE_TIMEOUT", value_parser = humantime::parse_duration)]
+    h2_keepalive_timeout: Option<Duration>,
     /// Concurrent streams per HTTP/2 connection.
     #[arg(long, env = "TIDEGATE_H2_MAX_CONCURRENT_STREAMS", default_value_t = tidegate::ingress::conn::DEFAULT_H2_MAX_CONCURRENT_STREAMS)]
     h2_max_concurrent_streams: u32,
@@ -219,15 +225,25 @@ fn main() -> ExitCode {
                 storage_max_bytes: args.storage_max_bytes,
                 storage_min_free_bytes: args.storage_min_free_bytes,
                 domain: args.domain,
-                connections: tidegate::ingress::conn::ConnLimits {
-                    header_read_timeout: args.header_read_timeout,
-                    idle_timeout: args.idle_timeout,
-                    body_read_timeout: args.body_read_timeout,
-                    body_timeout: args.body_timeout,
-                    h2_keepalive_interval: args.h2_keepalive_interval,
-                    h2_keepalive_timeout: args.h2_keepalive_timeout,
-                    h2_max_concurrent_streams: args.h2_max_concurrent_streams,
-                    max_connections: 0,
+                connections: {
+                    // The defaults live in one place: `ConnLimits::default`.
+                    let d = tidegate::ingress::conn::ConnLimits::default();
+                    tidegate::ingress::conn::ConnLimits {
+                        header_read_timeout: args
+                            .header_read_timeout
+                            .unwrap_or(d.header_read_timeout),
+                        idle_timeout: args.idle_timeout.unwrap_or(d.idle_timeout),
+                        body_read_timeout: args.body_read_timeout.unwrap_or(d.body_read_timeout),
+                        body_timeout: args.body_timeout.unwrap_or(d.body_timeout),
+                        h2_keepalive_interval: args
+                            .h2_keepalive_interval
+                            .unwrap_or(d.h2_keepalive_interval),
+                        h2_keepalive_timeout: args
+                            .h2_keepalive_timeout
+                            .unwrap_or(d.h2_keepalive_timeout),
+                        h2_max_concurrent_streams: args.h2_max_concurrent_streams,
+                        ..d
+                    }
                 },
                 max_connections: args.max_connections,
             })

@@ -79,6 +79,7 @@ impl Default for ConnLimits {
             h2_keepalive_interval: DEFAULT_H2_KEEPALIVE_INTERVAL,
             h2_keepalive_timeout: DEFAULT_H2_KEEPALIVE_TIMEOUT,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            // Replaced at start by the cap derived from the descriptor limit.
             max_connections: 1024,
         }
     }
