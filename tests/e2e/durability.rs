@@ -234,14 +234,7 @@ async fn a_full_disk_refuses_then_recovers_without_a_restart_or_a_loss_and_survi
         }
     }
     assert!(refused > 0, "a full disk refused nothing");
-    let brokers: Vec<serde_json::Value> = client
-        .get(format!("{}/api/v1/brokers", gw.admin))
-        .send()
-        .await
-        .expect("brokers")
-        .json()
-        .await
-        .expect("json");
+    let brokers: Vec<serde_json::Value> = gw.brokers().await;
     assert_eq!(brokers[0]["ready"], false, "{brokers:?}");
     assert!(
         brokers[0]["reason"]

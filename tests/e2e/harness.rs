@@ -191,6 +191,15 @@ impl Gateway {
             .expect("triggers JSON")
     }
 
+    pub async fn brokers(&self) -> Vec<serde_json::Value> {
+        reqwest::get(format!("{}/api/v1/brokers", self.admin))
+            .await
+            .expect("admin reachable")
+            .json()
+            .await
+            .expect("brokers JSON")
+    }
+
     pub async fn trigger(&self, name: &str) -> serde_json::Value {
         self.triggers()
             .await

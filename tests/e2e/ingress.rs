@@ -163,14 +163,7 @@ async fn admin_endpoints_answer() {
         text.contains("tidegate_ingest_requests_total{namespace=\"default\",broker=\"default\",outcome=\"accepted\"} 1"),
         "{text}"
     );
-    let brokers: Vec<serde_json::Value> = client
-        .get(format!("{}/api/v1/brokers", gw.admin))
-        .send()
-        .await
-        .expect("brokers")
-        .json()
-        .await
-        .expect("json");
+    let brokers: Vec<serde_json::Value> = gw.brokers().await;
     assert_eq!(brokers.len(), 1);
     assert_eq!(brokers[0]["backend"], "embedded");
     assert_eq!(brokers[0]["ready"], true);
