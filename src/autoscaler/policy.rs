@@ -6,35 +6,15 @@
 
 use std::time::Duration;
 
-/// Per-pod concurrency target when `containerConcurrency` is 0 (Knative
-/// `container-concurrency-target-default`).
-pub const DEFAULT_CONCURRENCY_TARGET: f64 = 100.0;
-
-/// Per-pod requests-per-second target for the rps metric (Knative
-/// `requests-per-second-target-default`).
-pub const DEFAULT_RPS_TARGET: f64 = 200.0;
-
-/// Share of the target the autoscaler aims for (Knative `container-concurrency-target-percentage`
-/// 70 %).
-pub const DEFAULT_TARGET_UTILIZATION: f64 = 0.7;
-
-/// The smallest effective per-pod target, so `desired = observed / target` stays finite (Knative
-/// `autoscaling.TargetMin`).
-pub const TARGET_MIN: f64 = 0.01;
-
-/// Pods a new revision starts with (Knative `initial-scale`).
-pub const DEFAULT_INITIAL_SCALE: u32 = 1;
-
-/// Averaging window of the stable metric (Knative `stable-window`).
-pub const DEFAULT_STABLE_WINDOW: Duration = Duration::from_secs(60);
-
-/// Panic window as a percentage of the stable window: 10 % of 60 s = 6 s (Knative
-/// `panic-window-percentage`).
-pub const DEFAULT_PANIC_WINDOW_PERCENTAGE: f64 = 10.0;
-
-/// Panic starts when the panic window wants this percentage of the ready pods (Knative
-/// `panic-threshold-percentage`).
-pub const DEFAULT_PANIC_THRESHOLD_PERCENTAGE: f64 = 200.0;
+/// Knative's defaults, defined once with the manifest types (the simulator and the gateway read
+/// the same values).
+pub use triggers::snapshot::{
+    DEFAULT_BACKLOG_TARGET, DEFAULT_CONCURRENCY_TARGET, DEFAULT_INITIAL_SCALE,
+    DEFAULT_KPA_SCALE_DOWN_DELAY, DEFAULT_PANIC_THRESHOLD_PERCENTAGE,
+    DEFAULT_PANIC_WINDOW_PERCENTAGE, DEFAULT_PRECISE_SCALE_DOWN_DELAY, DEFAULT_RPS_TARGET,
+    DEFAULT_TARGET_UTILIZATION, DEFAULT_WINDOW as DEFAULT_STABLE_WINDOW,
+    MIN_METRIC_TARGET as TARGET_MIN,
+};
 
 /// One decision grows the revision to at most this many times its ready pods (Knative
 /// `max-scale-up-rate`).
@@ -47,15 +27,6 @@ pub const DEFAULT_MAX_SCALE_DOWN_RATE: f64 = 2.0;
 /// How long the last pod stays after the stable window first shows no demand (Knative
 /// `scale-to-zero-grace-period`).
 pub const DEFAULT_SCALE_TO_ZERO_GRACE: Duration = Duration::from_secs(30);
-
-/// KPA holds decreases this long (Knative `scale-down-delay`, off by default).
-pub const DEFAULT_KPA_SCALE_DOWN_DELAY: Duration = Duration::ZERO;
-
-/// Precise holds decreases this long so it does not flap (`tidegate.dev/scale-down-delay`).
-pub const DEFAULT_PRECISE_SCALE_DOWN_DELAY: Duration = Duration::from_secs(10);
-
-/// Broker messages pending per pod before another pod is wanted (`tidegate.dev/backlog-target`).
-pub const DEFAULT_BACKLOG_TARGET: u32 = 10;
 
 /// How often KPA decides (Knative's decider tick).
 pub const DEFAULT_TICK: Duration = Duration::from_secs(2);
