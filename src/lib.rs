@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod revision;
 pub mod runtime;
 pub mod sample_service;
+pub mod topology;

@@ -18,6 +18,21 @@ use bytes::Bytes;
 
 pub use batch::EventBatch;
 
+/// Knative Eventing's broker extensions, shared by ingress and delivery.
+pub mod knative {
+    /// `knativebrokerttl` given to events that arrive without one.
+    pub const DEFAULT_BROKER_TTL: i64 = 255;
+    /// Extension carrying the remaining hops of an event through brokers.
+    pub const TTL_EXTENSION: &str = "knativebrokerttl";
+    /// Extension recording when the broker accepted an event.
+    pub const ARRIVAL_EXTENSION: &str = "knativearrivaltime";
+
+    /// Now, in the format of `knativearrivaltime` (RFC 3339, UTC, microseconds).
+    pub fn now_rfc3339() -> String {
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+}
+
 /// The CloudEvents specification version an event follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SpecVersion {

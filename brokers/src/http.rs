@@ -17,6 +17,9 @@ use crate::event::{AttrValue, CloudEvent, EventError, SpecVersion};
 pub use json::{from_json_value, to_json_value};
 
 /// Media type of the structured content mode with the JSON event format.
+/// Default largest request body (and reply body) accepted, in bytes (4 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 pub const MODE_STRUCTURED: &str = "application/cloudevents+json";
 /// Media type of the batched content mode with the JSON batch format.
 pub const MODE_BATCH: &str = "application/cloudevents-batch+json";

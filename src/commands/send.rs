@@ -47,7 +47,7 @@ pub fn build_event(args: &SendArgs) -> anyhow::Result<CloudEvent> {
     let mut event = CloudEvent::new(SpecVersion::V10, id, args.source.clone(), args.ty.clone());
     event.set_attribute(
         "time",
-        AttrValue::String(crate::ingress::events::now_rfc3339()),
+        AttrValue::String(brokers::event::knative::now_rfc3339()),
     )?;
     for ext in &args.extensions {
         let (name, value) = ext

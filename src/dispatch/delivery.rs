@@ -17,12 +17,11 @@ use triggers::DeliveryConfig;
 use super::backoff;
 use super::error::AttemptError;
 use super::stats::TriggerCounters;
-use crate::ingress::events::{
-    ARRIVAL_EXTENSION, DEFAULT_BROKER_TTL, DEFAULT_MAX_BODY_BYTES, TTL_EXTENSION, now_rfc3339,
-};
-use crate::ingress::proxy::SharedRoutes;
 use crate::metrics::AttemptOutcome;
 use crate::revision::DispatchError;
+use crate::revision::route::SharedRoutes;
+use brokers::event::knative::{ARRIVAL_EXTENSION, DEFAULT_BROKER_TTL, TTL_EXTENSION, now_rfc3339};
+use brokers::http::DEFAULT_MAX_BODY_BYTES;
 
 /// Most bytes of a subscriber's error body carried in `knativeerrordata`.
 pub const ERROR_DATA_LIMIT: usize = 1024;

@@ -21,9 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use triggers::{DeliveryOrder, Destination, TriggerConfig};
 
-use crate::ingress::Topology;
-use crate::ingress::proxy::SharedRoutes;
 use crate::metrics::{DropReason, Metrics};
+use crate::revision::route::SharedRoutes;
+use crate::topology::Topology;
 use delivery::{Endpoint, Outcome, ReplyOutcome};
 use stats::TriggerCounters;
 

@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use super::topology::SharedTopology;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::revision::registry::Registry;
 use crate::runtime::manifests::{ManifestStatus, ManifestsReport};
+use crate::topology::SharedTopology;
 
 /// What the admin API reads.
 #[derive(Clone)]

@@ -17,16 +17,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::conn::{BodyFaultKind, ClientBodyError};
-use super::topology::SharedTopology;
+use crate::topology::SharedTopology;
 
-/// Default largest request body accepted, in bytes (4 MiB).
-pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// `knativebrokerttl` given to events that arrive without one.
-pub const DEFAULT_BROKER_TTL: i64 = 255;
-/// Extension carrying the remaining hops of an event through brokers.
-pub const TTL_EXTENSION: &str = "knativebrokerttl";
-/// Extension recording when the broker accepted an event.
-pub const ARRIVAL_EXTENSION: &str = "knativearrivaltime";
+use brokers::event::knative::{ARRIVAL_EXTENSION, DEFAULT_BROKER_TTL, TTL_EXTENSION, now_rfc3339};
+pub use brokers::http::DEFAULT_MAX_BODY_BYTES;
 /// Seconds a publisher is asked to wait when storage is unavailable.
 const RETRY_AFTER_SECONDS: &str = "1";
 /// HTTP headers of the publisher carried with the event as CloudEvents extensions
@@ -328,10 +322,6 @@ fn prepare(
 }
 
 /// Current time as RFC 3339 with microseconds, UTC.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
 #[cfg(test)]
 #[path = "events_tests.rs"]
 mod tests;

@@ -10,9 +10,9 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::*;
-use crate::ingress::topology::IngestCounters;
-use crate::ingress::{BrokerEntry, Topology};
 use crate::metrics::Metrics;
+use crate::topology::IngestCounters;
+use crate::topology::{BrokerEntry, Topology};
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -6,13 +6,10 @@ pub mod admin;
 pub mod conn;
 pub mod events;
 pub mod proxy;
-pub mod topology;
 pub mod upstream;
 
 use axum::body::Body;
 use tower::ServiceExt as _;
-
-pub use topology::{BrokerEntry, Topology};
 
 /// Serves the ingress on `listener` until `stop` fires, then lets open requests finish.
 ///

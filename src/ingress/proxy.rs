@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::{
     HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header,
@@ -36,7 +35,7 @@ use tokio::time::Instant;
 use super::conn::{BodyFault, BodyFaultKind};
 use super::upstream::{SendError, Upstream, UpstreamBody};
 use crate::metrics::ProxyOutcome;
-use crate::revision::route::{Route, RouteTable};
+use crate::revision::route::Route;
 use crate::revision::{DispatchError, SlotGuard};
 
 /// Default domain of service hosts.
@@ -56,8 +55,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Shared, atomically swapped routes.
-pub type SharedRoutes = Arc<ArcSwap<RouteTable>>;
+pub use crate::revision::route::SharedRoutes;
 
 /// What the proxy needs.
 #[derive(Clone)]

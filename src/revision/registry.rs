@@ -15,9 +15,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use triggers::{ServiceConfig, TrafficRevision};
 
+use super::route::SharedRoutes;
 use super::route::{Route, RouteTable, Target};
 use super::{Limits, Revision};
-use crate::ingress::proxy::SharedRoutes;
 use crate::metrics::{Metrics, ProxyCounters};
 
 /// Starts and stops what runs a revision (pods and autoscaler); implemented by the runtime.

@@ -62,6 +62,10 @@ impl Route {
     }
 }
 
+/// Shared, atomically swapped routes: the registry writes them, the proxy and the dispatcher
+/// read them.
+pub type SharedRoutes = Arc<arc_swap::ArcSwap<RouteTable>>;
+
 /// Every route by host label (`{service}` or `{tag}-{service}`) within a namespace.
 #[derive(Default, Clone)]
 pub struct RouteTable {

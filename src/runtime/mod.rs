@@ -20,11 +20,11 @@ use triggers::{Backend, Reload, Snapshot};
 use crate::actuator::{LocalRuntime, PodOutput};
 use crate::dispatch::Dispatcher;
 use crate::ingress::conn::{self, ConnLimits};
-use crate::ingress::topology::IngestCounters;
-use crate::ingress::{BrokerEntry, Topology, admin, events, proxy};
+use crate::ingress::{admin, events, proxy};
 use crate::metrics::Metrics;
 use crate::revision::registry::Registry;
 use crate::revision::route::RouteTable;
+use crate::topology::{BrokerEntry, IngestCounters, Topology};
 use manifests::{ManifestSets, ManifestStatus};
 
 /// How often manifest directories are checked for changes.

@@ -1,4 +1,6 @@
-//! The set of brokers ingress can store into, swapped atomically when manifests change.
+//! The broker table: every Broker of the manifest set with its backend, swapped atomically when
+//! manifests change. The runtime builds it; ingress stores into it, the dispatcher subscribes
+//! through it, the admin API lists it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
