@@ -56,6 +56,8 @@ pub enum DropReason {
     TtlExpired,
     /// A reply that could not be stored.
     ReplyNotStored,
+    /// A record that is not a CloudEvent, on a trigger without a dead-letter sink.
+    InvalidRecord,
 }
 
 /// Outcome of one load of the manifest directories (at start or after a change).
@@ -110,6 +112,7 @@ label_values! {
         RetriesExhausted => "retries_exhausted",
         TtlExpired => "ttl_expired",
         ReplyNotStored => "reply_not_stored",
+        InvalidRecord => "invalid_record",
     }
     ReloadOutcome {
         Applied => "applied",
@@ -148,6 +151,14 @@ pub struct DropLabels {
     pub namespace: String,
     pub trigger: String,
     pub reason: DropReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InvalidRecordLabels {
+    pub namespace: String,
+    pub trigger: String,
+    /// `invalid_event` or `unsupported_format`.
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -231,6 +242,8 @@ pub struct Metrics {
     pub dead_lettered: Family<TriggerLabels, Counter>,
     /// Events dropped, by reason.
     pub dropped: Family<DropLabels, Counter>,
+    /// Records on a broker that are not valid CloudEvents, by trigger and reason.
+    pub invalid_records: Family<InvalidRecordLabels, Counter>,
     /// Events that did not pass the trigger's filter.
     pub filtered: Family<TriggerLabels, Counter>,
     /// Deliveries of events handed out before a restart (at-least-once duplicates).
@@ -278,6 +291,7 @@ impl Metrics {
         let retries = Family::default();
         let dead_lettered = Family::default();
         let dropped = Family::default();
+        let invalid_records = Family::default();
         let filtered = Family::default();
         let redelivered = Family::default();
         let replies = Family::default();
@@ -326,6 +340,11 @@ impl Metrics {
             "delivery_dropped",
             "Events dropped, by reason",
             dropped.clone(),
+        );
+        registry.register(
+            "broker_invalid_records",
+            "Records on a broker that are not valid CloudEvents (written straight to the topic or subject), by reason",
+            invalid_records.clone(),
         );
         registry.register(
             "delivery_filtered",
@@ -428,6 +447,7 @@ impl Metrics {
             retries,
             dead_lettered,
             dropped,
+            invalid_records,
             filtered,
             redelivered,
             replies,

@@ -18,6 +18,8 @@ pub struct BrokerEntry {
     pub name: String,
     /// `embedded`, `nats` or `kafka`.
     pub backend: &'static str,
+    /// The settings it was opened with: an entry whose settings change is reopened.
+    pub config: brokers::BackendConfig,
     /// `None` when the backend is not available in this process; ingress answers 503.
     pub broker: Option<Arc<dyn Broker>>,
     /// Why the broker is not ready, for the admin API.

@@ -23,23 +23,55 @@ pub trait Broker: Send + Sync + 'static {
         self.append_batch(EventBatch::from_events(&events)?).await
     }
 
-    /// Opens the named durable subscription. A new one starts after the current last event; an
-    /// existing one resumes at its persisted cursor (everything not acked is redelivered).
-    async fn subscribe(&self, subscription: &str) -> Result<Box<dyn Subscription>, BrokerError>;
+    /// Opens the named durable subscription (`{namespace}/{trigger}`). A new one starts after
+    /// the current last event; an existing one resumes at its persisted cursor (everything not
+    /// acked is redelivered). Fails with [`BrokerError::Unavailable`] while the backend cannot be
+    /// reached; the caller retries.
+    async fn subscribe(
+        &self,
+        subscription: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>, BrokerError>;
 
     /// Deletes the subscription and its cursor; events only it still needed are reclaimed.
     async fn remove_subscription(&self, subscription: &str) -> Result<(), BrokerError>;
 
     /// Events currently retained.
+    ///
+    /// Never a call to the server: the embedded log counts exactly, NATS and Kafka serve the
+    /// value their refresh task last read (at most about a second old; 0 before the first).
     fn stored(&self) -> u64;
 
-    /// Events appended but not yet acked by this subscription (0 for an unknown one).
+    /// Events appended but not yet acked by this subscription (0 for an unknown one): the
+    /// subscription's backlog. Like [`Broker::stored`], a kept value: exact on the embedded
+    /// log; JetStream's `num_pending + num_ack_pending` and Kafka's consumer lag summed over
+    /// partitions as last refreshed (about once a second) for a subscription open in this
+    /// process.
     fn pending(&self, subscription: &str) -> u64;
+
+    /// Where the backend keeps this Broker's events, for the admin API: e.g.
+    /// `[("stream", "default-default"), ("subject", "tidegate.default.default.>")]`.
+    fn location(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 
     /// Why the backend cannot store events right now (disk full, I/O failure, reconnecting),
     /// or `None` when it can. Cheap: a value the backend keeps, never a call to storage.
     fn unavailable(&self) -> Option<String> {
         None
+    }
+}
+
+/// How a subscription will be consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Most deliveries the caller holds unacknowledged at once (JetStream `MaxAckPending`).
+    pub max_in_flight: usize,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions { max_in_flight: 100 }
     }
 }
 
@@ -59,7 +91,41 @@ pub struct Delivery {
     /// True when this offset was handed out before (before a restart, or to an earlier
     /// subscription handle) as far as the backend can tell; false otherwise.
     pub redelivered: bool,
+    /// Set when the stored record is not a valid CloudEvent (written straight to the topic or
+    /// subject by another producer): why, as `(kind, detail)`. `event` then wraps the raw record
+    /// (type [`INVALID_RECORD_TYPE`], the payload as data) for the dead-letter sink; it must not
+    /// reach the subscriber. Ack it like any other delivery so it never blocks its partition.
+    pub invalid: Option<(&'static str, String)>,
     pub acker: Acker,
+}
+
+/// The `type` of the event that wraps a record which is not a valid CloudEvent.
+pub const INVALID_RECORD_TYPE: &str = "dev.tidegate.invalid-record";
+
+impl Delivery {
+    /// A delivery for a record that failed to decode: `event` wraps the raw payload.
+    pub fn invalid_record(
+        offset: u64,
+        source: &str,
+        payload: bytes::Bytes,
+        error: &crate::event::EventError,
+        acker: Acker,
+    ) -> Delivery {
+        let mut event = CloudEvent::new(
+            crate::event::SpecVersion::V10,
+            format!("invalid-{offset}"),
+            source,
+            INVALID_RECORD_TYPE,
+        );
+        let _ = event.set_data(Some("application/octet-stream".into()), payload);
+        Delivery {
+            offset,
+            event,
+            redelivered: false,
+            invalid: Some((crate::binding::invalid_kind(error), error.to_string())),
+            acker,
+        }
+    }
 }
 
 /// Acknowledges one delivery. Dropping it without [`Acker::ack`] means "not done": the event is

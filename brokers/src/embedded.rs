@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
-use crate::broker::{AckHandler, Broker, BrokerError, Subscription};
+use crate::broker::{AckHandler, Broker, BrokerError, SubscribeOptions, Subscription};
 use crate::event::EventBatch;
 
 use subscription::EmbeddedSubscription;
@@ -416,7 +416,11 @@ impl Broker for EmbeddedBroker {
         done.await.unwrap_or(Err(BrokerError::Closed))
     }
 
-    async fn subscribe(&self, subscription: &str) -> Result<Box<dyn Subscription>, BrokerError> {
+    async fn subscribe(
+        &self,
+        subscription: &str,
+        _options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>, BrokerError> {
         if self.shared.is_closed() {
             return Err(BrokerError::Closed);
         }

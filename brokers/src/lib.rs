@@ -5,11 +5,56 @@
 //! - [`http`]: the CloudEvents HTTP protocol binding (binary, structured and batched modes).
 //! - [`Broker`] and [`Subscription`]: what every broker backend offers the gateway.
 //! - [`embedded`]: the default backend, a durable log in one redb file with group commit.
+//! - [`nats`]: NATS JetStream, a stream per Broker and a durable pull consumer per Trigger.
+//! - [`binding`]: the CloudEvents NATS and Kafka protocol bindings.
+//! - [`Backends::open`]: a Broker from its [`BackendConfig`].
 
+pub mod binding;
+pub mod config;
 pub mod embedded;
 pub mod event;
 pub mod http;
+pub mod nats;
 
 mod broker;
 
-pub use broker::{AckHandler, Acker, Broker, BrokerError, Delivery, Subscription};
+pub use broker::{
+    AckHandler, Acker, Broker, BrokerError, Delivery, INVALID_RECORD_TYPE, SubscribeOptions,
+    Subscription,
+};
+pub use config::BackendConfig;
+
+use std::sync::Arc;
+
+/// Opens Brokers from their validated settings: the one entry point the gateway uses, so it
+/// never matches on a concrete backend.
+pub struct Backends {
+    embedded: Arc<embedded::EmbeddedStore>,
+}
+
+impl Backends {
+    /// Every embedded Broker lives in `embedded` (one file, one group commit).
+    pub fn new(embedded: Arc<embedded::EmbeddedStore>) -> Backends {
+        Backends { embedded }
+    }
+
+    /// Opens Broker `namespace/name` on its backend. Network backends return at once and
+    /// connect in the background ([`Broker::unavailable`] says why they cannot store yet);
+    /// must run inside a Tokio runtime.
+    pub fn open(
+        &self,
+        namespace: &str,
+        name: &str,
+        config: &BackendConfig,
+    ) -> Result<Arc<dyn Broker>, BrokerError> {
+        Ok(match config {
+            BackendConfig::Embedded => self.embedded.broker(namespace, name),
+            BackendConfig::Nats(nats) => nats::NatsBroker::open(namespace, name, nats.clone()),
+            BackendConfig::Kafka(_) => {
+                return Err(BrokerError::Unavailable(
+                    "the kafka backend is not available in this build".into(),
+                ));
+            }
+        })
+    }
+}

@@ -274,6 +274,18 @@ pub fn dead_letter_event(
     dead
 }
 
+/// The event the dead-letter sink gets for a record that is not a CloudEvent: the wrapper
+/// (raw payload as data) with `knativeerrordata` = base64 of the reason.
+pub fn invalid_record_event(wrapper: &CloudEvent, reason: &str) -> CloudEvent {
+    let mut dead = wrapper.clone();
+    let reason = &reason.as_bytes()[..reason.len().min(ERROR_DATA_LIMIT)];
+    let _ = dead.set_attribute(
+        "knativeerrordata",
+        AttrValue::String(base64::engine::general_purpose::STANDARD.encode(reason)),
+    );
+    dead
+}
+
 /// What became of a reply.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReplyOutcome {

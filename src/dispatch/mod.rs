@@ -9,12 +9,12 @@ pub mod delivery;
 pub mod error;
 pub mod stats;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use brokers::{Broker, Delivery, Subscription};
+use brokers::{Broker, Delivery, SubscribeOptions, Subscription};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,14 +34,43 @@ pub struct TriggerState {
     pub subscriber: Option<Endpoint>,
     pub dead_letter: Option<Endpoint>,
     pub broker: Option<Arc<dyn Broker>>,
-    /// Why the trigger does not run, if it does not.
+    /// Why the trigger cannot run with this configuration, if it cannot.
     pub not_ready: Option<String>,
+    /// Why a trigger that should run is not consuming right now (subscription cannot be opened,
+    /// reads fail); cleared once it consumes again.
+    problem: Mutex<Option<String>>,
     pub counters: TriggerCounters,
+    /// Kinds of invalid records already logged (each is logged once).
+    logged_invalid: Mutex<HashSet<&'static str>>,
 }
 
 impl TriggerState {
-    pub fn ready(&self) -> bool {
-        self.not_ready.is_none()
+    /// Why the trigger is not ready (configuration or a live subscription problem), or `None`.
+    pub fn problem(&self) -> Option<String> {
+        self.not_ready.clone().or_else(|| {
+            self.problem
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
+    }
+
+    fn set_problem(&self, problem: Option<String>) {
+        let mut current = self
+            .problem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != problem {
+            match &problem {
+                Some(p) => {
+                    tracing::warn!(trigger = %subscription_name(&self.config), reason = %p, "Trigger not ready.")
+                }
+                None => {
+                    tracing::info!(trigger = %subscription_name(&self.config), "Trigger running.")
+                }
+            }
+            *current = problem;
+        }
     }
 
     /// Events appended to the broker this trigger has not finished yet.
@@ -144,23 +173,14 @@ impl Dispatcher {
             let state = Arc::new(state);
             let stop = self.shutdown.child_token();
             if let (None, Some(broker)) = (&state.not_ready, &state.broker) {
-                let name = subscription_name(&state.config);
-                match broker.subscribe(&name).await {
-                    Ok(subscription) => {
-                        tracing::info!(trigger = %name, "Trigger running.");
-                        self.tracker.spawn(run(
-                            Arc::clone(&state),
-                            subscription,
-                            self.client.clone(),
-                            self.routes.clone(),
-                            stop.clone(),
-                            self.tracker.clone(),
-                        ));
-                    }
-                    Err(error) => {
-                        tracing::error!(trigger = %name, %error, "Could not subscribe.");
-                    }
-                }
+                self.tracker.spawn(consume(
+                    Arc::clone(&state),
+                    Arc::clone(broker),
+                    self.client.clone(),
+                    self.routes.clone(),
+                    stop.clone(),
+                    self.tracker.clone(),
+                ));
             } else if let Some(reason) = &state.not_ready {
                 tracing::warn!(trigger = %subscription_name(&state.config), reason, "Trigger not ready.");
             }
@@ -215,6 +235,8 @@ impl Dispatcher {
             dead_letter: dead_letter.and_then(Result::ok),
             broker,
             not_ready,
+            problem: Mutex::new(None),
+            logged_invalid: Mutex::new(HashSet::new()),
         }
     }
 
@@ -283,56 +305,188 @@ fn resolve(
     }
 }
 
-/// Pulls deliveries while the trigger's in-flight cap allows and hands each to its own task.
-async fn run(
+/// Subscription open retries back off from this to [`SUBSCRIBE_BACKOFF_MAX`].
+const SUBSCRIBE_BACKOFF_MIN: Duration = Duration::from_millis(200);
+const SUBSCRIBE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Consecutive read errors after which the subscription is reopened.
+const READ_ERRORS_BEFORE_REOPEN: u32 = 5;
+/// An ordered trigger holds at most this many times its in-flight cap (in flight plus waiting
+/// behind their key), so a slow key cannot make the trigger buffer without bound.
+pub const ORDERED_HOLD_FACTOR: usize = 4;
+
+/// Deliveries the trigger holds unacknowledged at most: JetStream's `MaxAckPending`.
+fn held_cap(config: &TriggerConfig) -> usize {
+    let cap = config.max_in_flight.max(1);
+    match config.order {
+        DeliveryOrder::Ordered => cap.saturating_mul(ORDERED_HOLD_FACTOR),
+        DeliveryOrder::Unordered => cap,
+    }
+}
+
+/// Opens the trigger's subscription, retrying with capped backoff while it cannot be opened
+/// (the trigger is not ready meanwhile, with the reason), then consumes it; reopens after
+/// repeated read errors. Ends when the worker is stopped.
+async fn consume(
     state: Arc<TriggerState>,
-    mut subscription: Box<dyn Subscription>,
+    broker: Arc<dyn Broker>,
     client: reqwest::Client,
     routes: SharedRoutes,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let cap = match state.config.order {
-        DeliveryOrder::Ordered => 1,
-        DeliveryOrder::Unordered => state.config.max_in_flight.max(1),
+    let name = subscription_name(&state.config);
+    let options = SubscribeOptions {
+        max_in_flight: held_cap(&state.config),
     };
-    let permits = Arc::new(Semaphore::new(cap));
+    let mut backoff = SUBSCRIBE_BACKOFF_MIN;
+    loop {
+        let opened = tokio::select! {
+            opened = broker.subscribe(&name, &options) => opened,
+            () = stop.cancelled() => return,
+        };
+        match opened {
+            Ok(subscription) => {
+                state.set_problem(None);
+                backoff = SUBSCRIBE_BACKOFF_MIN;
+                let ended = match state.config.order {
+                    DeliveryOrder::Unordered => {
+                        run(&state, subscription, &client, &routes, &stop, &tracker).await
+                    }
+                    DeliveryOrder::Ordered => {
+                        run_ordered(&state, subscription, &client, &routes, &stop, &tracker).await
+                    }
+                };
+                if ended == RunEnd::Stopped {
+                    return;
+                }
+            }
+            Err(error) => {
+                state.set_problem(Some(format!("cannot open the subscription: {error}")));
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(SUBSCRIBE_BACKOFF_MAX);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RunEnd {
+    /// The worker was stopped or the broker closed.
+    Stopped,
+    /// Reads kept failing: reopen the subscription.
+    Reopen,
+}
+
+/// The next delivery, or why the loop should end. Read errors are retried after a second;
+/// after [`READ_ERRORS_BEFORE_REOPEN`] in a row the subscription is reopened.
+async fn next_delivery(
+    state: &TriggerState,
+    subscription: &mut Box<dyn Subscription>,
+    stop: &CancellationToken,
+) -> Result<Delivery, RunEnd> {
+    let mut errors = 0;
+    loop {
+        let next = tokio::select! {
+            next = subscription.next() => next,
+            () = stop.cancelled() => return Err(RunEnd::Stopped),
+        };
+        match next {
+            None => return Err(RunEnd::Stopped),
+            Some(Ok(delivery)) => {
+                if errors > 0 {
+                    state.set_problem(None);
+                }
+                return Ok(delivery);
+            }
+            Some(Err(error)) => {
+                errors += 1;
+                state.set_problem(Some(format!("cannot read from the broker: {error}")));
+                if errors >= READ_ERRORS_BEFORE_REOPEN {
+                    return Err(RunEnd::Reopen);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = stop.cancelled() => return Err(RunEnd::Stopped),
+                }
+            }
+        }
+    }
+}
+
+/// What to do with a delivery before it reaches the subscriber: counts redeliveries, acks
+/// filtered-out events, and sends records that are not CloudEvents to the dead-letter sink.
+/// Returns the delivery when it should go to the subscriber.
+fn admit(
+    state: &Arc<TriggerState>,
+    delivery: Delivery,
+    client: &reqwest::Client,
+    routes: &SharedRoutes,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Option<Delivery> {
+    if delivery.redelivered {
+        state.counters.redelivered.inc();
+    }
+    if let Some((kind, detail)) = &delivery.invalid {
+        state.counters.invalid_record(kind);
+        let first = state
+            .logged_invalid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(kind);
+        if first {
+            tracing::warn!(trigger = %subscription_name(&state.config), kind, %detail, "A record on the broker is not a valid CloudEvent; it goes to the dead-letter sink if one is set (logged once per kind).");
+        }
+        let state = Arc::clone(state);
+        let client = client.clone();
+        let routes = routes.clone();
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            dead_letter_invalid(&state, &client, &routes, delivery, &stop).await
+        });
+        return None;
+    }
+    if !state
+        .config
+        .filter
+        .matches(&EventAttributes(&delivery.event))
+    {
+        state.counters.filtered.inc();
+        delivery.acker.ack();
+        return None;
+    }
+    Some(delivery)
+}
+
+/// Pulls deliveries while the trigger's in-flight cap allows and hands each to its own task.
+async fn run(
+    state: &Arc<TriggerState>,
+    mut subscription: Box<dyn Subscription>,
+    client: &reqwest::Client,
+    routes: &SharedRoutes,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) -> RunEnd {
+    let permits = Arc::new(Semaphore::new(state.config.max_in_flight.max(1)));
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => match permit {
                 Ok(permit) => permit,
-                Err(_) => break,
+                Err(_) => return RunEnd::Stopped,
             },
-            () = stop.cancelled() => break,
+            () = stop.cancelled() => return RunEnd::Stopped,
         };
-        let next = tokio::select! {
-            next = subscription.next() => next,
-            () = stop.cancelled() => break,
+        let delivery = match next_delivery(state, &mut subscription, stop).await {
+            Ok(delivery) => delivery,
+            Err(end) => return end,
         };
-        let delivery = match next {
-            None => break,
-            Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => {
-                tracing::warn!(trigger = %subscription_name(&state.config), %error, "Could not read from the broker.");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = stop.cancelled() => break,
-                }
-            }
-        };
-        if delivery.redelivered {
-            state.counters.redelivered.inc();
-        }
-        if !state
-            .config
-            .filter
-            .matches(&EventAttributes(&delivery.event))
-        {
-            state.counters.filtered.inc();
-            delivery.acker.ack();
+        let Some(delivery) = admit(state, delivery, client, routes, stop, tracker) else {
             continue;
-        }
-        let state = Arc::clone(&state);
+        };
+        let state = Arc::clone(state);
         let client = client.clone();
         let routes = routes.clone();
         let stop = stop.clone();
@@ -341,6 +495,124 @@ async fn run(
             drop(permit);
         });
     }
+}
+
+/// The ordering key of an event: its `partitionkey`, or the keyless lane.
+fn ordering_key(event: &brokers::event::CloudEvent) -> Option<String> {
+    event.attribute("partitionkey").map(|k| k.into_owned())
+}
+
+/// Ordered delivery: one event per key at a time, in the order the subscription hands them
+/// out (stored order); keys in parallel up to the in-flight cap. Events whose key is busy wait
+/// in that key's lane; at most [`held_cap`] are held in all, then pulling pauses.
+async fn run_ordered(
+    state: &Arc<TriggerState>,
+    mut subscription: Box<dyn Subscription>,
+    client: &reqwest::Client,
+    routes: &SharedRoutes,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) -> RunEnd {
+    let permits = Arc::new(Semaphore::new(state.config.max_in_flight.max(1)));
+    let hold = held_cap(&state.config);
+    // A key is present while one of its events is in flight; its queue holds the waiting ones.
+    let mut lanes: HashMap<Option<String>, VecDeque<Delivery>> = HashMap::new();
+    let mut held = 0usize;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+    let start = |key: Option<String>, delivery: Delivery| {
+        let state = Arc::clone(state);
+        let client = client.clone();
+        let routes = routes.clone();
+        let stop = stop.clone();
+        let permits = Arc::clone(&permits);
+        let done = done_tx.clone();
+        tracker.spawn(async move {
+            let permit = tokio::select! {
+                permit = permits.acquire_owned() => permit.ok(),
+                () = stop.cancelled() => None,
+            };
+            if permit.is_some() {
+                deliver(&state, &client, &routes, delivery, &stop).await;
+            }
+            let _ = done.send(key);
+        });
+    };
+    loop {
+        tokio::select! {
+            key = done_rx.recv() => {
+                let Some(key) = key else { return RunEnd::Stopped };
+                held -= 1;
+                let next = lanes.get_mut(&key).and_then(VecDeque::pop_front);
+                match next {
+                    Some(delivery) => start(key, delivery),
+                    None => {
+                        lanes.remove(&key);
+                    }
+                }
+            }
+            next = next_delivery(state, &mut subscription, stop), if held < hold => {
+                let delivery = match next {
+                    Ok(delivery) => delivery,
+                    Err(end) => return end,
+                };
+                let Some(delivery) = admit(state, delivery, client, routes, stop, tracker) else {
+                    continue;
+                };
+                held += 1;
+                let key = ordering_key(&delivery.event);
+                match lanes.get_mut(&key) {
+                    Some(waiting) => waiting.push_back(delivery),
+                    None => {
+                        lanes.insert(key.clone(), VecDeque::new());
+                        start(key, delivery);
+                    }
+                }
+            }
+            () = stop.cancelled() => return RunEnd::Stopped,
+        }
+    }
+}
+
+/// Hands a record that is not a CloudEvent to the dead-letter sink (the raw payload as data,
+/// `knativeerrordata` naming the reason), then acks it whatever happens: it must never block
+/// the partition or consumer.
+async fn dead_letter_invalid(
+    state: &TriggerState,
+    client: &reqwest::Client,
+    routes: &SharedRoutes,
+    delivery: Delivery,
+    stop: &CancellationToken,
+) {
+    let Delivery {
+        event,
+        acker,
+        invalid,
+        ..
+    } = delivery;
+    if let Some(sink) = &state.dead_letter {
+        let reason = invalid.map(|(_, detail)| detail).unwrap_or_default();
+        let dead = delivery::invalid_record_event(&event, &reason);
+        match delivery::deliver_with_retries(
+            client,
+            routes,
+            sink,
+            &dead,
+            &state.config.delivery,
+            &state.counters,
+            stop,
+        )
+        .await
+        {
+            Outcome::Aborted => return,
+            Outcome::Delivered { .. } => {
+                state.counters.dead_lettered.inc();
+            }
+            Outcome::Failed(_) => state.counters.drop_event(DropReason::RetriesExhausted),
+        }
+    } else {
+        state.counters.drop_event(DropReason::InvalidRecord);
+    }
+    acker.ack();
 }
 
 /// Lets the filter engine read a stored event's attributes without copying them.

@@ -6,7 +6,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::metrics::{
-    AttemptLabels, AttemptOutcome, DropLabels, DropReason, Metrics, TriggerLabels,
+    AttemptLabels, AttemptOutcome, DropLabels, DropReason, InvalidRecordLabels, Metrics,
+    TriggerLabels,
 };
 
 /// Counters of one trigger. The Prometheus handles are the single source of truth: the admin
@@ -20,7 +21,9 @@ pub struct TriggerCounters {
     pub replies: Counter,
     pub latency: Histogram,
     attempts: [Counter; 5],
-    dropped: [Counter; 3],
+    dropped: [Counter; 4],
+    invalid_records: prometheus_client::metrics::family::Family<InvalidRecordLabels, Counter>,
+    labels: TriggerLabels,
     in_flight: AtomicI64,
 }
 
@@ -31,10 +34,11 @@ const ATTEMPT_OUTCOMES: [AttemptOutcome; 5] = [
     AttemptOutcome::Timeout,
     AttemptOutcome::NetworkError,
 ];
-const DROP_REASONS: [DropReason; 3] = [
+const DROP_REASONS: [DropReason; 4] = [
     DropReason::RetriesExhausted,
     DropReason::TtlExpired,
     DropReason::ReplyNotStored,
+    DropReason::InvalidRecord,
 ];
 
 impl TriggerCounters {
@@ -74,8 +78,21 @@ impl TriggerCounters {
                     })
                     .clone()
             }),
+            invalid_records: metrics.invalid_records.clone(),
+            labels,
             in_flight: AtomicI64::new(0),
         }
+    }
+
+    /// Counts a record that is not a CloudEvent (rare: resolves its label set each time).
+    pub fn invalid_record(&self, reason: &str) {
+        self.invalid_records
+            .get_or_create(&InvalidRecordLabels {
+                namespace: self.labels.namespace.clone(),
+                trigger: self.labels.trigger.clone(),
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub fn attempt(&self, outcome: AttemptOutcome) {

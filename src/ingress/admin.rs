@@ -87,6 +87,9 @@ pub struct BrokerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub stored: u64,
+    /// Where the backend keeps the events: `stream` and `subject` (JetStream), `topic` (Kafka).
+    #[serde(flatten)]
+    pub location: std::collections::BTreeMap<String, String>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -197,8 +200,8 @@ async fn triggers(State(state): State<AdminState>) -> Json<Vec<TriggerStatus>> {
                 .subscriber
                 .as_ref()
                 .map_or_else(|| describe(&t.config.subscriber), ToString::to_string),
-            ready: t.ready(),
-            reason: t.not_ready.clone(),
+            ready: t.problem().is_none(),
+            reason: t.problem(),
             delivered: t.counters.delivered.get(),
             retried: t.counters.retries.get(),
             dead_lettered: t.counters.dead_lettered.get(),
@@ -223,6 +226,14 @@ async fn brokers(State(state): State<AdminState>) -> Json<Vec<BrokerStatus>> {
             ready: b.not_ready().is_none(),
             reason: b.not_ready(),
             stored: b.broker.as_ref().map_or(0, |b| b.stored()),
+            location: b
+                .broker
+                .as_ref()
+                .map(|b| b.location())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
         })
         .collect();
     Json(rows)

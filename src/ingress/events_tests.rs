@@ -29,6 +29,7 @@ fn fixture() -> Fixture {
         namespace: "default".into(),
         name: "default".into(),
         backend: "embedded",
+        config: brokers::BackendConfig::Embedded,
         broker: Some(store.broker("default", "default")),
         reason: None,
     });
@@ -101,7 +102,10 @@ async fn batch_is_all_or_nothing() {
     let f = fixture();
     let broker = f.store.broker("default", "default");
     // A subscription keeps what is stored, so `pending` counts it.
-    let _sub = broker.subscribe("t").await.expect("subscribe");
+    let _sub = broker
+        .subscribe("t", &brokers::SubscribeOptions::default())
+        .await
+        .expect("subscribe");
     let bad = r#"[{"specversion":"1.0","id":"1","source":"s","type":"t"},
                   {"specversion":"1.0","id":"2","source":"s"}]"#;
     let (status, body) = send(&f.router, structured(bad, MODE_BATCH_CT)).await;

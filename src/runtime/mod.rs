@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use brokers::Backends;
 use brokers::embedded::{EmbeddedOptions, EmbeddedStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use triggers::{Backend, Reload, Snapshot};
+use triggers::{Reload, Snapshot};
 
 use crate::actuator::{LocalRuntime, PodOutput};
 use crate::dispatch::Dispatcher;
@@ -112,7 +113,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     )));
 
     let applier = Arc::new(Applier {
-        store: Arc::clone(&store),
+        backends: Backends::new(Arc::clone(&store)),
         metrics: Arc::clone(&metrics),
         topology: Arc::clone(&topology),
         dispatcher: Arc::clone(&dispatcher),
@@ -249,7 +250,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 /// Applies manifest snapshots: brokers, then Services and their revisions, then triggers (which
 /// may deliver to those Services).
 struct Applier {
-    store: Arc<EmbeddedStore>,
+    backends: Backends,
     metrics: Arc<Metrics>,
     topology: Arc<ArcSwap<Topology>>,
     dispatcher: Arc<Dispatcher>,
@@ -259,7 +260,12 @@ struct Applier {
 
 impl Applier {
     async fn apply(&self, snapshot: &Snapshot) {
-        let next = build_topology(snapshot, &self.store, &self.metrics, &self.topology.load());
+        let next = build_topology(
+            snapshot,
+            &self.backends,
+            &self.metrics,
+            &self.topology.load(),
+        );
         self.topology.store(Arc::new(next));
         self.registry
             .lock()
@@ -276,38 +282,31 @@ impl Applier {
     }
 }
 
-/// Brokers for a snapshot, reusing the previous entry (and its metric handles) when unchanged.
+/// Brokers for a snapshot: an entry whose settings did not change is kept (with its open
+/// backend and metric handles); a new or changed one is opened through [`Backends::open`].
 fn build_topology(
     snapshot: &Snapshot,
-    store: &Arc<EmbeddedStore>,
+    backends: &Backends,
     metrics: &Metrics,
     previous: &Topology,
 ) -> Topology {
     Topology::new(snapshot.brokers.iter().map(|b| {
-        let (backend, broker, reason) = match &b.backend {
-            Backend::Embedded => ("embedded", Some(store.broker(&b.namespace, &b.name)), None),
-            Backend::Nats { .. } => (
-                "nats",
-                None,
-                Some("the nats backend is not available in this build".to_owned()),
-            ),
-            Backend::Kafka { .. } => (
-                "kafka",
-                None,
-                Some("the kafka backend is not available in this build".to_owned()),
-            ),
-        };
         if let Some(old) = previous.get(&b.namespace, &b.name)
-            && old.backend == backend
-            && old.reason == reason
+            && old.config == b.backend
         {
             return Arc::clone(old);
         }
+        let (broker, reason) = match backends.open(&b.namespace, &b.name, &b.backend) {
+            Ok(broker) => (Some(broker), None),
+            Err(error) => (None, Some(error.to_string())),
+        };
+        tracing::info!(namespace = %b.namespace, broker = %b.name, backend = b.backend.name(), "Broker opened.");
         Arc::new(BrokerEntry {
             counters: IngestCounters::new(metrics, &b.namespace, &b.name),
             namespace: b.namespace.clone(),
             name: b.name.clone(),
-            backend,
+            backend: b.backend.name(),
+            config: b.backend.clone(),
             broker,
             reason,
         })

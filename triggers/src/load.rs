@@ -204,6 +204,9 @@ fn parse_document(value: Value) -> Result<Manifest, (String, String)> {
         (TIDEGATE_API_VERSION, "Trigger") => typed(value).map(Manifest::TidegateTrigger),
         (SERVING_API_VERSION, "Service") => typed(value).map(Manifest::Service),
         (CORE_API_VERSION, "ConfigMap") => typed(value).map(Manifest::ConfigMap),
+        (CORE_API_VERSION, "Secret") => typed(value)
+            .map(Manifest::Secret)
+            .map_err(|(field, reason)| (field, redact_values(&reason))),
         (_, "Broker") => Err(unsupported_api_version(
             &api_version,
             &kind,
@@ -219,7 +222,7 @@ fn parse_document(value: Value) -> Result<Manifest, (String, String)> {
             &kind,
             SERVING_API_VERSION,
         )),
-        (_, "ConfigMap") => Err(unsupported_api_version(
+        (_, "ConfigMap" | "Secret") => Err(unsupported_api_version(
             &api_version,
             &kind,
             CORE_API_VERSION,
@@ -229,7 +232,7 @@ fn parse_document(value: Value) -> Result<Manifest, (String, String)> {
             format!(
                 "unsupported kind {kind:?} (apiVersion {api_version:?}); expected Broker or \
                  Trigger ({EVENTING_API_VERSION}), Trigger ({TIDEGATE_API_VERSION}), Service \
-                 ({SERVING_API_VERSION}) or ConfigMap ({CORE_API_VERSION})"
+                 ({SERVING_API_VERSION}), ConfigMap or Secret ({CORE_API_VERSION})"
             ),
         )),
     }
@@ -269,6 +272,26 @@ fn string_field(
 }
 
 /// Deserializes with the path of the failing field, e.g. `spec.filters[1].prefix`.
+/// A deserializer's reason with the quoted values (`` `...` ``) it cites removed, for Secrets.
+fn redact_values(reason: &str) -> String {
+    if !reason.starts_with("invalid") {
+        return reason.to_owned(); // unknown or missing field names, no values
+    }
+    let mut out = String::with_capacity(reason.len());
+    let mut quoted = false;
+    for c in reason.chars() {
+        if c == '`' {
+            quoted = !quoted;
+            if quoted {
+                out.push_str("`<redacted>`");
+            }
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn typed<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut field = field_path(e.path());

@@ -56,6 +56,8 @@ pub enum Manifest {
     Service(Service),
     /// `v1` ConfigMap.
     ConfigMap(ConfigMap),
+    /// `v1` Secret.
+    Secret(Secret),
 }
 
 /// `eventing.knative.dev/v1` Broker: a named event store in a namespace.
@@ -278,6 +280,39 @@ pub struct ConfigMap {
     pub data: BTreeMap<String, String>,
 }
 
+/// `v1` Secret: credentials a Broker's ConfigMap names in `auth.secret.ref.name`. Its values
+/// never reach `Debug` output, logs or the admin API.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Secret {
+    /// `v1`.
+    pub api_version: String,
+    /// `Secret`.
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    /// e.g. `Opaque`; not interpreted.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Key to base64-encoded value.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+    /// Key to plain value; wins over `data` for the same key (as Kubernetes merges them).
+    #[serde(default)]
+    pub string_data: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutable: Option<bool>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&String> = self.data.keys().chain(self.string_data.keys()).collect();
+        f.debug_struct("Secret")
+            .field("metadata", &self.metadata)
+            .field("keys", &keys)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The part of Kubernetes object metadata tidegate reads; other fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -304,6 +339,7 @@ impl Manifest {
             Manifest::Trigger(_) | Manifest::TidegateTrigger(_) => "Trigger",
             Manifest::Service(_) => "Service",
             Manifest::ConfigMap(_) => "ConfigMap",
+            Manifest::Secret(_) => "Secret",
         }
     }
 
@@ -313,7 +349,7 @@ impl Manifest {
             Manifest::Broker(_) | Manifest::Trigger(_) => EVENTING_API_VERSION,
             Manifest::TidegateTrigger(_) => TIDEGATE_API_VERSION,
             Manifest::Service(_) => SERVING_API_VERSION,
-            Manifest::ConfigMap(_) => CORE_API_VERSION,
+            Manifest::ConfigMap(_) | Manifest::Secret(_) => CORE_API_VERSION,
         }
     }
 
@@ -325,6 +361,7 @@ impl Manifest {
             Manifest::TidegateTrigger(t) => &t.metadata,
             Manifest::Service(s) => &s.metadata,
             Manifest::ConfigMap(c) => &c.metadata,
+            Manifest::Secret(s) => &s.metadata,
         }
     }
 }

@@ -63,28 +63,8 @@ pub struct BrokerConfig {
     pub backend: Backend,
 }
 
-/// Where a Broker's events are stored.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// tidegate's own log on local disk.
-    Embedded,
-    /// A NATS JetStream stream.
-    Nats {
-        /// Server URL(s), as the ConfigMap's `url`.
-        url: String,
-        /// Stream name; defaults to `{namespace}-{name}`.
-        stream: String,
-    },
-    /// A Kafka topic.
-    Kafka {
-        /// Comma-separated `host:port` list, as the ConfigMap's `bootstrap.servers`.
-        bootstrap_servers: String,
-        /// Topic name; defaults to `knative-broker-{namespace}-{name}`.
-        topic: String,
-        /// Partitions to create the topic with.
-        partitions: u32,
-    },
-}
+/// Where a Broker's events are stored: the backends' own settings type.
+pub use brokers::config::BackendConfig as Backend;
 
 /// A Trigger ready to dispatch: filter compiled, subscriber resolved, delivery defaulted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -167,7 +147,8 @@ pub enum BackoffPolicy {
 /// Whether a trigger delivers one event at a time per ordering key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum DeliveryOrder {
-    /// Kafka: one in flight per partition; NATS and embedded: one in flight.
+    /// Events with the same `partitionkey` one at a time, in stored order; different keys (and
+    /// the lane of events without a key) in parallel up to `max_in_flight`.
     Ordered,
     /// Up to `max_in_flight` deliveries at once.
     #[default]

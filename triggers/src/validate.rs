@@ -61,12 +61,21 @@ pub(crate) fn snapshot(
         }
     }
 
+    let mut secrets: backend::Secrets<'_> = HashMap::new();
+    for located in manifests {
+        if let Manifest::Secret(secret) = &located.manifest {
+            let key = (secret.metadata.namespace(), secret.metadata.name.as_str());
+            secrets.entry(key).or_insert((secret, &located.origin));
+        }
+    }
+
     let mut brokers = Vec::new();
     let mut broker_delivery: HashMap<(&str, &str), PartialDelivery> = HashMap::new();
     for located in manifests {
         if let Manifest::Broker(broker) = &located.manifest {
             let mut scope = Scope::new(&located.origin, &mut report);
-            let (config, delivery) = validate_broker(broker, &config_maps, rejected, &mut scope);
+            let (config, delivery) =
+                validate_broker(broker, &config_maps, &secrets, rejected, &mut scope);
             brokers.push(config);
             let key = (broker.metadata.namespace(), broker.metadata.name.as_str());
             broker_delivery.entry(key).or_insert(delivery);
@@ -229,7 +238,7 @@ fn check_names(manifests: &[Located], report: &mut Report) {
         let meta = located.manifest.metadata();
         let mut scope = Scope::new(&located.origin, report);
         let check_name = match located.manifest {
-            Manifest::ConfigMap(_) => check_dns_subdomain,
+            Manifest::ConfigMap(_) | Manifest::Secret(_) => check_dns_subdomain,
             Manifest::Service(_) => check_service_name,
             _ => check_dns_label,
         };
@@ -271,6 +280,7 @@ fn check_metadata(
 fn validate_broker(
     broker: &Broker,
     config_maps: &HashMap<(&str, &str), (&ConfigMap, &Origin)>,
+    secrets: &backend::Secrets<'_>,
     rejected: &HashSet<ObjectKey>,
     scope: &mut Scope<'_>,
 ) -> (BrokerConfig, PartialDelivery) {
@@ -286,7 +296,7 @@ fn validate_broker(
                 name,
                 default_kafka,
             };
-            broker_backend(reference, &target, config_maps, rejected, scope)
+            broker_backend(reference, &target, config_maps, rejected, secrets, scope)
                 .unwrap_or(Backend::Embedded)
         }
     };

@@ -96,6 +96,7 @@ impl EmbeddedSubscription {
                     offset,
                     event,
                     redelivered: offset < self.redelivery_below,
+                    invalid: None,
                     acker: Acker::new(offset, self.sub.clone()),
                 })
             }

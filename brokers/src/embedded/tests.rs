@@ -74,7 +74,10 @@ async fn acked_events_are_not_redelivered_after_reopen() {
     {
         let store = open(dir.path());
         let broker = store.broker("default", "b");
-        let mut sub = broker.subscribe("t1").await.expect("subscribe");
+        let mut sub = broker
+            .subscribe("t1", &crate::SubscribeOptions::default())
+            .await
+            .expect("subscribe");
         broker.append(events(0..5)).await.expect("append");
         assert_eq!((broker.stored(), broker.pending("t1")), (5, 5));
         let deliveries = take(&mut sub, 5).await;
@@ -98,7 +101,10 @@ async fn acked_events_are_not_redelivered_after_reopen() {
     let store = open(dir.path());
     let broker = store.broker("default", "b");
     assert_eq!(broker.pending("t1"), 2);
-    let mut sub = broker.subscribe("t1").await.expect("resubscribe");
+    let mut sub = broker
+        .subscribe("t1", &crate::SubscribeOptions::default())
+        .await
+        .expect("resubscribe");
     let again = take(&mut sub, 2).await;
     assert_eq!(offsets(&again), [3, 4]);
     assert!(
@@ -118,7 +124,10 @@ async fn unacked_events_are_redelivered_after_reopen() {
     {
         let store = open(dir.path());
         let broker = store.broker("ns", "b");
-        let mut sub = broker.subscribe("t").await.expect("subscribe");
+        let mut sub = broker
+            .subscribe("t", &crate::SubscribeOptions::default())
+            .await
+            .expect("subscribe");
         broker.append(events(0..3)).await.expect("append");
         let deliveries = take(&mut sub, 3).await;
         drop(deliveries); // dropped ackers: not done
@@ -126,7 +135,10 @@ async fn unacked_events_are_redelivered_after_reopen() {
     }
     let store = open(dir.path());
     let broker = store.broker("ns", "b");
-    let mut sub = broker.subscribe("t").await.expect("subscribe");
+    let mut sub = broker
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe");
     let again = take(&mut sub, 3).await;
     assert_eq!(offsets(&again), [0, 1, 2]);
     assert_eq!(again[0].event, event(0));
@@ -137,7 +149,10 @@ async fn out_of_order_acks_advance_over_the_contiguous_prefix() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let broker = store.broker("ns", "b");
-    let mut sub = broker.subscribe("t").await.expect("subscribe");
+    let mut sub = broker
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe");
     broker.append(events(0..6)).await.expect("append");
     let mut deliveries = take(&mut sub, 6).await;
     // Ack 5, 3, 2, 4: nothing contiguous yet.
@@ -147,7 +162,10 @@ async fn out_of_order_acks_advance_over_the_contiguous_prefix() {
     }
     assert_eq!(broker.pending("t"), 2);
     // A new handle restarts at the cursor but skips what was acked out of order.
-    let mut resumed = broker.subscribe("t").await.expect("resubscribe");
+    let mut resumed = broker
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("resubscribe");
     let again = take(&mut resumed, 2).await;
     assert_eq!(offsets(&again), [0, 1]);
     assert!(again.iter().all(|d| d.redelivered));
@@ -161,7 +179,10 @@ async fn out_of_order_acks_advance_over_the_contiguous_prefix() {
 
     let store = open(dir.path());
     let broker = store.broker("ns", "b");
-    let mut sub = broker.subscribe("t").await.expect("subscribe");
+    let mut sub = broker
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe");
     assert_idle(&mut sub).await;
     assert_eq!(broker.pending("t"), 0);
 }
@@ -177,8 +198,14 @@ async fn subscriptions_have_independent_cursors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let broker = store.broker("ns", "b");
-    let mut a = broker.subscribe("a").await.expect("subscribe a");
-    let mut b = broker.subscribe("b").await.expect("subscribe b");
+    let mut a = broker
+        .subscribe("a", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe a");
+    let mut b = broker
+        .subscribe("b", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe b");
     broker.append(events(0..4)).await.expect("append");
     for d in take(&mut a, 4).await {
         d.acker.ack();
@@ -195,9 +222,15 @@ async fn subscriptions_have_independent_cursors() {
     let store = open(dir.path());
     let broker = store.broker("ns", "b");
     assert_eq!((broker.pending("a"), broker.pending("b")), (0, 3));
-    let mut b = broker.subscribe("b").await.expect("subscribe b");
+    let mut b = broker
+        .subscribe("b", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe b");
     assert_eq!(next(&mut b).await.offset, 1);
-    let mut a = broker.subscribe("a").await.expect("subscribe a");
+    let mut a = broker
+        .subscribe("a", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe a");
     assert_idle(&mut a).await;
 }
 
@@ -209,9 +242,15 @@ async fn new_subscription_starts_at_head() {
     // No subscription: events match no trigger and are dropped.
     broker.append(events(0..3)).await.expect("append");
     assert_eq!(broker.stored(), 0);
-    let mut a = broker.subscribe("a").await.expect("subscribe a");
+    let mut a = broker
+        .subscribe("a", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe a");
     broker.append(events(3..5)).await.expect("append");
-    let mut late = broker.subscribe("late").await.expect("subscribe late");
+    let mut late = broker
+        .subscribe("late", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe late");
     assert_eq!(broker.pending("late"), 0);
     broker.append(events(5..6)).await.expect("append");
     assert_eq!(offsets(&take(&mut a, 3).await), [3, 4, 5]);
@@ -224,8 +263,14 @@ async fn reclaim_frees_acked_events_and_removed_subscriptions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let broker = store.broker("ns", "b");
-    let mut a = broker.subscribe("a").await.expect("subscribe a");
-    let _b = broker.subscribe("b").await.expect("subscribe b");
+    let mut a = broker
+        .subscribe("a", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe a");
+    let _b = broker
+        .subscribe("b", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe b");
     broker.append(events(0..10)).await.expect("append");
     assert_eq!(broker.stored(), 10);
     let bytes = store.retained_bytes();
@@ -252,7 +297,10 @@ async fn removed_subscription_ends_and_restarts_at_head() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let broker = store.broker("ns", "b");
-    let mut sub = broker.subscribe("t").await.expect("subscribe");
+    let mut sub = broker
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe");
     broker.append(events(0..2)).await.expect("append");
     let _ = take(&mut sub, 2).await;
     let waiting = tokio::spawn(async move { sub.next().await.is_none() });
@@ -263,7 +311,10 @@ async fn removed_subscription_ends_and_restarts_at_head() {
         matches!(ended, Ok(Ok(true))),
         "a waiting handle ends on removal"
     );
-    let mut sub = broker.subscribe("t").await.expect("subscribe again");
+    let mut sub = broker
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe again");
     broker.append(events(2..3)).await.expect("append");
     assert_eq!(next(&mut sub).await.offset, 2);
 }
@@ -281,7 +332,10 @@ async fn quota_rejects_appends_that_do_not_fit() {
     )
     .expect("open");
     let broker = store.broker("ns", "b");
-    let mut sub = broker.subscribe("t").await.expect("subscribe");
+    let mut sub = broker
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe");
     broker.append(events(0..3)).await.expect("fits");
     let full = broker.append(events(3..5)).await;
     assert!(matches!(full, Err(BrokerError::Full { .. })), "{full:?}");
@@ -308,7 +362,10 @@ async fn concurrent_appends_share_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let broker = store.broker("ns", "b");
-    let mut sub = broker.subscribe("t").await.expect("subscribe");
+    let mut sub = broker
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe");
     let before = store.commits();
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -337,8 +394,14 @@ async fn brokers_are_separate_logs() {
     let store = open(dir.path());
     let one = store.broker("ns", "one");
     let two = store.broker("ns", "two");
-    let mut s1 = one.subscribe("t").await.expect("subscribe");
-    let mut s2 = two.subscribe("t").await.expect("subscribe");
+    let mut s1 = one
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe");
+    let mut s2 = two
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe");
     one.append(events(0..2)).await.expect("append");
     two.append(events(10..11)).await.expect("append");
     assert_eq!(offsets(&take(&mut s1, 2).await), [0, 1]);
@@ -352,7 +415,10 @@ async fn invalid_events_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let broker = store.broker("ns", "b");
-    let _sub = broker.subscribe("t").await.expect("subscribe");
+    let _sub = broker
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe");
     let bad = CloudEvent::new(SpecVersion::V10, "", "/s", "t");
     let result = broker.append(vec![event(0), bad]).await;
     assert!(matches!(result, Err(BrokerError::Event(_))), "{result:?}");
@@ -369,7 +435,10 @@ async fn measure_group_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let broker = store.broker("ns", "b");
-    let _sub = broker.subscribe("t").await.expect("subscribe");
+    let _sub = broker
+        .subscribe("t", &crate::SubscribeOptions::default())
+        .await
+        .expect("subscribe");
     let start = tokio::time::Instant::now();
     for i in 0..300 {
         broker.append(vec![event(i)]).await.expect("append");

@@ -153,10 +153,17 @@ fn valid_set_across_files() {
         .iter()
         .map(|b| (b.namespace.as_str(), b.name.as_str(), &b.backend))
         .collect();
-    let nats = Backend::Nats {
-        url: "nats://127.0.0.1:4222".into(),
+    let nats = Backend::Nats(brokers::config::NatsConfig {
+        urls: vec!["nats://127.0.0.1:4222".into()],
         stream: "shop-orders".into(),
-    };
+        subject: "tidegate.shop.orders".into(),
+        storage: brokers::config::NatsStorage::File,
+        replicas: 1,
+        max_age: None,
+        max_bytes: None,
+        duplicate_window: None,
+        auth: None,
+    });
     assert_eq!(
         brokers,
         [
@@ -370,11 +377,14 @@ data:
     let snapshot = valid(&[("k.yaml", yaml)]);
     assert_eq!(
         snapshot.brokers[0].backend,
-        Backend::Kafka {
+        Backend::Kafka(brokers::config::KafkaConfig {
             bootstrap_servers: "k1:9092,k2:9092".into(),
             topic: "knative-broker-ns-b".into(),
             partitions: 6,
-        }
+            replication_factor: 3,
+            retention_ms: None,
+            auth: None,
+        })
     );
     assert_eq!(snapshot.warnings.len(), 1);
     let warning = &snapshot.warnings[0];

@@ -3,10 +3,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::Scope;
+use crate::duration::parse_go_duration;
 use crate::error::{Origin, join_key};
 use crate::load::ObjectKey;
-use crate::manifest::{ConfigMap, KReference};
+use crate::manifest::{ConfigMap, KReference, Secret};
 use crate::snapshot::Backend;
+use brokers::config::{KafkaAuth, KafkaConfig, NatsAuth, NatsConfig, NatsStorage};
 
 /// Broker class whose ConfigMaps default to the kafka backend (Knative's Kafka broker).
 pub(super) const KAFKA_BROKER_CLASS: &str = "Kafka";
@@ -29,6 +31,7 @@ pub(super) fn broker_backend(
     broker: &Target<'_>,
     config_maps: &HashMap<(&str, &str), (&ConfigMap, &Origin)>,
     rejected: &HashSet<ObjectKey>,
+    secrets: &Secrets<'_>,
     scope: &mut Scope<'_>,
 ) -> Option<Backend> {
     let mut ok = true;
@@ -68,15 +71,24 @@ pub(super) fn broker_backend(
         }
         return None;
     };
-    backend_from_data(&config_map.data, broker, &mut scope.at(origin))
+    backend_from_data(config_map, broker, secrets, &mut scope.at(origin))
 }
 
-/// Reads `backend` and its settings from a ConfigMap's data; problems are located there.
+/// Secrets by (namespace, name), with where each was read.
+pub(super) type Secrets<'a> = HashMap<(&'a str, &'a str), (&'a Secret, &'a Origin)>;
+
+/// Knative's key naming the Secret with a backend's credentials.
+const AUTH_SECRET_KEY: &str = "auth.secret.ref.name";
+
+/// Reads `backend` and its settings from a ConfigMap's data; problems are located there (and in
+/// the Secret it names).
 fn backend_from_data(
-    data: &BTreeMap<String, String>,
+    config_map: &ConfigMap,
     broker: &Target<'_>,
+    secrets: &Secrets<'_>,
     scope: &mut Scope<'_>,
 ) -> Option<Backend> {
+    let data = &config_map.data;
     let kind = match data.get("backend").map(String::as_str) {
         Some(kind @ ("embedded" | "nats" | "kafka")) => kind,
         Some(other) => {
@@ -90,7 +102,18 @@ fn backend_from_data(
         None => "embedded",
     };
     let known: &[&str] = match kind {
-        "nats" => &["backend", "url", "stream"],
+        "nats" => &[
+            "backend",
+            "url",
+            "stream",
+            "subject",
+            "storage",
+            "replicas",
+            "max_age",
+            "max_bytes",
+            "duplicate_window",
+            AUTH_SECRET_KEY,
+        ],
         "kafka" => &[
             "backend",
             "bootstrap.servers",
@@ -98,6 +121,8 @@ fn backend_from_data(
             "partitions",
             "default.topic.partitions",
             "default.topic.replication.factor",
+            "default.topic.retention.ms",
+            AUTH_SECRET_KEY,
         ],
         _ => &["backend"],
     };
@@ -110,17 +135,60 @@ fn backend_from_data(
     let Target {
         namespace, name, ..
     } = *broker;
+    let secret = match data.get(AUTH_SECRET_KEY) {
+        None => None,
+        Some(secret_name) => Some(find_secret(
+            config_map.metadata.namespace(),
+            secret_name,
+            secrets,
+            scope,
+        )?),
+    };
     match kind {
         "nats" => {
-            let url = required(data, "url", kind, scope);
+            let urls = required(data, "url", kind, scope).and_then(|url| nats_urls(&url, scope));
             let stream = match data.get("stream") {
                 Some(stream) => checked(scope, "data.stream", stream, check_stream_name),
                 None => Some(sanitize_stream_name(&format!("{namespace}-{name}"))),
             };
-            Some(Backend::Nats {
-                url: url?,
+            let subject = match data.get("subject") {
+                Some(subject) => checked(scope, "data.subject", subject, check_subject_prefix),
+                None => Some(format!(
+                    "tidegate.{}.{}",
+                    sanitize_subject_token(namespace),
+                    sanitize_subject_token(name)
+                )),
+            };
+            let storage = match data.get("storage").map(|s| s.trim()) {
+                None | Some("file") => Some(NatsStorage::File),
+                Some("memory") => Some(NatsStorage::Memory),
+                Some(other) => {
+                    scope.error(
+                        "data.storage",
+                        format!("must be file or memory, found {other:?}"),
+                    );
+                    None
+                }
+            };
+            let replicas = number::<usize>(data, "replicas", scope, 1..=5).map(|n| n.unwrap_or(1));
+            let max_age = duration(data, "max_age", scope);
+            let max_bytes = number::<i64>(data, "max_bytes", scope, 1..=i64::MAX);
+            let duplicate_window = duration(data, "duplicate_window", scope);
+            let auth = match secret {
+                None => Some(None),
+                Some((secret, origin)) => nats_auth(secret, &mut scope.at(origin)).map(Some),
+            };
+            Some(Backend::Nats(NatsConfig {
+                urls: urls?,
                 stream: stream?,
-            })
+                subject: subject?,
+                storage: storage?,
+                replicas: replicas?,
+                max_age: max_age?,
+                max_bytes: max_bytes?,
+                duplicate_window: duplicate_window?,
+                auth: auth?,
+            }))
         }
         "kafka" => {
             let bootstrap_servers = required(data, "bootstrap.servers", kind, scope);
@@ -129,17 +197,239 @@ fn backend_from_data(
                 None => Some(format!("knative-broker-{namespace}-{name}")),
             };
             let partitions = kafka_partitions(data, scope);
-            Some(Backend::Kafka {
+            let replication_factor = number::<u16>(
+                data,
+                "default.topic.replication.factor",
+                scope,
+                1..=u16::MAX,
+            )
+            .map(|n| n.unwrap_or(1));
+            let retention_ms =
+                number::<i64>(data, "default.topic.retention.ms", scope, -1..=i64::MAX);
+            let auth = match secret {
+                None => Some(None),
+                Some((secret, origin)) => kafka_auth(secret, &mut scope.at(origin)).map(Some),
+            };
+            Some(Backend::Kafka(KafkaConfig {
                 bootstrap_servers: bootstrap_servers?,
                 topic: topic?,
                 partitions: partitions?,
-            })
+                replication_factor: replication_factor?,
+                retention_ms: retention_ms?,
+                auth: auth?,
+            }))
         }
         _ => Some(Backend::Embedded),
     }
 }
 
-/// `value` if `check` accepts it, else an error at `field`.
+/// The Secret `auth.secret.ref.name` names, in the ConfigMap's namespace.
+fn find_secret<'a>(
+    namespace: &str,
+    name: &str,
+    secrets: &Secrets<'a>,
+    scope: &mut Scope<'_>,
+) -> Option<(&'a Secret, &'a Origin)> {
+    let found = secrets.get(&(namespace, name.trim())).copied();
+    if found.is_none() {
+        scope.error(
+            join_key("data", AUTH_SECRET_KEY),
+            format!(
+                "Secret {namespace}/{} is not in the manifest set",
+                name.trim()
+            ),
+        );
+    }
+    found
+}
+
+/// A Secret's keys decoded: `stringData` over base64 `data`. Bad base64 is an error naming the
+/// key, never the value.
+fn secret_values(secret: &Secret, scope: &mut Scope<'_>) -> Option<BTreeMap<String, String>> {
+    use base64::Engine as _;
+    let mut values = BTreeMap::new();
+    let mut ok = true;
+    for (key, encoded) in &secret.data {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        match decoded {
+            Some(value) => {
+                values.insert(key.clone(), value);
+            }
+            None => {
+                scope.error(
+                    join_key("data", key),
+                    "must be base64 of UTF-8 text (use stringData for plain values)",
+                );
+                ok = false;
+            }
+        }
+    }
+    for (key, value) in &secret.string_data {
+        values.insert(key.clone(), value.clone());
+    }
+    ok.then_some(values)
+}
+
+/// NATS credentials: `user` + `password`, or `token`.
+fn nats_auth(secret: &Secret, scope: &mut Scope<'_>) -> Option<NatsAuth> {
+    let values = secret_values(secret, scope)?;
+    match (
+        values.get("user"),
+        values.get("password"),
+        values.get("token"),
+    ) {
+        (Some(user), Some(password), None) => Some(NatsAuth::UserPassword {
+            user: user.clone(),
+            password: password.clone(),
+        }),
+        (None, None, Some(token)) => Some(NatsAuth::Token(token.clone())),
+        _ => {
+            scope.error(
+                "data",
+                "a NATS Secret holds user and password, or token (not both, not neither)",
+            );
+            None
+        }
+    }
+}
+
+/// Kafka security settings, with Knative's keys.
+fn kafka_auth(secret: &Secret, scope: &mut Scope<'_>) -> Option<KafkaAuth> {
+    let values = secret_values(secret, scope)?;
+    let protocol = values
+        .get("protocol")
+        .map_or("PLAINTEXT", |p| p.trim())
+        .to_owned();
+    if !matches!(
+        protocol.as_str(),
+        "PLAINTEXT" | "SASL_PLAINTEXT" | "SASL_SSL" | "SSL"
+    ) {
+        scope.error(
+            "data.protocol",
+            format!("must be PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL, found {protocol:?}"),
+        );
+        return None;
+    }
+    let mechanism = values.get("sasl.mechanism").map(|m| m.trim().to_owned());
+    let sasl = protocol.starts_with("SASL");
+    if sasl {
+        if let Some(m) = &mechanism
+            && !matches!(m.as_str(), "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512")
+        {
+            scope.error(
+                "data[\"sasl.mechanism\"]",
+                format!("must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, found {m:?}"),
+            );
+            return None;
+        }
+        for key in ["user", "password"] {
+            if !values.contains_key(key) {
+                scope.error(
+                    join_key("data", key),
+                    format!("required for protocol {protocol}"),
+                );
+                return None;
+            }
+        }
+    }
+    Some(KafkaAuth {
+        protocol,
+        sasl_mechanism: if sasl {
+            Some(mechanism.unwrap_or_else(|| "PLAIN".to_owned()))
+        } else {
+            None
+        },
+        user: values.get("user").cloned(),
+        password: values.get("password").cloned(),
+        ca_cert: values.get("ca.crt").cloned(),
+    })
+}
+
+/// `url`: one or more `nats://host:port` (or `tls://`, `ws://`) separated by commas.
+fn nats_urls(value: &str, scope: &mut Scope<'_>) -> Option<Vec<String>> {
+    let urls: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for url in &urls {
+        let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        let has_host = url
+            .split_once("://")
+            .is_some_and(|(_, rest)| !rest.is_empty());
+        if !(scheme_ok && has_host) {
+            scope.error(
+                "data.url",
+                format!("{url:?} is not a NATS URL; write nats://host:port (comma-separated for several)"),
+            );
+            return None;
+        }
+    }
+    if urls.is_empty() {
+        scope.error("data.url", "must name at least one server");
+        return None;
+    }
+    Some(urls)
+}
+
+/// An optional integer setting within `range`.
+fn number<T>(
+    data: &BTreeMap<String, String>,
+    key: &str,
+    scope: &mut Scope<'_>,
+    range: std::ops::RangeInclusive<T>,
+) -> Option<Option<T>>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let Some(value) = data.get(key) else {
+        return Some(None);
+    };
+    match value.trim().parse::<T>() {
+        Ok(n) if range.contains(&n) => Some(Some(n)),
+        _ => {
+            scope.error(
+                join_key("data", key),
+                format!(
+                    "must be an integer from {} to {}, found {value:?}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// An optional Go duration setting (`90s`, `24h`), greater than zero.
+fn duration(
+    data: &BTreeMap<String, String>,
+    key: &str,
+    scope: &mut Scope<'_>,
+) -> Option<Option<std::time::Duration>> {
+    let Some(value) = data.get(key) else {
+        return Some(None);
+    };
+    match parse_go_duration(value.trim()) {
+        Ok(d) if !d.is_zero() => Some(Some(d)),
+        Ok(_) => {
+            scope.error(join_key("data", key), "must be greater than zero");
+            None
+        }
+        Err(why) => {
+            scope.error(join_key("data", key), why);
+            None
+        }
+    }
+}
+
+/// `value` if `check` accepts `value`, else an error at `field`.
 fn checked(
     scope: &mut Scope<'_>,
     field: &str,
@@ -177,7 +467,7 @@ fn required(
     }
 }
 
-/// `partitions`, or Knative's `default.topic.partitions`; default 1.
+/// `partitions`, or Knative's `default.topic.partitions`; default 10 (Knative's).
 fn kafka_partitions(data: &BTreeMap<String, String>, scope: &mut Scope<'_>) -> Option<u32> {
     let ours = data.get("partitions");
     let knative = data.get("default.topic.partitions");
@@ -193,7 +483,7 @@ fn kafka_partitions(data: &BTreeMap<String, String>, scope: &mut Scope<'_>) -> O
     let (key, value) = match (ours, knative) {
         (Some(value), _) => ("partitions", value),
         (None, Some(value)) => ("default.topic.partitions", value),
-        (None, None) => return Some(1),
+        (None, None) => return Some(DEFAULT_KAFKA_PARTITIONS),
     };
     match value.trim().parse::<u32>() {
         Ok(n) if n > 0 => Some(n),
@@ -205,6 +495,39 @@ fn kafka_partitions(data: &BTreeMap<String, String>, scope: &mut Scope<'_>) -> O
             None
         }
     }
+}
+
+/// Partitions of a Kafka topic tidegate creates (Knative's `default.topic.partitions`).
+pub const DEFAULT_KAFKA_PARTITIONS: u32 = 10;
+
+/// A subject prefix: dot-separated tokens without wildcards or whitespace.
+fn check_subject_prefix(subject: &str) -> Result<(), String> {
+    let bad_token = |t: &str| {
+        t.is_empty()
+            || t.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '>'))
+    };
+    if subject.len() > 200 || subject.split('.').any(bad_token) {
+        Err(format!(
+            "invalid NATS subject prefix {subject:?}: use dot-separated tokens without spaces, \
+             '*' or '>' (the stream holds prefix.>)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn sanitize_subject_token(token: &str) -> String {
+    token
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// NATS stream names: no whitespace, `.`, `*`, `>`, `/` or `\`.

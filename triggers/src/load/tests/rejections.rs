@@ -36,10 +36,10 @@ fn documents_must_be_mappings_with_a_known_kind() {
     );
     one_error("apiVersion: v1\nkind: 3\n", 0, "kind", "expected a string");
     one_error(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: s}\n",
         0,
         "kind",
-        "unsupported kind \"Secret\"",
+        "unsupported kind \"Pod\"",
     );
     one_error(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}\n",
@@ -325,7 +325,7 @@ fn broker_config_references() {
         "required for backend nats",
     );
     one_error(
-        &with_data("{backend: nats, url: x, stream: a.b}"),
+        &with_data("{backend: nats, url: nats://x, stream: a.b}"),
         1,
         "data.stream",
         "invalid NATS stream name",
