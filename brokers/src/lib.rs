@@ -15,6 +15,8 @@ pub mod embedded;
 pub mod event;
 pub mod http;
 pub mod nats;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 mod broker;
 

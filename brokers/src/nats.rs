@@ -476,19 +476,4 @@ impl Broker for NatsBroker {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::SpecVersion;
-
-    #[test]
-    fn message_ids_are_unambiguous_and_stable() {
-        let a = CloudEvent::new(SpecVersion::V10, "1x", "/a", "t");
-        let b = CloudEvent::new(SpecVersion::V10, "x", "/a1", "t");
-        assert_ne!(message_id(&a), message_id(&b));
-        assert_eq!(message_id(&a), "2:/a1x");
-        let long = CloudEvent::new(SpecVersion::V10, "id with space", "/a", "t");
-        assert!(message_id(&long).starts_with("h:"));
-        assert_eq!(message_id(&long), message_id(&long.clone()));
-        assert_eq!(consumer_name("ns/trigger.1"), "ns_trigger_1");
-    }
-}
+mod tests;

@@ -1,0 +1,127 @@
+//! Real servers for tests: a `nats-server -js` on a free 127.0.0.1 port with its own store.
+//!
+//! Used by this crate's tests and the gateway's end-to-end tests. The binary is found through
+//! `TIDEGATE_NATS_SERVER`, then `PATH`, then `~/.cache/tidegate-tools/py/bin` (where README's
+//! test command installs it).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The nats-server binary, if one can be found.
+pub fn nats_server_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("TIDEGATE_NATS_SERVER") {
+        return Some(PathBuf::from(path));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cache/tidegate-tools/py/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+/// `None` (after saying so) when no server can run here; under `CI=true` a missing server is a
+/// failure, never a skip.
+pub fn nats_or_skip(test: &str) -> Option<PathBuf> {
+    let found = nats_server_binary();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: nats-server not found (README's test command installs it)"
+        );
+        eprintln!("SKIPPED {test}: nats-server not found; run bash scripts/test.sh to install it");
+    }
+    found
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A running `nats-server -js`; killed when dropped.
+pub struct NatsServer {
+    binary: PathBuf,
+    pub port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream (file store in a fresh directory) and waits until it
+    /// accepts connections.
+    pub fn start(binary: &Path) -> NatsServer {
+        NatsServer::start_on(binary, free_port())
+    }
+
+    /// Like [`NatsServer::start`] on a given port.
+    pub fn start_on(binary: &Path, port: u16) -> NatsServer {
+        let mut server = NatsServer {
+            binary: binary.to_owned(),
+            port,
+            store: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
+            child: None,
+        };
+        server.run();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Blocks until the port accepts (at most 10 s); a blocking wait, for test set-up only.
+    #[allow(clippy::disallowed_methods)]
+    fn run(&mut self) {
+        let child = Command::new(&self.binary)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("nats-server did not accept connections within 10 s");
+    }
+
+    /// Kills the server (SIGKILL: nothing flushed beyond what it had synced).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
