@@ -1,6 +1,8 @@
 //! `precise.tidegate.dev`: pods for exactly the demand the gateway sees, on every change.
 //!
-//! `desired = ceil((in_flight + queued) / containerConcurrency) + ceil(backlog / backlog_target)`
+//! `desired = max(ceil((in_flight + queued) / containerConcurrency), ceil(backlog / backlog_target))`
+//! (the backlog is JetStream's `num_pending + num_ack_pending` or Kafka's lag, which already
+//! count the deliveries in flight, so the two are not added)
 //! (with `containerConcurrency` 0 the per-pod target is KPA's `target × utilization`), bounded by
 //! min/max scale. Increases apply at once. A decrease waits: the answer is the largest value
 //! wanted during the last `scale_down_delay`, so a revision goes to zero once it has been idle for
@@ -88,7 +90,7 @@ pub fn demand_pods(demand: Demand, policy: &Policy) -> u32 {
         // Saturating float-to-int conversion.
         (requests as f64 / policy.effective_target()).ceil() as u32
     };
-    for_requests.saturating_add(backlog_pods(demand.backlog, policy))
+    for_requests.max(backlog_pods(demand.backlog, policy))
 }
 
 #[cfg(test)]

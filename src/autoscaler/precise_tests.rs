@@ -41,14 +41,18 @@ fn unlimited_concurrency_uses_the_target() {
 }
 
 #[test]
-fn backlog_adds_pods() {
+fn backlog_wants_pods_of_its_own_without_double_counting_in_flight() {
     let p = policy();
-    let d = Demand {
-        in_flight: 5,
+    let d = |in_flight, backlog| Demand {
+        in_flight,
         queued: 0,
-        backlog: 25,
+        backlog,
     };
-    assert_eq!(demand_pods(d, &p), 1 + 3);
+    // 5 in flight (1 pod at cc 10) while 25 are pending (3 pods at target 10): the pending
+    // count already includes the deliveries in flight.
+    assert_eq!(demand_pods(d(5, 25), &p), 3);
+    assert_eq!(demand_pods(d(35, 25), &p), 4);
+    assert_eq!(demand_pods(d(0, 500), &p), 50);
 }
 
 #[test]

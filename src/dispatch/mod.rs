@@ -4,6 +4,7 @@
 //! Retries live here and only here: the broker redelivers solely what was never acknowledged
 //! (after a restart), so retries never multiply.
 
+pub mod backlog;
 pub mod backoff;
 pub mod delivery;
 pub mod error;

@@ -214,12 +214,19 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             }
         }
     });
+    let stop_backlog = CancellationToken::new();
+    tokio::spawn(crate::dispatch::backlog::feed(
+        Arc::clone(&dispatcher),
+        Arc::clone(&routes),
+        stop_backlog.clone(),
+    ));
     ready.store(true, Ordering::Release);
 
     shutdown_signal().await;
     tracing::info!("Shutting down: refusing new events, draining deliveries.");
     ready.store(false, Ordering::Release);
     watcher.abort();
+    stop_backlog.cancel();
     stop_ingress.cancel();
     if tokio::time::timeout(config.drain_timeout, ingress_task)
         .await
