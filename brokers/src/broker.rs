@@ -33,6 +33,16 @@ pub trait Broker: Send + Sync + 'static {
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>, BrokerError>;
 
+    /// Declares the subscriptions this Broker must have, before any event is accepted for them:
+    /// a backend that creates them lazily (NATS consumers) creates the missing ones before it
+    /// reports ready, so an event stored while a Trigger exists is never skipped because its
+    /// subscription did not exist yet. Cheap, never blocks; the default does nothing (the
+    /// embedded log creates a subscription on [`Broker::subscribe`], at start-up before ingress
+    /// serves).
+    fn expect_subscriptions(&self, subscriptions: &[(String, SubscribeOptions)]) {
+        let _ = subscriptions;
+    }
+
     /// Deletes the subscription and its cursor; events only it still needed are reclaimed.
     async fn remove_subscription(&self, subscription: &str) -> Result<(), BrokerError>;
 

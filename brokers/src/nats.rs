@@ -60,6 +60,10 @@ struct Shared {
     stored: AtomicU64,
     /// Backlog of each consumer opened here, by consumer name.
     pending: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Consumers the Broker's Triggers need, by consumer name, and whether each exists.
+    expected: Mutex<HashMap<String, (SubscribeOptions, bool)>>,
+    /// Wakes the connection task when new consumers are expected.
+    expected_changed: tokio::sync::Notify,
 }
 
 impl NatsBroker {
@@ -74,6 +78,8 @@ impl NatsBroker {
             ))),
             stored: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
+            expected: Mutex::new(HashMap::new()),
+            expected_changed: tokio::sync::Notify::new(),
             config,
         });
         let task = tokio::spawn(run(Arc::clone(&shared)));
@@ -142,7 +148,11 @@ async fn run(shared: Arc<Shared>) {
             )));
             stream_ok = false;
         } else if !stream_ok {
-            match ensure_stream(&context, &shared.config).await {
+            let ensured = match ensure_stream(&context, &shared.config).await {
+                Ok(()) => ensure_consumers(&context, &shared, true).await,
+                Err(why) => Err(why),
+            };
+            match ensured {
                 Ok(()) => {
                     stream_ok = true;
                     backoff = BACKOFF_MIN;
@@ -153,9 +163,15 @@ async fn run(shared: Arc<Shared>) {
             }
         }
         if stream_ok {
+            if let Err(why) = ensure_consumers(&context, &shared, false).await {
+                tracing::warn!(stream = %shared.config.stream, %why, "Could not create a consumer; retrying.");
+            }
             match refresh(&context, &shared).await {
                 Ok(()) => {}
                 Err(Refresh::StreamMissing) => {
+                    for (_, exists) in lock(&shared.expected).values_mut() {
+                        *exists = false;
+                    }
                     shared.set_unavailable(Some(format!(
                         "stream {} was deleted; recreating it",
                         shared.config.stream
@@ -175,8 +191,33 @@ async fn run(shared: Arc<Shared>) {
             backoff = (backoff * 2).min(BACKOFF_MAX);
             wait
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.expected_changed.notified(), if stream_ok => {}
+        }
     }
+}
+
+/// Creates the expected consumers that do not exist yet (all of them when `all`).
+async fn ensure_consumers(
+    context: &jetstream::Context,
+    shared: &Shared,
+    all: bool,
+) -> Result<(), String> {
+    let missing: Vec<(String, SubscribeOptions)> = lock(&shared.expected)
+        .iter()
+        .filter(|(_, (_, exists))| all || !exists)
+        .map(|(name, (options, _))| (name.clone(), *options))
+        .collect();
+    for (name, options) in missing {
+        subscription::ensure_consumer(context, &shared.config, &name, &options)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(entry) = lock(&shared.expected).get_mut(&name) {
+            entry.1 = true;
+        }
+    }
+    Ok(())
 }
 
 async fn connect(config: &NatsConfig) -> Result<async_nats::Client, String> {
@@ -436,9 +477,27 @@ impl Broker for NatsBroker {
         Ok(Box::new(sub))
     }
 
+    fn expect_subscriptions(&self, subscriptions: &[(String, SubscribeOptions)]) {
+        let mut expected = lock(&self.shared.expected);
+        let mut added = false;
+        for (subscription, options) in subscriptions {
+            let name = consumer_name(subscription);
+            let same = expected.get(&name).is_some_and(|(o, _)| o == options);
+            if !same {
+                expected.insert(name, (*options, false));
+                added = true;
+            }
+        }
+        drop(expected);
+        if added {
+            self.shared.expected_changed.notify_one();
+        }
+    }
+
     async fn remove_subscription(&self, subscription: &str) -> Result<(), BrokerError> {
         let name = consumer_name(subscription);
         lock(&self.shared.pending).remove(&name);
+        lock(&self.shared.expected).remove(&name);
         let context = self.shared.context()?;
         let stream = context
             .get_stream_no_info(&self.shared.config.stream)

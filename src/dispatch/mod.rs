@@ -315,6 +315,13 @@ const READ_ERRORS_BEFORE_REOPEN: u32 = 5;
 /// behind their key), so a slow key cannot make the trigger buffer without bound.
 pub const ORDERED_HOLD_FACTOR: usize = 4;
 
+/// How the dispatcher consumes a trigger's subscription.
+pub fn subscribe_options(config: &TriggerConfig) -> SubscribeOptions {
+    SubscribeOptions {
+        max_in_flight: held_cap(config),
+    }
+}
+
 /// Deliveries the trigger holds unacknowledged at most: JetStream's `MaxAckPending`.
 fn held_cap(config: &TriggerConfig) -> usize {
     let cap = config.max_in_flight.max(1);
@@ -336,9 +343,7 @@ async fn consume(
     tracker: TaskTracker,
 ) {
     let name = subscription_name(&state.config);
-    let options = SubscribeOptions {
-        max_in_flight: held_cap(&state.config),
-    };
+    let options = subscribe_options(&state.config);
     let mut backoff = SUBSCRIBE_BACKOFF_MIN;
     loop {
         let opened = tokio::select! {

@@ -273,6 +273,24 @@ impl Applier {
             &self.metrics,
             &self.topology.load(),
         );
+        // Subscriptions exist before the brokers accept events for them.
+        for entry in next.entries() {
+            let Some(broker) = &entry.broker else {
+                continue;
+            };
+            let expected: Vec<_> = snapshot
+                .triggers
+                .iter()
+                .filter(|t| t.namespace == entry.namespace && t.broker == entry.name)
+                .map(|t| {
+                    (
+                        crate::dispatch::subscription_name(t),
+                        crate::dispatch::subscribe_options(t),
+                    )
+                })
+                .collect();
+            broker.expect_subscriptions(&expected);
+        }
         self.topology.store(Arc::new(next));
         self.registry
             .lock()

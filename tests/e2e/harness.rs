@@ -39,7 +39,12 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(manifests: &Path, data: &Path, extra: &[&str]) -> Gateway {
-        Self::launch(manifests, data, extra, None).await
+        Self::launch(manifests, data, extra, None, "/readyz").await
+    }
+
+    /// Starts a gateway expected not to be ready (a backend down): waits for `/healthz` only.
+    pub async fn start_unready(manifests: &Path, data: &Path, extra: &[&str]) -> Gateway {
+        Self::launch(manifests, data, extra, None, "/healthz").await
     }
 
     /// Starts with the file-descriptor limit lowered to `nofile` (soft and hard).
@@ -49,10 +54,16 @@ impl Gateway {
         extra: &[&str],
         nofile: u64,
     ) -> Gateway {
-        Self::launch(manifests, data, extra, Some(nofile)).await
+        Self::launch(manifests, data, extra, Some(nofile), "/readyz").await
     }
 
-    async fn launch(manifests: &Path, data: &Path, extra: &[&str], nofile: Option<u64>) -> Gateway {
+    async fn launch(
+        manifests: &Path,
+        data: &Path,
+        extra: &[&str],
+        nofile: Option<u64>,
+        until: &str,
+    ) -> Gateway {
         let mut gw = Gateway {
             child: None,
             ingress: String::new(),
@@ -62,7 +73,7 @@ impl Gateway {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             nofile,
         };
-        gw.spawn().await;
+        gw.spawn_until(until).await;
         gw
     }
 
@@ -182,22 +193,26 @@ impl Gateway {
         format!("{}/{namespace}/{broker}", self.ingress)
     }
 
-    pub async fn triggers(&self) -> Vec<serde_json::Value> {
-        reqwest::get(format!("{}/api/v1/triggers", self.admin))
+    /// `GET /api/v1/{what}` as JSON rows.
+    pub async fn api(&self, what: &str) -> Vec<serde_json::Value> {
+        reqwest::get(format!("{}/api/v1/{what}", self.admin))
             .await
             .expect("admin reachable")
             .json()
             .await
-            .expect("triggers JSON")
+            .unwrap_or_else(|e| panic!("{what} JSON: {e}"))
+    }
+
+    pub async fn triggers(&self) -> Vec<serde_json::Value> {
+        self.api("triggers").await
     }
 
     pub async fn brokers(&self) -> Vec<serde_json::Value> {
-        reqwest::get(format!("{}/api/v1/brokers", self.admin))
-            .await
-            .expect("admin reachable")
-            .json()
-            .await
-            .expect("brokers JSON")
+        self.api("brokers").await
+    }
+
+    pub async fn revisions(&self) -> Vec<serde_json::Value> {
+        self.api("revisions").await
     }
 
     pub async fn trigger(&self, name: &str) -> serde_json::Value {
@@ -281,7 +296,8 @@ impl Received {
     }
 }
 
-type Behaviour = dyn Fn(usize, &Received) -> Response + Send + Sync;
+type Behaviour =
+    dyn Fn(usize, &Received) -> futures::future::BoxFuture<'static, Response> + Send + Sync;
 
 struct SubscriberState {
     received: Mutex<Vec<Received>>,
@@ -304,6 +320,20 @@ impl Subscriber {
     /// `behaviour(n, request)` answers the n-th request (0-based).
     pub async fn start(
         behaviour: impl Fn(usize, &Received) -> Response + Send + Sync + 'static,
+    ) -> Subscriber {
+        Self::start_async(move |n, r| {
+            let response = behaviour(n, r);
+            Box::pin(async move { response })
+        })
+        .await
+    }
+
+    /// Like [`Subscriber::start`] with an answer that may wait (a slow subscriber).
+    pub async fn start_async(
+        behaviour: impl Fn(usize, &Received) -> futures::future::BoxFuture<'static, Response>
+        + Send
+        + Sync
+        + 'static,
     ) -> Subscriber {
         let state = Arc::new(SubscriberState {
             received: Mutex::new(Vec::new()),
@@ -361,7 +391,7 @@ async fn record(
         received.push(request.clone());
         received.len() - 1
     };
-    (state.behaviour)(n, &request)
+    (state.behaviour)(n, &request).await
 }
 
 /// Polls `done` every 50 ms until it holds; fails the test after [`WAIT`] naming `what`.

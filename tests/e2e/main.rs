@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `tidegate` binary, real HTTP publishers and subscribers on
 //! 127.0.0.1, real disk.
 
+mod backends;
 mod delivery;
 mod durability;
 mod hardening;

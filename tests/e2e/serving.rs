@@ -86,12 +86,7 @@ async fn get(client: &reqwest::Client, gw: &Gateway, host: &str) -> reqwest::Res
 }
 
 async fn revisions(gw: &Gateway) -> Vec<serde_json::Value> {
-    reqwest::get(format!("{}/api/v1/revisions", gw.admin))
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("json")
+    gw.revisions().await
 }
 
 async fn wait_revision(

@@ -35,13 +35,14 @@ impl AckHandler for AckSender {
     }
 }
 
-pub(super) async fn open(
+/// The durable pull consumer `name`, created (delivering what is stored from now on) when
+/// missing; an existing one keeps its position and gets the wanted limits.
+pub(super) async fn ensure_consumer(
     context: &jetstream::Context,
     config: &NatsConfig,
     name: &str,
     options: &SubscribeOptions,
-    source: &str,
-) -> Result<NatsSubscription, BrokerError> {
+) -> Result<jetstream::consumer::Consumer<pull::Config>, BrokerError> {
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         BrokerError::Unavailable(format!(
             "{what} consumer {name} on stream {}: {e}",
@@ -63,38 +64,44 @@ pub(super) async fn open(
         max_ack_pending,
         ..Default::default()
     };
-    let consumer: jetstream::consumer::Consumer<pull::Config> = match stream
-        .get_consumer(name)
-        .await
-    {
+    match stream.get_consumer::<pull::Config>(name).await {
         Ok(mut existing) => {
             let info = existing
                 .info()
                 .await
                 .map_err(|e| unavailable("reading", &e))?;
-            if info.config.max_ack_pending != max_ack_pending || info.config.ack_wait != ACK_WAIT {
-                // Keeps the consumer's position; only the limits change.
-                let updated = pull::Config {
-                    deliver_policy: info.config.deliver_policy,
-                    ..wanted
-                };
-                context
-                    .update_consumer_on_stream(updated, &config.stream)
-                    .await
-                    .map_err(|e| unavailable("updating", &e))?;
-                stream
-                    .get_consumer(name)
-                    .await
-                    .map_err(|e| unavailable("opening", &e))?
-            } else {
-                existing
+            if info.config.max_ack_pending == max_ack_pending && info.config.ack_wait == ACK_WAIT {
+                return Ok(existing);
             }
+            // Keeps the consumer's position; only the limits change.
+            let updated = pull::Config {
+                deliver_policy: info.config.deliver_policy,
+                ..wanted
+            };
+            context
+                .update_consumer_on_stream(updated, &config.stream)
+                .await
+                .map_err(|e| unavailable("updating", &e))?;
+            stream
+                .get_consumer(name)
+                .await
+                .map_err(|e| unavailable("opening", &e))
         }
         Err(_) => stream
             .create_consumer(wanted)
             .await
-            .map_err(|e| unavailable("creating", &e))?,
-    };
+            .map_err(|e| unavailable("creating", &e)),
+    }
+}
+
+pub(super) async fn open(
+    context: &jetstream::Context,
+    config: &NatsConfig,
+    name: &str,
+    options: &SubscribeOptions,
+    source: &str,
+) -> Result<NatsSubscription, BrokerError> {
+    let consumer = ensure_consumer(context, config, name, options).await?;
     let messages = consumer
         .stream()
         .max_messages_per_batch(options.max_in_flight.clamp(1, 1000))
@@ -102,7 +109,12 @@ pub(super) async fn open(
         .expires(std::time::Duration::from_secs(30))
         .messages()
         .await
-        .map_err(|e| unavailable("pulling from", &e))?;
+        .map_err(|e| {
+            BrokerError::Unavailable(format!(
+                "pulling from consumer {name} on stream {}: {e}",
+                config.stream
+            ))
+        })?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(ack_task(rx));
     Ok(NatsSubscription {
@@ -148,7 +160,13 @@ async fn ack_task(mut rx: mpsc::UnboundedReceiver<AckEvent>) {
 #[async_trait]
 impl Subscription for NatsSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        let message = match self.messages.next().await? {
+        // The pull stream ends only when its consumer is gone: an error, so the caller reopens.
+        let Some(next) = self.messages.next().await else {
+            return Some(Err(BrokerError::Unavailable(
+                "the JetStream pull stream ended".into(),
+            )));
+        };
+        let message = match next {
             Ok(message) => message,
             Err(error) => {
                 return Some(Err(BrokerError::Unavailable(format!(

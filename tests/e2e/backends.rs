@@ -1,0 +1,511 @@
+//! Brokers on NATS JetStream (a real `nats-server -js` started per test) next to the embedded
+//! log: delivery, exact retries, dead letters, third-party records, per-key order, readiness,
+//! restarts and backlog scaling.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use brokers::testkit::{NatsServer, nats_or_skip};
+
+use crate::harness::*;
+
+/// Broker `default/default` on NATS at `url`, with its ConfigMap.
+fn nats_broker(url: &str) -> String {
+    format!(
+        "apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: default
+  namespace: default
+spec:
+  config:
+    apiVersion: v1
+    kind: ConfigMap
+    name: nats-broker
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: nats-broker
+  namespace: default
+data:
+  backend: nats
+  url: {url}
+"
+    )
+}
+
+const FAST_RETRY: &str =
+    "  delivery:\n    retry: 2\n    backoffPolicy: linear\n    backoffDelay: PT0.05S\n";
+
+fn filtered(name: &str, uri: &str, ty: &str, extra: &str) -> String {
+    trigger(
+        name,
+        uri,
+        &format!("  filter:\n    attributes:\n      type: {ty}\n{extra}"),
+    )
+}
+
+async fn wait_broker_ready(gw: &Gateway) -> serde_json::Value {
+    eventually("the broker to be ready", || async {
+        gw.brokers()
+            .await
+            .first()
+            .is_some_and(|b| b["ready"] == true)
+    })
+    .await;
+    gw.brokers().await.into_iter().next().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_delivers_retries_exactly_dead_letters_and_routes_third_party_records() {
+    let Some(bin) = nats_or_skip("nats_delivers_retries_exactly") else {
+        return;
+    };
+    let nats = NatsServer::start(&bin);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ok = Subscriber::accepting().await;
+    let failing = Subscriber::start(|_, _| StatusCode::INTERNAL_SERVER_ERROR.into_response()).await;
+    let sink = Subscriber::accepting().await;
+    let with_sink = format!("{FAST_RETRY}    deadLetterSink:\n      uri: {}\n", sink.url);
+    let dir = manifests(
+        tmp.path(),
+        &[
+            ("b.yaml", &nats_broker(&nats.url())),
+            ("ok.yaml", &filtered("ok", &ok.url, "dev.ok", "")),
+            (
+                "fails.yaml",
+                &filtered("fails", &failing.url, "dev.fail", &with_sink),
+            ),
+        ],
+    );
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let row = wait_broker_ready(&gw).await;
+    assert_eq!(row["backend"], "nats");
+    assert_eq!(row["stream"], "default-default");
+    assert_eq!(row["subject"], "tidegate.default.default.>");
+    eventually("both triggers consuming", || async {
+        gw.triggers().await.iter().all(|t| t["ready"] == true)
+    })
+    .await;
+
+    let client = reqwest::Client::new();
+    let url = gw.broker_url("default", "default");
+    for i in 0..5 {
+        let r = publish(&client, &url, &format!("ok-{i}"), "dev.ok", &[]).await;
+        assert_eq!(r.status(), 202);
+    }
+    // A publisher's retry of ok-0 is stored once (Nats-Msg-Id).
+    assert_eq!(
+        publish(&client, &url, "ok-0", "dev.ok", &[]).await.status(),
+        202
+    );
+    assert_eq!(
+        publish(&client, &url, "bad-1", "dev.fail", &[])
+            .await
+            .status(),
+        202
+    );
+
+    // A third-party producer writes straight to the subject: a binary-mode CloudEvent and a
+    // record that is not one.
+    let raw = async_nats::connect(nats.url()).await.expect("nats client");
+    let mut headers = async_nats::HeaderMap::new();
+    for (k, v) in [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "third-party-1"),
+        ("ce-source", "/elsewhere"),
+        ("ce-type", "dev.ok"),
+    ] {
+        headers.insert(k, v);
+    }
+    raw.publish_with_headers("tidegate.default.default.ext", headers, "{}".into())
+        .await
+        .expect("publish");
+    raw.publish("tidegate.default.default.ext", "garbage".into())
+        .await
+        .expect("publish");
+    raw.flush().await.expect("flush");
+
+    let got = ok.wait_for(6).await;
+    let counts = ids(&got);
+    assert_eq!(counts.len(), 6, "{counts:?}");
+    assert!(counts.contains_key("third-party-1"));
+    assert_eq!(counts.get("ok-0"), Some(&1), "duplicate stored once");
+
+    // retry: 2 means exactly 3 attempts, then the dead-letter sink.
+    let dead = sink.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(failing.received().len(), 3, "1 attempt + 2 retries");
+    let by_type: HashMap<_, _> = dead
+        .iter()
+        .map(|r| (r.header("ce-type").unwrap_or("").to_owned(), r))
+        .collect();
+    assert_eq!(
+        by_type["dev.fail"].header("ce-knativeerrorcode"),
+        Some("500")
+    );
+    let invalid = by_type
+        .get("dev.tidegate.invalid-record")
+        .expect("the invalid record reached the dead-letter sink");
+    assert_eq!(&invalid.body[..], b"garbage");
+    assert!(invalid.header("ce-knativeerrordata").is_some());
+    assert_eq!(sink.received().len(), 2);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tidegate_broker_invalid_records_total")
+                && l.contains("trigger=\"fails\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}
+
+/// 20 keys × 50 events in one batch; key k0's subscriber is slow and k1's third event fails
+/// once. Every key arrives in order, and the other keys finish while k0 is still going.
+async fn ordered_per_key(broker_yaml: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let failed_once = Arc::new(AtomicUsize::new(0));
+    let subscriber = {
+        let failed_once = Arc::clone(&failed_once);
+        Subscriber::start_async(move |_, r| {
+            let key = r.header("ce-partitionkey").unwrap_or("").to_owned();
+            let id = r.header("ce-id").unwrap_or("").to_owned();
+            let fail = id == "k1-2" && failed_once.fetch_add(1, Ordering::SeqCst) == 0;
+            Box::pin(async move {
+                if key == "k0" {
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                }
+                if fail {
+                    StatusCode::SERVICE_UNAVAILABLE.into_response()
+                } else {
+                    StatusCode::ACCEPTED.into_response()
+                }
+            })
+        })
+        .await
+    };
+    let ordered = trigger(
+        "ordered",
+        &subscriber.url,
+        "  delivery:\n    retry: 3\n    backoffPolicy: linear\n    backoffDelay: PT0.05S\n",
+    )
+    .replace(
+        "  namespace: default\n",
+        "  namespace: default\n  annotations:\n    tidegate.dev/delivery-order: ordered\n",
+    );
+    let dir = manifests(tmp.path(), &[("b.yaml", broker_yaml), ("t.yaml", &ordered)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    wait_broker_ready(&gw).await;
+    eventually("the trigger consuming", || async {
+        gw.trigger("ordered").await["ready"] == true
+    })
+    .await;
+    let mut batch = Vec::new();
+    for seq in 0..50 {
+        for key in 0..20 {
+            batch.push(serde_json::json!({
+                "specversion": "1.0", "id": format!("k{key}-{seq}"), "source": "/order",
+                "type": "dev.ordered", "partitionkey": format!("k{key}"), "data": {"seq": seq},
+            }));
+        }
+    }
+    let r = reqwest::Client::new()
+        .post(gw.broker_url("default", "default"))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(serde_json::to_vec(&batch).expect("json"))
+        .send()
+        .await
+        .expect("publish batch");
+    assert_eq!(r.status(), 202);
+
+    // The other 19 keys finish while the slow key is still at the start of its 50.
+    let others_done = loop {
+        let got = subscriber.received();
+        let done = got
+            .iter()
+            .filter(|r| r.header("ce-partitionkey") != Some("k0"))
+            .filter_map(|r| r.header("ce-id"))
+            .collect::<HashSet<_>>()
+            .len();
+        if done == 19 * 50 {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let slow_so_far = others_done
+        .iter()
+        .filter(|r| r.header("ce-partitionkey") == Some("k0"))
+        .count();
+    assert!(
+        slow_so_far < 40,
+        "the slow key held the others back: {slow_so_far} of its 50 were through when the others finished"
+    );
+    let all = subscriber.wait_for(1000 + 1).await; // + the one failed attempt
+    let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+    for r in &all {
+        by_key
+            .entry(r.header("ce-partitionkey").unwrap_or("").to_owned())
+            .or_default()
+            .push(r.header("ce-id").unwrap_or("").to_owned());
+    }
+    for key in 0..20 {
+        let mut expected: Vec<String> = (0..50).map(|seq| format!("k{key}-{seq}")).collect();
+        if key == 1 {
+            expected.insert(2, "k1-2".into()); // its failed attempt, retried before k1-3
+        }
+        assert_eq!(
+            by_key[&format!("k{key}")],
+            expected,
+            "key k{key} out of order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_delivery_is_per_key_on_the_embedded_log() {
+    ordered_per_key(BROKER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_delivery_is_per_key_on_nats() {
+    let Some(bin) = nats_or_skip("ordered_delivery_is_per_key_on_nats") else {
+        return;
+    };
+    let nats = NatsServer::start(&bin);
+    ordered_per_key(&nats_broker(&nats.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_nats_is_not_ready_answers_503_and_recovers_by_itself() {
+    let Some(bin) = nats_or_skip("an_unreachable_nats_is_not_ready") else {
+        return;
+    };
+    let port = free_port();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let subscriber = Subscriber::accepting().await;
+    let dir = manifests(
+        tmp.path(),
+        &[
+            ("b.yaml", &nats_broker(&format!("nats://127.0.0.1:{port}"))),
+            ("t.yaml", &trigger("t", &subscriber.url, "")),
+        ],
+    );
+    let gw = Gateway::start_unready(&dir, &tmp.path().join("data"), &[]).await;
+    let row = gw.brokers().await.into_iter().next().expect("broker row");
+    assert_eq!(row["ready"], false);
+    assert!(
+        row["reason"].as_str().unwrap_or("").contains("127.0.0.1"),
+        "{row}"
+    );
+    let client = reqwest::Client::new();
+    let url = gw.broker_url("default", "default");
+    let refused = publish(&client, &url, "e-0", "dev.t", &[]).await;
+    assert_eq!(refused.status(), 503);
+    assert!(header(&refused, "retry-after").is_some());
+    eventually("the trigger to say why it waits", || async {
+        let t = gw.trigger("t").await;
+        t["ready"] == false && t["reason"].as_str().unwrap_or("").contains("subscription")
+    })
+    .await;
+    let ready = reqwest::get(format!("{}/readyz", gw.admin))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+
+    let _nats = NatsServer::start_on(&bin, port);
+    wait_broker_ready(&gw).await;
+    eventually("the trigger consuming", || async {
+        gw.trigger("t").await["ready"] == true
+    })
+    .await;
+    assert_eq!(
+        publish(&client, &url, "e-1", "dev.t", &[]).await.status(),
+        202
+    );
+    let got = subscriber.wait_for(1).await;
+    assert_eq!(got[0].header("ce-id"), Some("e-1"));
+}
+
+const EVENTS: usize = 600;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_and_gateway_restarts_mid_stream_lose_nothing_accepted() {
+    let Some(bin) = nats_or_skip("nats_and_gateway_restarts_mid_stream") else {
+        return;
+    };
+    let mut nats = NatsServer::start(&bin);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sample = SampleService::start(&[]).await;
+    let retry =
+        "  delivery:\n    retry: 30\n    backoffPolicy: linear\n    backoffDelay: PT0.05S\n";
+    let dir = manifests(
+        tmp.path(),
+        &[
+            ("b.yaml", &nats_broker(&nats.url())),
+            ("t.yaml", &trigger("prober", &sample.url, retry)),
+        ],
+    );
+    let mut gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    wait_broker_ready(&gw).await;
+    let url = gw.broker_url("default", "default");
+    let next = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let mut publishers = Vec::new();
+    for _ in 0..4 {
+        let (next, accepted, url) = (Arc::clone(&next), Arc::clone(&accepted), url.clone());
+        publishers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                if n >= EVENTS {
+                    break;
+                }
+                let id = format!("n-{n}");
+                let sent = client
+                    .post(&url)
+                    .header("ce-specversion", "1.0")
+                    .header("ce-id", &id)
+                    .header("ce-source", "prober")
+                    .header("ce-type", "dev.tidegate.prober")
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 202 => {
+                        accepted.lock().expect("lock").insert(id);
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        }));
+    }
+    let wait_accepted = |n: usize| {
+        let accepted = Arc::clone(&accepted);
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while accepted.lock().expect("lock").len() < n {
+                assert!(tokio::time::Instant::now() < deadline, "publishing stalled");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait_accepted(EVENTS / 4).await;
+    gw.kill9_and_restart().await;
+    wait_accepted(EVENTS / 2).await;
+    nats.restart();
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+    let accepted = accepted.lock().expect("lock").clone();
+    assert!(
+        accepted.len() > EVENTS / 2,
+        "only {} accepted",
+        accepted.len()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let arrived: HashSet<String> = sample
+            .events()
+            .await
+            .iter()
+            .filter_map(|e| e["id"].as_str().map(str::to_owned))
+            .collect();
+        let missing = accepted.difference(&arrived).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} accepted events never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_backlog_scales_a_service_from_zero_and_back() {
+    let Some(bin) = nats_or_skip("a_nats_backlog_scales_a_service") else {
+        return;
+    };
+    let nats = NatsServer::start(&bin);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // In-flight cap 2 at containerConcurrency 1 wants at most 2 pods for requests; a backlog of
+    // 500 at backlog-target 50 wants 10 (the max-scale).
+    let worker = "apiVersion: tidegate.dev/v1alpha1
+kind: Trigger
+metadata:
+  name: worker
+  namespace: default
+  annotations:
+    tidegate.dev/max-in-flight: \"2\"
+spec:
+  broker: default
+  service:
+    spec:
+      template:
+        metadata:
+          annotations:
+            autoscaling.knative.dev/scale-down-delay: \"1s\"
+            autoscaling.knative.dev/max-scale: \"10\"
+            tidegate.dev/backlog-target: \"50\"
+        spec:
+          containerConcurrency: 1
+          containers:
+            - command: [tidegate, sample-service, --delay, 50ms]
+";
+    let dir = manifests(
+        tmp.path(),
+        &[("b.yaml", &nats_broker(&nats.url())), ("t.yaml", worker)],
+    );
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    wait_broker_ready(&gw).await;
+    eventually("the trigger consuming", || async {
+        gw.trigger("worker").await["ready"] == true
+    })
+    .await;
+    let batch: Vec<_> = (0..500)
+        .map(|i| {
+            serde_json::json!({"specversion": "1.0", "id": format!("b-{i}"), "source": "/b", "type": "dev.work"})
+        })
+        .collect();
+    let r = reqwest::Client::new()
+        .post(gw.broker_url("default", "default"))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(serde_json::to_vec(&batch).expect("json"))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 202);
+    let mut max_desired = 0;
+    let mut max_pending = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let revision = gw.revisions().await.into_iter().next().unwrap_or_default();
+        let trigger = gw.trigger("worker").await;
+        max_desired = max_desired.max(revision["desired_pods"].as_u64().unwrap_or(0));
+        max_pending = max_pending.max(trigger["pending"].as_u64().unwrap_or(0));
+        if trigger["delivered"] == 500 && revision["desired_pods"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not drained and back to zero: {revision} {trigger}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 2 pods drain 500 events of 50 ms in about 12 s: the backlog stays above 450 for seconds.
+    assert!(
+        max_pending > 450,
+        "the backlog was visible: max pending {max_pending}"
+    );
+    assert_eq!(
+        max_desired, 10,
+        "the backlog wanted max-scale pods (requests alone want 2)"
+    );
+}
