@@ -6,6 +6,7 @@
 //! - [`Broker`] and [`Subscription`]: what every broker backend offers the gateway.
 //! - [`embedded`]: the default backend, a durable log in one redb file with group commit.
 //! - [`nats`]: NATS JetStream, a stream per Broker and a durable pull consumer per Trigger.
+//! - [`kafka`]: Kafka, a topic per Broker and a consumer group per Trigger.
 //! - [`binding`]: the CloudEvents NATS and Kafka protocol bindings.
 //! - [`Backends::open`]: a Broker from its [`BackendConfig`].
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod embedded;
 pub mod event;
 pub mod http;
+pub mod kafka;
 pub mod nats;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -52,10 +54,8 @@ impl Backends {
         Ok(match config {
             BackendConfig::Embedded => self.embedded.broker(namespace, name),
             BackendConfig::Nats(nats) => nats::NatsBroker::open(namespace, name, nats.clone()),
-            BackendConfig::Kafka(_) => {
-                return Err(BrokerError::Unavailable(
-                    "the kafka backend is not available in this build".into(),
-                ));
+            BackendConfig::Kafka(kafka) => {
+                kafka::KafkaBroker::open(namespace, name, kafka.clone())?
             }
         })
     }

@@ -1,0 +1,462 @@
+//! The Kafka backend (rdkafka, bundled librdkafka): one topic per Broker, one consumer group
+//! per Trigger (`knative-trigger-{namespace}-{name}`, Knative's naming).
+//!
+//! - **Topic.** Created when missing with the configured partitions, replication factor and
+//!   retention; a task checks it once a second (recreating a deleted one) and refreshes
+//!   `stored` from the partitions' watermarks. Until the topic is there and the cluster
+//!   answers, [`Broker::unavailable`] says why and ingress answers 503.
+//! - **Produce.** Binary mode ([`crate::binding`]: `ce_` headers, `content-type`, the
+//!   `partitionkey` extension as the record key) with `acks=all` and idempotence; a request is
+//!   acknowledged only when every record's delivery report arrived. A batch is not a Kafka
+//!   transaction: when one record fails the request fails (503) while the records already
+//!   written stay written, so a publisher's retry of the whole batch stores those again —
+//!   duplicates with the same `source` + `id`, which at-least-once consumers must expect (as
+//!   Knative's Kafka broker does); no event is lost.
+//! - **Consume.** Offsets are committed manually, only over the contiguous prefix of settled
+//!   records of each partition, periodically and on partition revocation; deliveries of a
+//!   revoked partition that settle later are not committed by this member (the new owner
+//!   redelivers them). A new group starts at the end of each partition, committed before the
+//!   Broker reports ready (see [`Broker::expect_subscriptions`]).
+
+mod subscription;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::binding::{self, Transport};
+use crate::broker::{Broker, BrokerError, SubscribeOptions, Subscription};
+use crate::config::KafkaConfig;
+use crate::event::{CloudEvent, EventBatch};
+
+/// How often the topic, `stored` and backlogs are refreshed.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest wait for one metadata or offsets request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A record not acknowledged by the cluster within this fails its request (503).
+const DELIVERY_TIMEOUT_MS: &str = "10000";
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// One Broker's Kafka topic.
+pub struct KafkaBroker {
+    shared: Arc<Shared>,
+    producer: FutureProducer,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    config: KafkaConfig,
+    source: String,
+    unavailable: Mutex<Option<String>>,
+    stored: AtomicU64,
+    /// Lag of each group consumed here, by group id.
+    pending: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Groups the Broker's Triggers need, and whether their start offsets exist.
+    expected: Mutex<HashMap<String, bool>>,
+    expected_changed: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Client settings shared by the producer, admin client and consumers.
+pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.bootstrap_servers)
+        .set("client.id", "tidegate")
+        .set("socket.timeout.ms", "10000");
+    if let Some(auth) = &config.auth {
+        c.set("security.protocol", auth.protocol.to_ascii_lowercase());
+        if let Some(mechanism) = &auth.sasl_mechanism {
+            c.set("sasl.mechanism", mechanism);
+        }
+        if let Some(user) = &auth.user {
+            c.set("sasl.username", user);
+        }
+        if let Some(password) = &auth.password {
+            c.set("sasl.password", password);
+        }
+        if let Some(ca) = &auth.ca_cert {
+            c.set("ssl.ca.pem", ca);
+        }
+    }
+    c
+}
+
+/// The consumer group of a subscription `{namespace}/{trigger}`.
+pub fn group_id(subscription: &str) -> String {
+    let (namespace, name) = subscription
+        .split_once('/')
+        .unwrap_or(("default", subscription));
+    format!("knative-trigger-{namespace}-{name}")
+}
+
+impl KafkaBroker {
+    /// Creates the producer and starts the topic task; never blocks. Must run inside a Tokio
+    /// runtime.
+    pub fn open(
+        namespace: &str,
+        name: &str,
+        config: KafkaConfig,
+    ) -> Result<Arc<KafkaBroker>, BrokerError> {
+        let producer: FutureProducer = client_config(&config)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", DELIVERY_TIMEOUT_MS)
+            .create()
+            .map_err(|e| BrokerError::Unavailable(format!("creating the Kafka producer: {e}")))?;
+        let shared = Arc::new(Shared {
+            source: format!("tidegate://{namespace}/{name}"),
+            unavailable: Mutex::new(Some(format!(
+                "connecting to Kafka at {}",
+                config.bootstrap_servers
+            ))),
+            stored: AtomicU64::new(0),
+            pending: Mutex::new(HashMap::new()),
+            expected: Mutex::new(HashMap::new()),
+            expected_changed: tokio::sync::Notify::new(),
+            config,
+        });
+        let task = tokio::spawn(run(Arc::clone(&shared)));
+        Ok(Arc::new(KafkaBroker {
+            shared,
+            producer,
+            task,
+        }))
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Shared {
+    fn set_unavailable(&self, reason: Option<String>) {
+        let mut current = lock(&self.unavailable);
+        if *current != reason {
+            match &reason {
+                Some(r) => {
+                    tracing::warn!(topic = %self.config.topic, reason = %r, "Kafka broker not ready.")
+                }
+                None => tracing::info!(topic = %self.config.topic, "Kafka broker ready."),
+            }
+            *current = reason;
+        }
+    }
+}
+
+/// Ensures the topic (and the expected groups' start offsets), then refreshes until dropped.
+async fn run(shared: Arc<Shared>) {
+    let admin: AdminClient<DefaultClientContext> = match client_config(&shared.config).create() {
+        Ok(admin) => admin,
+        Err(e) => {
+            shared.set_unavailable(Some(format!("creating the Kafka admin client: {e}")));
+            return;
+        }
+    };
+    let metadata: Arc<BaseConsumer> = match client_config(&shared.config).create() {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            shared.set_unavailable(Some(format!("creating the Kafka metadata client: {e}")));
+            return;
+        }
+    };
+    let mut ready = false;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match partitions(&metadata, &shared.config.topic).await {
+            Err(why) => {
+                shared.set_unavailable(Some(why));
+                ready = false;
+            }
+            Ok(None) => {
+                ready = false;
+                match create_topic(&admin, &shared.config).await {
+                    Ok(()) => continue,
+                    Err(why) => shared.set_unavailable(Some(why)),
+                }
+            }
+            Ok(Some(count)) => {
+                if count < shared.config.partitions as usize && !ready {
+                    tracing::warn!(topic = %shared.config.topic, partitions = count, configured = shared.config.partitions, "The topic exists with fewer partitions than configured; using it as it is.");
+                }
+                match ensure_groups(&shared, &metadata, count, !ready).await {
+                    Ok(()) => {
+                        if !ready {
+                            ready = true;
+                            backoff = BACKOFF_MIN;
+                            shared.set_unavailable(None);
+                        }
+                        if let Ok(stored) = stored(&metadata, &shared.config.topic, count).await {
+                            shared.stored.store(stored, Ordering::Relaxed);
+                        }
+                    }
+                    Err(why) => {
+                        shared.set_unavailable(Some(why));
+                        ready = false;
+                    }
+                }
+            }
+        }
+        let wait = if ready {
+            REFRESH_INTERVAL
+        } else {
+            let wait = backoff;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            wait
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.expected_changed.notified(), if ready => {}
+        }
+    }
+}
+
+/// The topic's partition count, `None` when it does not exist; an error when the cluster does
+/// not answer.
+async fn partitions(metadata: &Arc<BaseConsumer>, topic: &str) -> Result<Option<usize>, String> {
+    let client = Arc::clone(metadata);
+    let topic_name = topic.to_owned();
+    let fetched = tokio::task::spawn_blocking(move || {
+        client.fetch_metadata(Some(&topic_name), REQUEST_TIMEOUT)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let metadata = fetched.map_err(|e| format!("cannot reach Kafka: {e}"))?;
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(None);
+    };
+    match t.error() {
+        None => Ok(Some(t.partitions().len()).filter(|n| *n > 0)),
+        Some(code) if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+            Ok(None)
+        }
+        Some(code) => Err(format!("topic {topic}: {}", RDKafkaErrorCode::from(code))),
+    }
+}
+
+async fn create_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    config: &KafkaConfig,
+) -> Result<(), String> {
+    let retention = config.retention_ms.map(|ms| ms.to_string());
+    let mut topic = NewTopic::new(
+        &config.topic,
+        i32::try_from(config.partitions).unwrap_or(i32::MAX),
+        TopicReplication::Fixed(i32::from(config.replication_factor)),
+    );
+    if let Some(ms) = &retention {
+        topic = topic.set("retention.ms", ms);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .map_err(|e| format!("creating topic {}: {e}", config.topic))?;
+    for result in results {
+        match result {
+            Ok(_) => {
+                tracing::info!(topic = %config.topic, partitions = config.partitions, "Created Kafka topic.")
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(format!("creating topic {}: {code}", config.topic)),
+        }
+    }
+    Ok(())
+}
+
+/// Records retained: the sum over partitions of high minus low watermark.
+async fn stored(
+    metadata: &Arc<BaseConsumer>,
+    topic: &str,
+    partitions: usize,
+) -> Result<u64, String> {
+    let client = Arc::clone(metadata);
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut total = 0u64;
+        for p in 0..partitions {
+            let (low, high) = client
+                .fetch_watermarks(
+                    &topic,
+                    i32::try_from(p).unwrap_or(i32::MAX),
+                    REQUEST_TIMEOUT,
+                )
+                .map_err(|e| e.to_string())?;
+            total += u64::try_from(high - low).unwrap_or(0);
+        }
+        Ok(total)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Gives each expected group without committed offsets a start at the current end of every
+/// partition, so it sees everything stored from now on (`all`: check every group again).
+async fn ensure_groups(
+    shared: &Arc<Shared>,
+    metadata: &Arc<BaseConsumer>,
+    partitions: usize,
+    all: bool,
+) -> Result<(), String> {
+    let missing: Vec<String> = lock(&shared.expected)
+        .iter()
+        .filter(|(_, done)| all || !**done)
+        .map(|(group, _)| group.clone())
+        .collect();
+    for group in missing {
+        let config = shared.config.clone();
+        let client = Arc::clone(metadata);
+        let g = group.clone();
+        tokio::task::spawn_blocking(move || {
+            subscription::start_group_at_end(&config, &client, &g, partitions)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        if let Some(done) = lock(&shared.expected).get_mut(&group) {
+            *done = true;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Broker for KafkaBroker {
+    fn backend(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn append_batch(&self, batch: EventBatch) -> Result<(), BrokerError> {
+        if let Some(reason) = lock(&self.shared.unavailable).clone() {
+            return Err(BrokerError::Unavailable(reason));
+        }
+        let topic = &self.shared.config.topic;
+        let mut reports = Vec::with_capacity(batch.len());
+        for record in batch.records() {
+            let event = CloudEvent::decode_storage(record)?;
+            let (pairs, payload) = binding::encode(&event, Transport::Kafka);
+            let mut headers = OwnedHeaders::new_with_capacity(pairs.len());
+            for (name, value) in &pairs {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let key = event.attribute("partitionkey").map(|k| k.into_owned());
+            let mut record = FutureRecord::to(topic)
+                .payload(payload.as_ref())
+                .headers(headers);
+            if let Some(key) = &key {
+                record = record.key(key.as_bytes());
+            }
+            match self.producer.send_result(record) {
+                Ok(report) => reports.push(report),
+                Err((error, _)) => {
+                    return Err(BrokerError::Unavailable(format!(
+                        "producing to Kafka topic {topic}: {error}"
+                    )));
+                }
+            }
+        }
+        for report in reports {
+            match report.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => {
+                    return Err(BrokerError::Unavailable(format!(
+                        "Kafka did not acknowledge a record on {topic}: {error}"
+                    )));
+                }
+                Err(_) => return Err(BrokerError::Closed),
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        subscription: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>, BrokerError> {
+        if let Some(reason) = lock(&self.shared.unavailable).clone() {
+            return Err(BrokerError::Unavailable(reason));
+        }
+        let group = group_id(subscription);
+        let backlog = Arc::clone(
+            lock(&self.shared.pending)
+                .entry(group.clone())
+                .or_insert_with(|| Arc::new(AtomicU64::new(0))),
+        );
+        let sub = subscription::KafkaSubscription::open(
+            &self.shared.config,
+            &group,
+            options,
+            &self.shared.source,
+            backlog,
+        )?;
+        Ok(Box::new(sub))
+    }
+
+    fn expect_subscriptions(&self, subscriptions: &[(String, SubscribeOptions)]) {
+        let mut expected = lock(&self.shared.expected);
+        let mut added = false;
+        for (subscription, _) in subscriptions {
+            added |= expected.insert(group_id(subscription), false).is_none();
+        }
+        drop(expected);
+        if added {
+            self.shared.expected_changed.notify_one();
+        }
+    }
+
+    async fn remove_subscription(&self, subscription: &str) -> Result<(), BrokerError> {
+        let group = group_id(subscription);
+        lock(&self.shared.pending).remove(&group);
+        lock(&self.shared.expected).remove(&group);
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.shared.config)
+            .create()
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        match admin.delete_groups(&[group.as_str()], &options).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(BrokerError::Unavailable(format!(
+                "deleting consumer group {group}: {e}"
+            ))),
+        }
+    }
+
+    fn stored(&self) -> u64 {
+        self.shared.stored.load(Ordering::Relaxed)
+    }
+
+    fn pending(&self, subscription: &str) -> u64 {
+        lock(&self.shared.pending)
+            .get(&group_id(subscription))
+            .map_or(0, |b| b.load(Ordering::Relaxed))
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        lock(&self.shared.unavailable).clone()
+    }
+
+    fn location(&self) -> Vec<(&'static str, String)> {
+        vec![("topic", self.shared.config.topic.clone())]
+    }
+}
+
+#[cfg(test)]
+mod tests;
