@@ -125,3 +125,72 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// librdkafka's mock cluster: a Kafka-protocol server on 127.0.0.1 inside the test process
+/// (a gateway process can connect to it). It does not implement CreateTopics, so topics are
+/// created up front.
+pub struct KafkaMock {
+    cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+}
+
+impl KafkaMock {
+    /// One broker with `topics` (name, partitions).
+    pub fn start(topics: &[(&str, i32)]) -> KafkaMock {
+        let cluster = rdkafka::mocking::MockCluster::new(1)
+            .unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
+        for (topic, partitions) in topics {
+            cluster
+                .create_topic(topic, *partitions, 1)
+                .unwrap_or_else(|e| panic!("creating topic {topic}: {e}"));
+        }
+        KafkaMock { cluster }
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// Takes the (only) broker down: connections close and new ones are refused.
+    pub fn broker_down(&self) {
+        self.cluster
+            .broker_down(1)
+            .unwrap_or_else(|e| panic!("broker down: {e}"));
+    }
+
+    pub fn broker_up(&self) {
+        self.cluster
+            .broker_up(1)
+            .unwrap_or_else(|e| panic!("broker up: {e}"));
+    }
+}
+
+/// Writes one record straight to a topic, as a third-party producer would.
+pub async fn kafka_produce(
+    bootstrap: &str,
+    topic: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    let mut owned = OwnedHeaders::new();
+    for (k, v) in headers {
+        owned = owned.insert(Header {
+            key: k,
+            value: Some(*v),
+        });
+    }
+    let mut record = FutureRecord::to(topic).payload(payload).headers(owned);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use brokers::testkit::{NatsServer, nats_or_skip};
+use brokers::testkit::{KafkaMock, NatsServer, kafka_produce, nats_or_skip};
 
 use crate::harness::*;
 
@@ -61,12 +61,109 @@ async fn wait_broker_ready(gw: &Gateway) -> serde_json::Value {
     gw.brokers().await.into_iter().next().unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_delivers_retries_exactly_dead_letters_and_routes_third_party_records() {
-    let Some(bin) = nats_or_skip("nats_delivers_retries_exactly") else {
-        return;
-    };
-    let nats = NatsServer::start(&bin);
+/// Broker `default/default` on Kafka (Knative's Kafka broker class and ConfigMap keys).
+fn kafka_broker(bootstrap: &str) -> String {
+    format!(
+        "apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: default
+  namespace: default
+  annotations:
+    eventing.knative.dev/broker.class: Kafka
+spec:
+  config:
+    apiVersion: v1
+    kind: ConfigMap
+    name: kafka-broker-config
+    namespace: knative-eventing
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: kafka-broker-config
+  namespace: knative-eventing
+data:
+  bootstrap.servers: {bootstrap}
+  default.topic.partitions: \"10\"
+  default.topic.replication.factor: \"1\"
+"
+    )
+}
+
+/// The topic Knative names for Broker default/default.
+const KAFKA_TOPIC: &str = "knative-broker-default-default";
+
+/// A backend server a test runs.
+enum Backend {
+    Nats(NatsServer),
+    Kafka(KafkaMock),
+}
+
+impl Backend {
+    fn nats(test: &str) -> Option<Backend> {
+        nats_or_skip(test).map(|bin| Backend::Nats(NatsServer::start(&bin)))
+    }
+
+    fn kafka() -> Backend {
+        Backend::Kafka(KafkaMock::start(&[(KAFKA_TOPIC, 10)]))
+    }
+
+    fn broker_yaml(&self) -> String {
+        match self {
+            Backend::Nats(server) => nats_broker(&server.url()),
+            Backend::Kafka(mock) => kafka_broker(&mock.bootstrap_servers()),
+        }
+    }
+
+    /// Writes a record straight to the subject or topic, as another producer would.
+    async fn produce(&self, headers: &[(&str, &str)], payload: &'static [u8]) {
+        match self {
+            Backend::Nats(server) => {
+                let raw = async_nats::connect(server.url())
+                    .await
+                    .expect("nats client");
+                let mut map = async_nats::HeaderMap::new();
+                for (k, v) in headers {
+                    map.insert(*k, *v);
+                }
+                raw.publish_with_headers("tidegate.default.default.ext", map, payload.into())
+                    .await
+                    .expect("publish");
+                raw.flush().await.expect("flush");
+            }
+            Backend::Kafka(mock) => {
+                kafka_produce(
+                    &mock.bootstrap_servers(),
+                    KAFKA_TOPIC,
+                    None,
+                    headers,
+                    payload,
+                )
+                .await;
+            }
+        }
+    }
+
+    fn check_location(&self, row: &serde_json::Value) {
+        match self {
+            Backend::Nats(_) => {
+                assert_eq!(row["backend"], "nats");
+                assert_eq!(row["stream"], "default-default");
+                assert_eq!(row["subject"], "tidegate.default.default.>");
+            }
+            Backend::Kafka(_) => {
+                assert_eq!(row["backend"], "kafka");
+                assert_eq!(row["topic"], KAFKA_TOPIC);
+            }
+        }
+    }
+}
+
+/// Publish → filter → deliver → ack; `retry: 2` makes exactly 3 attempts then dead-letters; a
+/// third-party producer's CloudEvent is routed; a record that is not one reaches the
+/// dead-letter sink and is counted.
+async fn delivery_semantics(backend: &Backend) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ok = Subscriber::accepting().await;
     let failing = Subscriber::start(|_, _| StatusCode::INTERNAL_SERVER_ERROR.into_response()).await;
@@ -75,7 +172,7 @@ async fn nats_delivers_retries_exactly_dead_letters_and_routes_third_party_recor
     let dir = manifests(
         tmp.path(),
         &[
-            ("b.yaml", &nats_broker(&nats.url())),
+            ("b.yaml", &backend.broker_yaml()),
             ("ok.yaml", &filtered("ok", &ok.url, "dev.ok", "")),
             (
                 "fails.yaml",
@@ -85,9 +182,7 @@ async fn nats_delivers_retries_exactly_dead_letters_and_routes_third_party_recor
     );
     let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
     let row = wait_broker_ready(&gw).await;
-    assert_eq!(row["backend"], "nats");
-    assert_eq!(row["stream"], "default-default");
-    assert_eq!(row["subject"], "tidegate.default.default.>");
+    backend.check_location(&row);
     eventually("both triggers consuming", || async {
         gw.triggers().await.iter().all(|t| t["ready"] == true)
     })
@@ -99,48 +194,60 @@ async fn nats_delivers_retries_exactly_dead_letters_and_routes_third_party_recor
         let r = publish(&client, &url, &format!("ok-{i}"), "dev.ok", &[]).await;
         assert_eq!(r.status(), 202);
     }
-    // A publisher's retry of ok-0 is stored once (Nats-Msg-Id).
-    assert_eq!(
-        publish(&client, &url, "ok-0", "dev.ok", &[]).await.status(),
-        202
-    );
+    let nats = matches!(backend, Backend::Nats(_));
+    if nats {
+        // A publisher's retry within the duplicate window is stored once (Nats-Msg-Id).
+        assert_eq!(
+            publish(&client, &url, "ok-0", "dev.ok", &[]).await.status(),
+            202
+        );
+    }
     assert_eq!(
         publish(&client, &url, "bad-1", "dev.fail", &[])
             .await
             .status(),
         202
     );
-
-    // A third-party producer writes straight to the subject: a binary-mode CloudEvent and a
-    // record that is not one.
-    let raw = async_nats::connect(nats.url()).await.expect("nats client");
-    let mut headers = async_nats::HeaderMap::new();
-    for (k, v) in [
-        ("ce-specversion", "1.0"),
-        ("ce-id", "third-party-1"),
-        ("ce-source", "/elsewhere"),
-        ("ce-type", "dev.ok"),
-    ] {
-        headers.insert(k, v);
-    }
-    raw.publish_with_headers("tidegate.default.default.ext", headers, "{}".into())
-        .await
-        .expect("publish");
-    raw.publish("tidegate.default.default.ext", "garbage".into())
-        .await
-        .expect("publish");
-    raw.flush().await.expect("flush");
+    let (prefix, source) = match backend {
+        Backend::Nats(_) => ("ce-", "/elsewhere"),
+        Backend::Kafka(_) => ("ce_", "/elsewhere"),
+    };
+    let attribute = |name: &str| format!("{prefix}{name}");
+    let (specversion, id, src, ty) = (
+        attribute("specversion"),
+        attribute("id"),
+        attribute("source"),
+        attribute("type"),
+    );
+    backend
+        .produce(
+            &[
+                (&specversion, "1.0"),
+                (&id, "third-party-1"),
+                (&src, source),
+                (&ty, "dev.ok"),
+            ],
+            b"{}",
+        )
+        .await;
+    backend.produce(&[], b"garbage").await;
 
     let got = ok.wait_for(6).await;
     let counts = ids(&got);
     assert_eq!(counts.len(), 6, "{counts:?}");
     assert!(counts.contains_key("third-party-1"));
-    assert_eq!(counts.get("ok-0"), Some(&1), "duplicate stored once");
 
     // retry: 2 means exactly 3 attempts, then the dead-letter sink.
     let dead = sink.wait_for(2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(failing.received().len(), 3, "1 attempt + 2 retries");
+    if nats {
+        assert_eq!(
+            ids(&ok.received()).get("ok-0"),
+            Some(&1),
+            "the duplicate was stored once"
+        );
+    }
     let by_type: HashMap<_, _> = dead
         .iter()
         .map(|r| (r.header("ce-type").unwrap_or("").to_owned(), r))
@@ -164,6 +271,19 @@ async fn nats_delivers_retries_exactly_dead_letters_and_routes_third_party_recor
                 && l.ends_with(" 1")),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_delivers_retries_exactly_dead_letters_and_routes_third_party_records() {
+    let Some(backend) = Backend::nats("nats_delivers_retries_exactly") else {
+        return;
+    };
+    delivery_semantics(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_delivers_retries_exactly_dead_letters_and_routes_third_party_records() {
+    delivery_semantics(&Backend::kafka()).await;
 }
 
 /// 20 keys × 50 events in one batch; key k0's subscriber is slow and k1's third event fails
@@ -282,6 +402,12 @@ async fn ordered_delivery_is_per_key_on_nats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_delivery_is_per_key_on_kafka() {
+    let backend = Backend::kafka();
+    ordered_per_key(&backend.broker_yaml()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_nats_is_not_ready_answers_503_and_recovers_by_itself() {
     let Some(bin) = nats_or_skip("an_unreachable_nats_is_not_ready") else {
         return;
@@ -336,10 +462,20 @@ const EVENTS: usize = 600;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_and_gateway_restarts_mid_stream_lose_nothing_accepted() {
-    let Some(bin) = nats_or_skip("nats_and_gateway_restarts_mid_stream") else {
+    let Some(mut backend) = Backend::nats("nats_and_gateway_restarts_mid_stream") else {
         return;
     };
-    let mut nats = NatsServer::start(&bin);
+    restarts_lose_nothing(&mut backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_outage_and_gateway_restart_mid_stream_lose_nothing_accepted() {
+    restarts_lose_nothing(&mut Backend::kafka()).await;
+}
+
+/// Publishers keep going while the gateway is killed with SIGKILL and restarted, then while
+/// the backend goes away and comes back: every event answered 202 reaches the subscriber.
+async fn restarts_lose_nothing(backend: &mut Backend) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sample = SampleService::start(&[]).await;
     let retry =
@@ -347,7 +483,7 @@ async fn nats_and_gateway_restarts_mid_stream_lose_nothing_accepted() {
     let dir = manifests(
         tmp.path(),
         &[
-            ("b.yaml", &nats_broker(&nats.url())),
+            ("b.yaml", &backend.broker_yaml()),
             ("t.yaml", &trigger("prober", &sample.url, retry)),
         ],
     );
@@ -398,7 +534,14 @@ async fn nats_and_gateway_restarts_mid_stream_lose_nothing_accepted() {
     wait_accepted(EVENTS / 4).await;
     gw.kill9_and_restart().await;
     wait_accepted(EVENTS / 2).await;
-    nats.restart();
+    match backend {
+        Backend::Nats(server) => server.restart(),
+        Backend::Kafka(mock) => {
+            mock.broker_down();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            mock.broker_up();
+        }
+    }
     for p in publishers {
         p.await.expect("publisher");
     }
