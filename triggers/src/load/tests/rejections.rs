@@ -348,6 +348,95 @@ fn broker_config_references() {
         "data.partitions",
         "quote the value",
     );
+    for (data, field, reason) in [
+        (
+            "{backend: nats, url: \"http://x\"}",
+            "data.url",
+            "not a NATS URL",
+        ),
+        (
+            "{backend: nats, url: nats://x, storage: disk}",
+            "data.storage",
+            "file or memory",
+        ),
+        (
+            "{backend: nats, url: nats://x, replicas: \"9\"}",
+            "data.replicas",
+            "from 1 to 5",
+        ),
+        (
+            "{backend: nats, url: nats://x, max_age: soon}",
+            "data.max_age",
+            "invalid duration",
+        ),
+        (
+            "{backend: nats, url: nats://x, max_bytes: \"-1\"}",
+            "data.max_bytes",
+            "integer",
+        ),
+        (
+            "{backend: nats, url: nats://x, subject: \"a.>\"}",
+            "data.subject",
+            "subject prefix",
+        ),
+        (
+            "{backend: kafka, bootstrap.servers: k, default.topic.replication.factor: \"x\"}",
+            "data[\"default.topic.replication.factor\"]",
+            "integer",
+        ),
+        (
+            "{backend: nats, url: nats://x, auth.secret.ref.name: gone}",
+            "data[\"auth.secret.ref.name\"]",
+            "Secret default/gone is not in the manifest set",
+        ),
+    ] {
+        one_error(&with_data(data), 1, field, reason);
+    }
+}
+
+#[test]
+fn broker_credentials_come_from_secrets_and_never_appear_in_errors() {
+    let yaml = |secret_data: &str| {
+        format!(
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: b}}\nspec:\n  config: {{apiVersion: v1, kind: ConfigMap, name: c}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\ndata: {{backend: kafka, bootstrap.servers: k, auth.secret.ref.name: creds}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\ntype: Opaque\n{secret_data}\n"
+        )
+    };
+    // Knative's keys; `data` is base64, `stringData` plain.
+    let snapshot = valid(&[(
+        "k.yaml",
+        &yaml(
+            "data: {protocol: U0FTTF9TU0w=, sasl.mechanism: UExBSU4=, user: YXBw}\nstringData: {password: hunter2}",
+        ),
+    )]);
+    let Backend::Kafka(kafka) = &snapshot.brokers[0].backend else {
+        panic!("kafka backend expected");
+    };
+    let auth = kafka.auth.as_ref().expect("auth");
+    assert_eq!(auth.protocol, "SASL_SSL");
+    assert_eq!(auth.sasl_mechanism.as_deref(), Some("PLAIN"));
+    assert_eq!(auth.password.as_deref(), Some("hunter2"));
+    assert!(
+        !format!("{snapshot:?}").contains("hunter2"),
+        "secrets stay out of Debug"
+    );
+
+    one_error(
+        &yaml("data: {protocol: U0FTTF9TU0w=, user: YXBw}"),
+        2,
+        "data.password",
+        "required for protocol SASL_SSL",
+    );
+    one_error(
+        &yaml("data: {password: \"not base64!\"}"),
+        2,
+        "data.password",
+        "must be base64",
+    );
+    let errors = invalid(&[("k.yaml", &yaml("data: {password: 12345678}"))]);
+    assert!(
+        errors.iter().all(|e| !e.to_string().contains("12345678")),
+        "a Secret's value never appears in an error: {errors:#?}"
+    );
 }
 
 #[test]
