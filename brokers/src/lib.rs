@@ -8,6 +8,7 @@
 //! - [`nats`]: NATS JetStream, a stream per Broker and a durable pull consumer per Trigger.
 //! - [`kafka`]: Kafka, a topic per Broker and a consumer group per Trigger.
 //! - [`binding`]: the CloudEvents NATS and Kafka protocol bindings.
+//! - [`sdk`]: conversions to and from the Rust CloudEvents SDK's event type.
 //! - [`Backends::open`]: a Broker from its [`BackendConfig`].
 
 pub mod binding;
@@ -17,6 +18,7 @@ pub mod event;
 pub mod http;
 pub mod kafka;
 pub mod nats;
+pub mod sdk;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use brokers::event::{AttrValue, CloudEvent, SpecVersion};
-use http::HeaderMap;
 
 #[derive(clap::Args, Debug)]
 pub struct SendArgs {
@@ -68,22 +67,23 @@ pub fn build_event(args: &SendArgs) -> anyhow::Result<CloudEvent> {
     Ok(event)
 }
 
+/// Sends the event through the Rust CloudEvents SDK's reqwest binding, as a publisher's
+/// program would (binary mode), or its JSON format (structured mode).
 pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
+    use cloudevents::binding::reqwest::RequestBuilderExt as _;
     let event = build_event(&args)?;
-    let mut headers = HeaderMap::new();
-    let body = if args.structured {
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static(brokers::http::MODE_STRUCTURED),
-        );
-        brokers::http::encode_structured(&event)
+    let sdk_event = brokers::sdk::to_sdk(&event)?;
+    let request = reqwest::Client::new().post(&args.url);
+    let request = if args.structured {
+        request
+            .header(http::header::CONTENT_TYPE, brokers::http::MODE_STRUCTURED)
+            .body(serde_json::to_vec(&sdk_event).context("encoding the event")?)
     } else {
-        brokers::http::encode_binary(&event, &mut headers)
+        request
+            .event(sdk_event)
+            .context("encoding the event in binary mode")?
     };
-    let response = reqwest::Client::new()
-        .post(&args.url)
-        .headers(headers)
-        .body(body)
+    let response = request
         .send()
         .await
         .with_context(|| format!("sending to {}", args.url))?;
