@@ -1,6 +1,8 @@
-//! Event path benchmark: publish → subscriber through `tidegate serve` on the embedded durable
-//! default (one event per request, batch mode, and a moderate fixed rate), and the direct-HTTP
-//! ceiling (the same load straight at `tidegate sample-service`), with the ratio.
+//! Event path benchmark: publish → subscriber through `tidegate serve` on each backend — the
+//! embedded durable default, NATS JetStream (a real `nats-server -js`, file storage) and Kafka
+//! (librdkafka's mock cluster) — one event per request, batch mode and a moderate fixed rate;
+//! the direct-HTTP ceiling (the same load straight at `tidegate sample-service`); and each
+//! network backend's raw client (async-nats, rdkafka) on the same server and events.
 //!
 //! Run: `bash bench/ingest.sh` (or `cargo bench --bench ingest`). Loopback only; every loop is
 //! bounded by an event count and a deadline.
@@ -15,7 +17,11 @@ use anyhow::{Context as _, bail};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use brokers::testkit::{KafkaMock, NatsServer};
 use tokio::time::Instant;
+
+#[path = "ingest/raw.rs"]
+mod raw;
 
 const EVENTS: usize = 20_000;
 const CONCURRENCY: usize = 64;
@@ -46,7 +52,130 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run())
 }
 
+/// A backend under test, with the server it needs.
+enum Backend {
+    Embedded,
+    Nats(NatsServer),
+    Kafka(KafkaMock),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Nats(_) => "nats",
+            Backend::Kafka(_) => "kafka",
+        }
+    }
+
+    fn broker_yaml(&self) -> String {
+        let config = |data: &str| {
+            format!(
+                "  config:\n    apiVersion: v1\n    kind: ConfigMap\n    name: bench\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bench\n  namespace: default\ndata:\n{data}"
+            )
+        };
+        let spec = match self {
+            Backend::Embedded => String::new(),
+            Backend::Nats(server) => config(&format!("  backend: nats\n  url: {}\n", server.url())),
+            Backend::Kafka(mock) => config(&format!(
+                "  backend: kafka\n  bootstrap.servers: {}\n",
+                mock.bootstrap_servers()
+            )),
+        };
+        format!(
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: default\n  namespace: default\nspec:\n{spec}\n"
+        )
+    }
+}
+
 async fn run() -> anyhow::Result<()> {
+    println!(
+        "tidegate event path benchmark: {EVENTS} events per scenario, {CONCURRENCY} connections (batches: {BATCH_CONCURRENCY} × {BATCH}); \
+         2 cores shared by load, gateway, broker and subscriber"
+    );
+    // Direct ceiling: the same single-event load straight at the sample service.
+    let direct_addr = free_addr()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let direct_rate = {
+        let _sample = Proc::spawn(
+            Command::new(env!("CARGO_BIN_EXE_tidegate"))
+                .args([
+                    "sample-service",
+                    "--listen",
+                    &direct_addr.to_string(),
+                    "--keep",
+                    "1",
+                ])
+                .env("RUST_LOG", "warn"),
+        )?;
+        wait_ready(&format!("http://{direct_addr}/events")).await?;
+        let (rate, lat) = direct(&client, &format!("http://{direct_addr}/")).await?;
+        header();
+        row("-", "direct to sample-service", rate, &lat);
+        rate
+    };
+    let mut backends = vec![Backend::Embedded];
+    match brokers::testkit::nats_server_binary() {
+        Some(bin) => backends.push(Backend::Nats(NatsServer::start(&bin))),
+        None => {
+            println!("(nats: no nats-server found; run bash scripts/test.sh once to install it)")
+        }
+    }
+    backends.push(Backend::Kafka(KafkaMock::start(&[
+        (KAFKA_TOPIC, 10),
+        (RAW_TOPIC, 10),
+    ])));
+    let mut references = Vec::new();
+    for backend in &backends {
+        let (single, batch) = bench_backend(backend, &client).await?;
+        println!(
+            "{:<9} ratio tidegate/direct (1 event/request): {:.2}",
+            backend.name(),
+            single / direct_rate
+        );
+        let raw = match backend {
+            Backend::Embedded => None,
+            Backend::Nats(server) => Some(raw::nats(&server.url(), EVENTS).await?),
+            Backend::Kafka(mock) => {
+                Some(raw::kafka(&mock.bootstrap_servers(), RAW_TOPIC, EVENTS).await?)
+            }
+        };
+        if let Some((publish, consume)) = raw {
+            references.push((backend.name(), publish, consume, batch));
+        }
+    }
+    println!("\nraw clients on the same servers and events (no tidegate):");
+    println!(
+        "{:<9} {:>14} {:>14} {:>22}",
+        "backend", "publish/s", "consume/s", "tidegate batch/raw pub"
+    );
+    for (name, publish, consume, batch) in references {
+        println!(
+            "{name:<9} {publish:>14.0} {consume:>14.0} {:>22.2}",
+            batch / publish
+        );
+    }
+    println!(
+        "(kafka runs on librdkafka's in-process mock cluster: no fsync, one broker; a ratio, not a Kafka figure)"
+    );
+    Ok(())
+}
+
+const KAFKA_TOPIC: &str = "knative-broker-default-default";
+const RAW_TOPIC: &str = "bench-raw";
+
+fn header() {
+    println!(
+        "{:<9} {:<30} {:>10} {:>10} {:>10}",
+        "backend", "scenario", "events/s", "p50 ms", "p99 ms"
+    );
+}
+
+/// Publish → subscriber through a gateway on `backend`: one event per request, batches, and a
+/// fixed moderate rate. Returns the single and batch rates.
+async fn bench_backend(backend: &Backend, client: &reqwest::Client) -> anyhow::Result<(f64, f64)> {
     let total = EVENTS * 2 + (MODERATE_RATE * MODERATE_SECONDS) as usize;
     let clock = Arc::new(Clock {
         start: Instant::now(),
@@ -61,9 +190,9 @@ async fn run() -> anyhow::Result<()> {
     std::fs::write(
         manifests.join("bench.yaml"),
         format!(
-            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: default\n  namespace: default\n---\n\
-             apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: bench\n  namespace: default\n\
-             spec:\n  broker: default\n  subscriber:\n    uri: http://{subscriber}/\n"
+            "{}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: bench\n  namespace: default\n\
+             spec:\n  broker: default\n  subscriber:\n    uri: http://{subscriber}/\n",
+            backend.broker_yaml()
         ),
     )?;
     let ingress = free_addr()?;
@@ -83,58 +212,38 @@ async fn run() -> anyhow::Result<()> {
             .env("RUST_LOG", "warn"),
     )?;
     wait_ready(&format!("http://{admin}/readyz")).await?;
+    wait_trigger_ready(&format!("http://{admin}/api/v1/triggers")).await?;
     let url = format!("http://{ingress}/default/default");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
+    let name = backend.name();
 
-    println!(
-        "tidegate ingest benchmark: {EVENTS} events, {CONCURRENCY} connections, 2 cores shared by load, gateway and subscriber"
-    );
-    println!(
-        "{:<34} {:>10} {:>10} {:>10}",
-        "scenario", "events/s", "p50 ms", "p99 ms"
-    );
-
-    let (rate, lat) = publish_single(&client, &url, &clock, 0..EVENTS).await?;
-    row("tidegate, 1 event/request", rate, &lat);
-    let single_rate = rate;
-
-    let (rate, lat) = publish_batches(&client, &url, &clock, EVENTS..EVENTS * 2).await?;
-    row(&format!("tidegate, batch of {BATCH}"), rate, &lat);
-
-    let moderate = EVENTS * 2..total;
-    let lat = publish_rate(&client, &url, &clock, moderate).await?;
-    row(
-        &format!("tidegate, fixed {MODERATE_RATE}/s"),
-        f64::NAN,
-        &lat,
-    );
-
-    // Direct ceiling: the same load straight at the sample service.
-    let direct_addr = free_addr()?;
-    let _sample = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_tidegate"))
-            .args([
-                "sample-service",
-                "--listen",
-                &direct_addr.to_string(),
-                "--keep",
-                "1",
-            ])
-            .env("RUST_LOG", "warn"),
-    )?;
-    wait_ready(&format!("http://{direct_addr}/events")).await?;
-    let (direct_rate, lat) = direct(&client, &format!("http://{direct_addr}/")).await?;
-    row("direct to sample-service", direct_rate, &lat);
-    println!(
-        "ratio tidegate/direct (1 event/request): {:.2}",
-        single_rate / direct_rate
-    );
-    Ok(())
+    let (single, lat) = publish_single(client, &url, &clock, 0..EVENTS).await?;
+    row(name, "1 event/request", single, &lat);
+    let (batch, lat) = publish_batches(client, &url, &clock, EVENTS..EVENTS * 2).await?;
+    row(name, &format!("batch of {BATCH}"), batch, &lat);
+    let lat = publish_rate(client, &url, &clock, EVENTS * 2..total).await?;
+    row(name, &format!("fixed {MODERATE_RATE}/s"), f64::NAN, &lat);
+    Ok((single, batch))
 }
 
-fn row(name: &str, rate: f64, latencies: &[u64]) {
+async fn wait_trigger_ready(url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(url).await
+            && let Ok(rows) = r.json::<Vec<serde_json::Value>>().await
+            && rows.iter().all(|t| t["ready"] == true)
+        {
+            // A Kafka consumer group also needs its first assignment (a few seconds on the mock).
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("trigger not ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn row(backend: &str, name: &str, rate: f64, latencies: &[u64]) {
     let p = |q: f64| {
         if latencies.is_empty() {
             return f64::NAN;
@@ -147,7 +256,11 @@ fn row(name: &str, rate: f64, latencies: &[u64]) {
     } else {
         format!("{rate:.0}")
     };
-    println!("{name:<34} {rate:>10} {:>10.2} {:>10.2}", p(0.50), p(0.99));
+    println!(
+        "{backend:<9} {name:<30} {rate:>10} {:>10.2} {:>10.2}",
+        p(0.50),
+        p(0.99)
+    );
 }
 
 fn event_request(client: &reqwest::Client, url: &str, n: usize) -> reqwest::RequestBuilder {

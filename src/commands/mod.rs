@@ -150,15 +150,24 @@ fn render(brokers: &[BrokerStatus], triggers: &[TriggerStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "BROKERS\n{:<16} {:<20} {:<9} {:<6} {:>10}",
+        "BROKERS\n{:<16} {:<20} {:<9} {:<6} {:>10}  LOCATION",
         "NAMESPACE", "NAME", "BACKEND", "READY", "STORED"
     );
     for b in brokers {
+        let location: Vec<String> = b.location.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(
             out,
-            "{:<16} {:<20} {:<9} {:<6} {:>10}",
-            b.namespace, b.name, b.backend, b.ready, b.stored
+            "{:<16} {:<20} {:<9} {:<6} {:>10}  {}",
+            b.namespace,
+            b.name,
+            b.backend,
+            b.ready,
+            b.stored,
+            location.join(" ")
         );
+        if let Some(reason) = &b.reason {
+            let _ = writeln!(out, "  not ready: {reason}");
+        }
     }
     let _ = writeln!(
         out,
