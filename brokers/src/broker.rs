@@ -192,6 +192,16 @@ pub enum BrokerError {
         retained: u64,
         requested: u64,
     },
+    /// One event is larger than the backend stores (NATS `max_payload`, Kafka
+    /// `message.max.bytes`); nothing of the request should be retried as is (413).
+    #[error(
+        "an event of {size} bytes is larger than the {backend} backend accepts ({limit} bytes)"
+    )]
+    TooLarge {
+        backend: &'static str,
+        size: usize,
+        limit: usize,
+    },
     /// The broker was shut down.
     #[error("broker is closed")]
     Closed,
@@ -205,6 +215,7 @@ impl BrokerError {
     pub fn http_status(&self) -> ::http::StatusCode {
         match self {
             BrokerError::Event(e) => e.http_status(),
+            BrokerError::TooLarge { .. } => ::http::StatusCode::PAYLOAD_TOO_LARGE,
             BrokerError::Unavailable(_) | BrokerError::Full { .. } | BrokerError::Closed => {
                 ::http::StatusCode::SERVICE_UNAVAILABLE
             }

@@ -45,6 +45,8 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A record not acknowledged by the cluster within this fails its request (503).
 const DELIVERY_TIMEOUT_MS: &str = "10000";
+/// librdkafka's default `message.max.bytes` (and Kafka's default broker limit, about 1 MB).
+const MAX_MESSAGE_BYTES: usize = 1_000_000;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -346,12 +348,30 @@ impl Broker for KafkaBroker {
             return Err(BrokerError::Unavailable(reason));
         }
         let topic = &self.shared.config.topic;
-        let mut reports = Vec::with_capacity(batch.len());
+        // Encoded and checked before anything is produced: an event over the producer's
+        // message.max.bytes never leaves part of its batch written.
+        let mut encoded = Vec::with_capacity(batch.len());
         for record in batch.records() {
             let event = CloudEvent::decode_storage(record)?;
             let (pairs, payload) = binding::encode(&event, Transport::Kafka);
+            let size = payload.len()
+                + pairs
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 8)
+                    .sum::<usize>();
+            if size + 256 > MAX_MESSAGE_BYTES {
+                return Err(BrokerError::TooLarge {
+                    backend: "kafka",
+                    size,
+                    limit: MAX_MESSAGE_BYTES,
+                });
+            }
+            encoded.push((event, pairs, payload));
+        }
+        let mut reports = Vec::with_capacity(encoded.len());
+        for (event, pairs, payload) in &encoded {
             let mut headers = OwnedHeaders::new_with_capacity(pairs.len());
-            for (name, value) in &pairs {
+            for (name, value) in pairs {
                 headers = headers.insert(Header {
                     key: name,
                     value: Some(value.as_bytes()),

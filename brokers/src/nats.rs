@@ -430,18 +430,37 @@ impl Broker for NatsBroker {
     async fn append_batch(&self, batch: EventBatch) -> Result<(), BrokerError> {
         let context = self.shared.context()?;
         let subject = self.shared.config.publish_subject();
-        let mut acks = Vec::with_capacity(batch.len());
+        let max_payload = context.client().server_info().max_payload;
+        // Everything is encoded and checked before anything is published, so an event too
+        // large for the server never leaves part of its batch stored.
+        let mut messages = Vec::with_capacity(batch.len());
         for record in batch.records() {
             let event = CloudEvent::decode_storage(record)?;
             let (pairs, payload) = binding::encode(&event, Transport::Nats);
             let mut headers = async_nats::HeaderMap::new();
+            let mut size = payload.len();
             for (name, value) in &pairs {
                 headers.insert(name.as_str(), value.as_str());
+                size += name.len() + value.len() + 4;
             }
-            let publish = jetstream::message::PublishMessage::build()
-                .payload(payload)
-                .headers(headers)
-                .message_id(message_id(&event));
+            let id = message_id(&event);
+            size += id.len() + "Nats-Msg-Id".len() + 64; // the id header and the framing
+            if max_payload > 0 && size > max_payload {
+                return Err(BrokerError::TooLarge {
+                    backend: "nats",
+                    size,
+                    limit: max_payload,
+                });
+            }
+            messages.push(
+                jetstream::message::PublishMessage::build()
+                    .payload(payload)
+                    .headers(headers)
+                    .message_id(id),
+            );
+        }
+        let mut acks = Vec::with_capacity(messages.len());
+        for publish in messages {
             let ack = context
                 .send_publish(subject.clone(), publish)
                 .await

@@ -119,6 +119,9 @@ impl IntoResponse for IngressError {
             IngressError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Some("body")),
             IngressError::Body(_) => (StatusCode::BAD_REQUEST, Some("body")),
             IngressError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, Some("body")),
+            IngressError::Storage(BrokerError::TooLarge { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, Some("data"))
+            }
             IngressError::NotReady(_) | IngressError::Storage(_) | IngressError::Busy => {
                 (StatusCode::SERVICE_UNAVAILABLE, None)
             }

@@ -279,3 +279,27 @@ async fn an_unreachable_cluster_is_not_ready_and_refuses_appends() {
     );
     assert_eq!(group_id("ns/trigger"), "knative-trigger-ns-trigger");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_message_limit_is_refused_and_nothing_of_its_batch_written() {
+    let cluster = mock(&[("t5", 1)]);
+    let broker =
+        KafkaBroker::open("ns", "b", config(&cluster.bootstrap_servers(), "t5")).expect("open");
+    ready(&broker).await;
+    let mut big = event("big", "k");
+    big.set_data(Some("text/plain".into()), Bytes::from(vec![b'x'; 2 << 20]))
+        .expect("data");
+    let refused = broker.append(vec![event("small", "k"), big]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(BrokerError::TooLarge {
+                backend: "kafka",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(broker.stored(), 0);
+}

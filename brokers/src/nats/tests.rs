@@ -320,3 +320,29 @@ async fn a_deleted_stream_is_reported_and_recreated() {
     }
     assert!(found, "stream recreated");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_max_payload_is_refused_and_nothing_of_its_batch_stored() {
+    let Some(bin) = nats_or_skip("an_event_over_max_payload_is_refused") else {
+        return;
+    };
+    let server = NatsServer::start(&bin);
+    let broker = NatsBroker::open("ns", "b", config(&server.url()));
+    ready(&broker).await;
+    let mut big = event("big");
+    big.set_data(Some("text/plain".into()), Bytes::from(vec![b'x'; 2 << 20]))
+        .expect("data");
+    let refused = broker.append(vec![event("small"), big]).await;
+    match refused {
+        Err(e @ BrokerError::TooLarge { .. }) => {
+            assert_eq!(e.http_status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        broker.stored(),
+        0,
+        "the small event of the batch was not stored either"
+    );
+}
