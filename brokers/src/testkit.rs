@@ -50,6 +50,7 @@ pub fn free_port() -> u16 {
 /// A running `nats-server -js`; killed when dropped.
 pub struct NatsServer {
     binary: PathBuf,
+    args: Vec<String>,
     pub port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
@@ -64,8 +65,14 @@ impl NatsServer {
 
     /// Like [`NatsServer::start`] on a given port.
     pub fn start_on(binary: &Path, port: u16) -> NatsServer {
+        NatsServer::start_with(binary, port, &[])
+    }
+
+    /// Like [`NatsServer::start_on`] with more server arguments (e.g. `--user u --pass p`).
+    pub fn start_with(binary: &Path, port: u16, args: &[&str]) -> NatsServer {
         let mut server = NatsServer {
             binary: binary.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             port,
             store: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
             child: None,
@@ -91,6 +98,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.store.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -346,3 +346,32 @@ async fn an_event_over_max_payload_is_refused_and_nothing_of_its_batch_stored() 
         "the small event of the batch was not stored either"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_the_reason_and_the_right_ones_connect() {
+    let Some(bin) = nats_or_skip("refused_credentials_are_the_reason") else {
+        return;
+    };
+    let server = NatsServer::start_with(&bin, free_port(), &["--user", "app", "--pass", "s3cret"]);
+    let with = |password: &str| NatsConfig {
+        auth: Some(NatsAuth::UserPassword {
+            user: "app".into(),
+            password: password.into(),
+        }),
+        ..config(&server.url())
+    };
+    let wrong = NatsBroker::open("ns", "b", with("wrong"));
+    eventually("the refusal reported", || {
+        wrong
+            .unavailable()
+            .is_some_and(|r| r.to_lowercase().contains("author"))
+    })
+    .await;
+    assert!(
+        !wrong.unavailable().unwrap_or_default().contains("wrong"),
+        "the password is not part of the reason"
+    );
+    let right = NatsBroker::open("ns", "b", with("s3cret"));
+    ready(&right).await;
+    right.append(vec![event("1")]).await.expect("append");
+}
