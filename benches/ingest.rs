@@ -75,7 +75,7 @@ impl Backend {
             )
         };
         let spec = match self {
-            Backend::Embedded => String::new(),
+            Backend::Embedded => "  {}\n".to_owned(),
             Backend::Nats(server) => config(&format!("  backend: nats\n  url: {}\n", server.url())),
             Backend::Kafka(mock) => config(&format!(
                 "  backend: kafka\n  bootstrap.servers: {}\n",
@@ -83,7 +83,7 @@ impl Backend {
             )),
         };
         format!(
-            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: default\n  namespace: default\nspec:\n{spec}\n"
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: default\n  namespace: default\nspec:\n{spec}"
         )
     }
 }

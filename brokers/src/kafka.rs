@@ -53,7 +53,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// One Broker's Kafka topic.
 pub struct KafkaBroker {
     shared: Arc<Shared>,
-    producer: FutureProducer,
+    /// Always `Some` until dropped (then closed on the blocking pool: it flushes).
+    producer: Option<FutureProducer>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -135,7 +136,7 @@ impl KafkaBroker {
         let task = tokio::spawn(run(Arc::clone(&shared)));
         Ok(Arc::new(KafkaBroker {
             shared,
-            producer,
+            producer: Some(producer),
             task,
         }))
     }
@@ -144,6 +145,11 @@ impl KafkaBroker {
 impl Drop for KafkaBroker {
     fn drop(&mut self) {
         self.task.abort();
+        if let (Some(producer), Ok(runtime)) =
+            (self.producer.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn_blocking(move || drop(producer));
+        }
     }
 }
 
@@ -197,7 +203,7 @@ async fn run(shared: Arc<Shared>) {
                 if count < shared.config.partitions as usize && !ready {
                     tracing::warn!(topic = %shared.config.topic, partitions = count, configured = shared.config.partitions, "The topic exists with fewer partitions than configured; using it as it is.");
                 }
-                match ensure_groups(&shared, &metadata, count, !ready).await {
+                match ensure_groups(&shared).await {
                     Ok(()) => {
                         if !ready {
                             ready = true;
@@ -309,32 +315,27 @@ async fn stored(
 }
 
 /// Gives each expected group without committed offsets a start at the current end of every
-/// partition, so it sees everything stored from now on (`all`: check every group again).
-async fn ensure_groups(
-    shared: &Arc<Shared>,
-    metadata: &Arc<BaseConsumer>,
-    partitions: usize,
-    all: bool,
-) -> Result<(), String> {
+/// partition, so it sees everything stored from now on.
+async fn ensure_groups(shared: &Arc<Shared>) -> Result<(), String> {
     let missing: Vec<String> = lock(&shared.expected)
         .iter()
-        .filter(|(_, done)| all || !**done)
+        .filter(|(_, done)| !**done)
         .map(|(group, _)| group.clone())
         .collect();
     for group in missing {
-        let config = shared.config.clone();
-        let client = Arc::clone(metadata);
-        let g = group.clone();
-        tokio::task::spawn_blocking(move || {
-            subscription::start_group_at_end(&config, &client, &g, partitions)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        start_group(&shared.config, &group).await?;
         if let Some(done) = lock(&shared.expected).get_mut(&group) {
             *done = true;
         }
     }
     Ok(())
+}
+
+async fn start_group(config: &KafkaConfig, group: &str) -> Result<(), String> {
+    let (config, group) = (config.clone(), group.to_owned());
+    tokio::task::spawn_blocking(move || subscription::start_group_at_end(&config, &group))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 #[async_trait]
@@ -384,7 +385,10 @@ impl Broker for KafkaBroker {
             if let Some(key) = &key {
                 record = record.key(key.as_bytes());
             }
-            match self.producer.send_result(record) {
+            let Some(producer) = &self.producer else {
+                return Err(BrokerError::Closed);
+            };
+            match producer.send_result(record) {
                 Ok(report) => reports.push(report),
                 Err((error, _)) => {
                     return Err(BrokerError::Unavailable(format!(
@@ -416,6 +420,13 @@ impl Broker for KafkaBroker {
             return Err(BrokerError::Unavailable(reason));
         }
         let group = group_id(subscription);
+        // A group that joins before it has offsets would start wherever auto.offset.reset says.
+        start_group(&self.shared.config, &group)
+            .await
+            .map_err(BrokerError::Unavailable)?;
+        if let Some(done) = lock(&self.shared.expected).get_mut(&group) {
+            *done = true;
+        }
         let backlog = Arc::clone(
             lock(&self.shared.pending)
                 .entry(group.clone())
@@ -435,7 +446,11 @@ impl Broker for KafkaBroker {
         let mut expected = lock(&self.shared.expected);
         let mut added = false;
         for (subscription, _) in subscriptions {
-            added |= expected.insert(group_id(subscription), false).is_none();
+            let group = group_id(subscription);
+            if let std::collections::hash_map::Entry::Vacant(entry) = expected.entry(group) {
+                entry.insert(false);
+                added = true;
+            }
         }
         drop(expected);
         if added {
@@ -450,13 +465,29 @@ impl Broker for KafkaBroker {
         let admin: AdminClient<DefaultClientContext> = client_config(&self.shared.config)
             .create()
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        match admin.delete_groups(&[group.as_str()], &options).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(BrokerError::Unavailable(format!(
-                "deleting consumer group {group}: {e}"
-            ))),
-        }
+        // The stopping worker may still be a member for a moment (NON_EMPTY_GROUP): retry in
+        // the background for about a minute.
+        tokio::spawn(async move {
+            let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+            for attempt in 1..=10u32 {
+                let deleted = match admin.delete_groups(&[group.as_str()], &options).await {
+                    Ok(results) => results
+                        .iter()
+                        .all(|r| matches!(r, Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)))),
+                    Err(_) => false,
+                };
+                if deleted {
+                    break;
+                }
+                if attempt == 10 {
+                    tracing::warn!(%group, "Could not delete the consumer group of a removed Trigger.");
+                }
+                tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+            }
+            // Dropping an admin client joins its thread: off the async workers.
+            tokio::task::spawn_blocking(move || drop(admin));
+        });
+        Ok(())
     }
 
     fn stored(&self) -> u64 {

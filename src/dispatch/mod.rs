@@ -392,8 +392,8 @@ async fn next_delivery(
     state: &TriggerState,
     subscription: &mut Box<dyn Subscription>,
     stop: &CancellationToken,
+    errors: &mut u32,
 ) -> Result<Delivery, RunEnd> {
-    let mut errors = 0;
     loop {
         let next = tokio::select! {
             next = subscription.next() => next,
@@ -402,15 +402,16 @@ async fn next_delivery(
         match next {
             None => return Err(RunEnd::Stopped),
             Some(Ok(delivery)) => {
-                if errors > 0 {
+                if *errors > 0 {
+                    *errors = 0;
                     state.set_problem(None);
                 }
                 return Ok(delivery);
             }
             Some(Err(error)) => {
-                errors += 1;
+                *errors += 1;
                 state.set_problem(Some(format!("cannot read from the broker: {error}")));
-                if errors >= READ_ERRORS_BEFORE_REOPEN {
+                if *errors >= READ_ERRORS_BEFORE_REOPEN {
                     return Err(RunEnd::Reopen);
                 }
                 tokio::select! {
@@ -422,17 +423,11 @@ async fn next_delivery(
     }
 }
 
-/// What to do with a delivery before it reaches the subscriber: counts redeliveries, acks
-/// filtered-out events, and sends records that are not CloudEvents to the dead-letter sink.
-/// Returns the delivery when it should go to the subscriber.
-fn admit(
-    state: &Arc<TriggerState>,
-    delivery: Delivery,
-    client: &reqwest::Client,
-    routes: &SharedRoutes,
-    stop: &CancellationToken,
-    tracker: &TaskTracker,
-) -> Option<Delivery> {
+/// What to do with a delivery before it is handed on: counts redeliveries, acks filtered-out
+/// events, counts and logs (once per kind) records that are not CloudEvents. Returns the
+/// delivery when it goes on: to the subscriber, or (when `invalid` is set) to the dead-letter
+/// sink through [`settle`].
+fn admit(state: &TriggerState, delivery: Delivery) -> Option<Delivery> {
     if delivery.redelivered {
         state.counters.redelivered.inc();
     }
@@ -446,14 +441,7 @@ fn admit(
         if first {
             tracing::warn!(trigger = %subscription_name(&state.config), kind, %detail, "A record on the broker is not a valid CloudEvent; it goes to the dead-letter sink if one is set (logged once per kind).");
         }
-        let state = Arc::clone(state);
-        let client = client.clone();
-        let routes = routes.clone();
-        let stop = stop.clone();
-        tracker.spawn(async move {
-            dead_letter_invalid(&state, &client, &routes, delivery, &stop).await
-        });
-        return None;
+        return Some(delivery);
     }
     if !state
         .config
@@ -467,6 +455,22 @@ fn admit(
     Some(delivery)
 }
 
+/// Settles one admitted delivery: delivers it, or dead-letters a record that is not a
+/// CloudEvent.
+async fn settle(
+    state: &TriggerState,
+    client: &reqwest::Client,
+    routes: &SharedRoutes,
+    delivery: Delivery,
+    stop: &CancellationToken,
+) {
+    if delivery.invalid.is_some() {
+        dead_letter_invalid(state, client, routes, delivery, stop).await;
+    } else {
+        deliver(state, client, routes, delivery, stop).await;
+    }
+}
+
 /// Pulls deliveries while the trigger's in-flight cap allows and hands each to its own task.
 async fn run(
     state: &Arc<TriggerState>,
@@ -477,6 +481,7 @@ async fn run(
     tracker: &TaskTracker,
 ) -> RunEnd {
     let permits = Arc::new(Semaphore::new(state.config.max_in_flight.max(1)));
+    let mut errors = 0;
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => match permit {
@@ -485,11 +490,11 @@ async fn run(
             },
             () = stop.cancelled() => return RunEnd::Stopped,
         };
-        let delivery = match next_delivery(state, &mut subscription, stop).await {
+        let delivery = match next_delivery(state, &mut subscription, stop, &mut errors).await {
             Ok(delivery) => delivery,
             Err(end) => return end,
         };
-        let Some(delivery) = admit(state, delivery, client, routes, stop, tracker) else {
+        let Some(delivery) = admit(state, delivery) else {
             continue;
         };
         let state = Arc::clone(state);
@@ -497,15 +502,22 @@ async fn run(
         let routes = routes.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
-            deliver(&state, &client, &routes, delivery, &stop).await;
+            settle(&state, &client, &routes, delivery, &stop).await;
             drop(permit);
         });
     }
 }
 
-/// The ordering key of an event: its `partitionkey`, or the keyless lane.
-fn ordering_key(event: &brokers::event::CloudEvent) -> Option<String> {
-    event.attribute("partitionkey").map(|k| k.into_owned())
+/// The lane of a delivery: its event's `partitionkey`, the keyless lane, or (for records that
+/// are not CloudEvents) a lane of their own, which no attribute value can name.
+fn ordering_key(delivery: &Delivery) -> Option<String> {
+    if delivery.invalid.is_some() {
+        return Some("\0invalid".to_owned());
+    }
+    delivery
+        .event
+        .attribute("partitionkey")
+        .map(|k| k.into_owned())
 }
 
 /// Ordered delivery: one event per key at a time, in the order the subscription hands them
@@ -538,15 +550,16 @@ async fn run_ordered(
                 () = stop.cancelled() => None,
             };
             if permit.is_some() {
-                deliver(&state, &client, &routes, delivery, &stop).await;
+                settle(&state, &client, &routes, delivery, &stop).await;
             }
             let _ = done.send(key);
         });
     };
-    loop {
+    let mut errors = 0;
+    let end = loop {
         tokio::select! {
             key = done_rx.recv() => {
-                let Some(key) = key else { return RunEnd::Stopped };
+                let Some(key) = key else { break RunEnd::Stopped };
                 held -= 1;
                 let next = lanes.get_mut(&key).and_then(VecDeque::pop_front);
                 match next {
@@ -556,16 +569,16 @@ async fn run_ordered(
                     }
                 }
             }
-            next = next_delivery(state, &mut subscription, stop), if held < hold => {
+            next = next_delivery(state, &mut subscription, stop, &mut errors), if held < hold => {
                 let delivery = match next {
                     Ok(delivery) => delivery,
-                    Err(end) => return end,
+                    Err(end) => break end,
                 };
-                let Some(delivery) = admit(state, delivery, client, routes, stop, tracker) else {
+                let Some(delivery) = admit(state, delivery) else {
                     continue;
                 };
                 held += 1;
-                let key = ordering_key(&delivery.event);
+                let key = ordering_key(&delivery);
                 match lanes.get_mut(&key) {
                     Some(waiting) => waiting.push_back(delivery),
                     None => {
@@ -574,9 +587,29 @@ async fn run_ordered(
                     }
                 }
             }
-            () = stop.cancelled() => return RunEnd::Stopped,
+            () = stop.cancelled() => break RunEnd::Stopped,
+        }
+    };
+    if end == RunEnd::Reopen {
+        // The reopened subscription hands out the unsettled events again, in order; the ones
+        // in flight must finish first, or a key's later event could overtake them.
+        for waiting in lanes.values_mut() {
+            waiting.clear();
+        }
+        drop(subscription);
+        while !lanes.is_empty() {
+            tokio::select! {
+                key = done_rx.recv() => match key {
+                    Some(key) => {
+                        lanes.remove(&key);
+                    }
+                    None => break,
+                },
+                () = stop.cancelled() => return RunEnd::Stopped,
+            }
         }
     }
+    end
 }
 
 /// Hands a record that is not a CloudEvent to the dead-letter sink (the raw payload as data,

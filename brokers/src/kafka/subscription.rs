@@ -79,21 +79,33 @@ impl Tracker {
         n
     }
 
-    /// Partitions whose settled prefix moved past their last commit, marked committed.
+    /// Partitions whose settled prefix is past their last confirmed commit. They stay in the
+    /// next list until the commit callback confirms them, so a failed commit is sent again.
     fn commits(&self, only: Option<&[i32]>) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
-        let mut t = lock(&self.track);
-        for (partition, p) in &mut t.partitions {
+        let t = lock(&self.track);
+        for (partition, p) in &t.partitions {
             if only.is_some_and(|o| !o.contains(partition)) {
                 continue;
             }
             let point = p.commit_point();
             if point > p.committed {
                 let _ = list.add_partition_offset(&self.topic, *partition, Offset::Offset(point));
-                p.committed = point;
             }
         }
         list
+    }
+
+    /// The cluster confirmed these offsets.
+    fn confirmed(&self, offsets: &TopicPartitionList) {
+        let mut t = lock(&self.track);
+        for element in offsets.elements_for_topic(&self.topic) {
+            if let (Offset::Offset(o), Some(p)) =
+                (element.offset(), t.partitions.get_mut(&element.partition()))
+            {
+                p.committed = p.committed.max(o);
+            }
+        }
     }
 
     /// Forgets revoked partitions (after their prefix was committed).
@@ -126,16 +138,31 @@ pub(super) struct TrackingContext {
 impl ClientContext for TrackingContext {}
 
 impl ConsumerContext for TrackingContext {
+    /// Runs inside the consumer's poll (an async worker), so the commit is asynchronous:
+    /// librdkafka sends it to the coordinator before the rebalance completes.
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let revoked: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
             let commits = self.tracker.commits(Some(&revoked));
             if commits.count() > 0
-                && let Err(error) = consumer.commit(&commits, CommitMode::Sync)
+                && let Err(error) = consumer.commit(&commits, CommitMode::Async)
             {
                 tracing::warn!(%error, "Committing revoked partitions failed; their settled records will be redelivered.");
             }
             self.tracker.revoke(&revoked);
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => self.tracker.confirmed(offsets),
+            Err(error) => {
+                tracing::debug!(%error, "Kafka commit failed; sent again with the next round.");
+            }
         }
     }
 }
@@ -144,6 +171,7 @@ pub(super) struct KafkaSubscription {
     consumer: Arc<StreamConsumer<TrackingContext>>,
     tracker: Arc<Tracker>,
     source: String,
+    backlog: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -152,10 +180,30 @@ impl Drop for KafkaSubscription {
         for task in &self.tasks {
             task.abort();
         }
-        // A last commit of what settled; what did not is redelivered to the next member.
+        self.backlog.store(0, Ordering::Relaxed);
+        // A last commit of what settled (what did not is redelivered to the next member), then
+        // the consumer's close — which blocks while it leaves the group — on the blocking pool.
         let commits = self.tracker.commits(None);
         if commits.count() > 0 {
             let _ = self.consumer.commit(&commits, CommitMode::Async);
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let close = move || {
+            // The aborted tasks release their handles shortly; wait (bounded) to be the last.
+            for _ in 0..500 {
+                if Arc::strong_count(&consumer) <= 1 {
+                    break;
+                }
+                #[allow(clippy::disallowed_methods)] // on the blocking pool, not a worker
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            drop(consumer);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(close);
+            }
+            Err(_) => close(),
         }
     }
 }
@@ -205,15 +253,17 @@ impl KafkaSubscription {
         let lag = {
             let consumer = Arc::clone(&consumer);
             let topic = config.topic.clone();
+            let backlog = Arc::clone(&backlog);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(LAG_INTERVAL);
                 loop {
                     tick.tick().await;
                     let (consumer, topic) = (Arc::clone(&consumer), topic.clone());
-                    if let Ok(Some(lag)) =
+                    if let Ok(lag) =
                         tokio::task::spawn_blocking(move || group_lag(&*consumer, &topic)).await
                     {
-                        backlog.store(lag, Ordering::Relaxed);
+                        // Nothing assigned here: another member reports those partitions.
+                        backlog.store(lag.unwrap_or(0), Ordering::Relaxed);
                     }
                 }
             })
@@ -222,6 +272,7 @@ impl KafkaSubscription {
             consumer,
             tracker,
             source: source.to_owned(),
+            backlog,
             tasks: vec![committer, lag],
         })
     }
@@ -251,17 +302,21 @@ fn group_lag<C: ConsumerContext>(consumer: &impl Consumer<C>, topic: &str) -> Op
 
 /// Commits, for a group that has no offsets yet, the current end of every partition: the group
 /// then sees everything stored from now on, even records written before its first member joins.
-pub(super) fn start_group_at_end(
-    config: &KafkaConfig,
-    metadata: &BaseConsumer,
-    group: &str,
-    partitions: usize,
-) -> Result<(), String> {
+/// Blocking: call it on the blocking pool.
+pub(super) fn start_group_at_end(config: &KafkaConfig, group: &str) -> Result<(), String> {
     let consumer: BaseConsumer = client_config(config)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| format!("creating a consumer for group {group}: {e}"))?;
+    let metadata = &consumer;
+    let partitions = consumer
+        .fetch_metadata(Some(&config.topic), REQUEST_TIMEOUT)
+        .map_err(|e| format!("cannot reach Kafka: {e}"))?
+        .topics()
+        .iter()
+        .find(|t| t.name() == config.topic)
+        .map_or(0, |t| t.partitions().len());
     let mut all = TopicPartitionList::new();
     for p in 0..partitions {
         all.add_partition(&config.topic, i32::try_from(p).unwrap_or(i32::MAX));
@@ -281,10 +336,11 @@ pub(super) fn start_group_at_end(
             .add_partition_offset(&config.topic, element.partition(), Offset::Offset(high))
             .map_err(|e| e.to_string())?;
     }
-    if start.count() > 0 {
-        consumer
-            .commit(&start, CommitMode::Sync)
-            .map_err(|e| format!("starting group {group} at the end of {}: {e}", config.topic))?;
+    if start.count() > 0
+        && let Err(error) = consumer.commit(&start, CommitMode::Sync)
+    {
+        // A group with live members owns its offsets (and then had its start already).
+        tracing::debug!(%error, group, "Could not set the group's start offsets; it keeps its own.");
     }
     Ok(())
 }
@@ -292,12 +348,20 @@ pub(super) fn start_group_at_end(
 #[async_trait]
 impl Subscription for KafkaSubscription {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        let message = match self.consumer.recv().await {
-            Ok(message) => message,
-            Err(error) => {
-                return Some(Err(BrokerError::Unavailable(format!(
-                    "consuming from Kafka: {error}"
-                ))));
+        let message = loop {
+            match self.consumer.recv().await {
+                Ok(message) => break message,
+                // librdkafka recovers from transport errors and broker outages by itself; only a
+                // fatal error makes this consumer unusable (the caller then reopens it).
+                Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code)) => {
+                    return Some(Err(BrokerError::Unavailable(format!(
+                        "consuming from Kafka: fatal error {code}"
+                    ))));
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "Kafka consumer error; librdkafka retries.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         };
         let (partition, offset) = (message.partition(), message.offset());
