@@ -358,3 +358,93 @@ async fn shutdown_signal() {
         () = term => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brokers::config::{NatsConfig, NatsStorage};
+    use triggers::snapshot::BrokerConfig;
+
+    fn snapshot(backend: triggers::Backend) -> Snapshot {
+        Snapshot {
+            brokers: vec![BrokerConfig {
+                namespace: "ns".into(),
+                name: "b".into(),
+                backend,
+            }],
+            triggers: Vec::new(),
+            services: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn nats(url: &str) -> triggers::Backend {
+        triggers::Backend::Nats(NatsConfig {
+            urls: vec![url.into()],
+            stream: "ns-b".into(),
+            subject: "tidegate.ns.b".into(),
+            storage: NatsStorage::File,
+            replicas: 1,
+            max_age: None,
+            max_bytes: None,
+            duplicate_window: None,
+            auth: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_broker_is_kept_while_its_settings_hold_and_reopened_when_they_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("store");
+        let backends = Backends::new(Arc::clone(&store));
+        let metrics = Metrics::new();
+        let first = build_topology(
+            &snapshot(triggers::Backend::Embedded),
+            &backends,
+            &metrics,
+            &Topology::default(),
+        );
+        let same = build_topology(
+            &snapshot(triggers::Backend::Embedded),
+            &backends,
+            &metrics,
+            &first,
+        );
+        let kept = |a: &Topology, b: &Topology| {
+            Arc::ptr_eq(
+                a.get("ns", "b").expect("entry"),
+                b.get("ns", "b").expect("entry"),
+            )
+        };
+        assert!(
+            kept(&first, &same),
+            "unchanged settings keep the open broker"
+        );
+        let moved = build_topology(
+            &snapshot(nats("nats://127.0.0.1:1")),
+            &backends,
+            &metrics,
+            &same,
+        );
+        assert!(!kept(&same, &moved));
+        assert_eq!(moved.get("ns", "b").map(|e| e.backend), Some("nats"));
+        let again = build_topology(
+            &snapshot(nats("nats://127.0.0.1:1")),
+            &backends,
+            &metrics,
+            &moved,
+        );
+        assert!(kept(&moved, &again));
+        let other_url = build_topology(
+            &snapshot(nats("nats://127.0.0.1:2")),
+            &backends,
+            &metrics,
+            &again,
+        );
+        assert!(
+            !kept(&again, &other_url),
+            "a changed URL reopens the broker"
+        );
+        store.close();
+    }
+}

@@ -227,6 +227,9 @@ impl KafkaSubscription {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("enable.partition.eof", "false")
+            // librdkafka waits up to 500 ms for data per fetch by default: an event gateway
+            // wants deliveries in milliseconds (at the cost of more fetch requests when idle).
+            .set("fetch.wait.max.ms", "10")
             .create_with_context(TrackingContext {
                 tracker: Arc::clone(&tracker),
             })
