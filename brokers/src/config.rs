@@ -134,6 +134,20 @@ impl fmt::Debug for KafkaAuth {
     }
 }
 
+/// `name` with every character but ASCII letters, digits, `-` and `_` replaced by `_`: safe as
+/// a NATS stream, consumer or subject token.
+pub fn name_token(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,9 +20,7 @@
 
 mod subscription;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,6 +36,7 @@ use crate::binding::{self, Transport};
 use crate::broker::{Broker, BrokerError, SubscribeOptions, Subscription};
 use crate::config::KafkaConfig;
 use crate::event::{CloudEvent, EventBatch};
+use crate::remote::RemoteState;
 
 /// How often the topic, `stored` and backlogs are refreshed.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
@@ -61,17 +60,9 @@ pub struct KafkaBroker {
 struct Shared {
     config: KafkaConfig,
     source: String,
-    unavailable: Mutex<Option<String>>,
-    stored: AtomicU64,
-    /// Lag of each group consumed here, by group id.
-    pending: Mutex<HashMap<String, Arc<AtomicU64>>>,
-    /// Groups the Broker's Triggers need, and whether their start offsets exist.
-    expected: Mutex<HashMap<String, bool>>,
-    expected_changed: tokio::sync::Notify,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Readiness, counts, and the groups the Broker's Triggers need (by group id; "created"
+    /// means their start offsets exist).
+    state: RemoteState,
 }
 
 /// Client settings shared by the producer, admin client and consumers.
@@ -123,14 +114,11 @@ impl KafkaBroker {
             .map_err(|e| BrokerError::Unavailable(format!("creating the Kafka producer: {e}")))?;
         let shared = Arc::new(Shared {
             source: format!("tidegate://{namespace}/{name}"),
-            unavailable: Mutex::new(Some(format!(
-                "connecting to Kafka at {}",
-                config.bootstrap_servers
-            ))),
-            stored: AtomicU64::new(0),
-            pending: Mutex::new(HashMap::new()),
-            expected: Mutex::new(HashMap::new()),
-            expected_changed: tokio::sync::Notify::new(),
+            state: RemoteState::new(
+                "kafka",
+                format!("topic {}", config.topic),
+                format!("connecting to Kafka at {}", config.bootstrap_servers),
+            ),
             config,
         });
         let task = tokio::spawn(run(Arc::clone(&shared)));
@@ -155,16 +143,7 @@ impl Drop for KafkaBroker {
 
 impl Shared {
     fn set_unavailable(&self, reason: Option<String>) {
-        let mut current = lock(&self.unavailable);
-        if *current != reason {
-            match &reason {
-                Some(r) => {
-                    tracing::warn!(topic = %self.config.topic, reason = %r, "Kafka broker not ready.")
-                }
-                None => tracing::info!(topic = %self.config.topic, "Kafka broker ready."),
-            }
-            *current = reason;
-        }
+        self.state.set_unavailable(reason);
     }
 }
 
@@ -211,7 +190,7 @@ async fn run(shared: Arc<Shared>) {
                             shared.set_unavailable(None);
                         }
                         if let Ok(stored) = stored(&metadata, &shared.config.topic, count).await {
-                            shared.stored.store(stored, Ordering::Relaxed);
+                            shared.state.set_stored(stored);
                         }
                     }
                     Err(why) => {
@@ -230,7 +209,7 @@ async fn run(shared: Arc<Shared>) {
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = shared.expected_changed.notified(), if ready => {}
+            () = shared.state.expected_changed.notified(), if ready => {}
         }
     }
 }
@@ -317,16 +296,9 @@ async fn stored(
 /// Gives each expected group without committed offsets a start at the current end of every
 /// partition, so it sees everything stored from now on.
 async fn ensure_groups(shared: &Arc<Shared>) -> Result<(), String> {
-    let missing: Vec<String> = lock(&shared.expected)
-        .iter()
-        .filter(|(_, done)| !**done)
-        .map(|(group, _)| group.clone())
-        .collect();
-    for group in missing {
+    for (group, _) in shared.state.missing() {
         start_group(&shared.config, &group).await?;
-        if let Some(done) = lock(&shared.expected).get_mut(&group) {
-            *done = true;
-        }
+        shared.state.mark_created(&group);
     }
     Ok(())
 }
@@ -345,7 +317,7 @@ impl Broker for KafkaBroker {
     }
 
     async fn append_batch(&self, batch: EventBatch) -> Result<(), BrokerError> {
-        if let Some(reason) = lock(&self.shared.unavailable).clone() {
+        if let Some(reason) = self.shared.state.unavailable() {
             return Err(BrokerError::Unavailable(reason));
         }
         let topic = &self.shared.config.topic;
@@ -416,7 +388,7 @@ impl Broker for KafkaBroker {
         subscription: &str,
         options: &SubscribeOptions,
     ) -> Result<Box<dyn Subscription>, BrokerError> {
-        if let Some(reason) = lock(&self.shared.unavailable).clone() {
+        if let Some(reason) = self.shared.state.unavailable() {
             return Err(BrokerError::Unavailable(reason));
         }
         let group = group_id(subscription);
@@ -424,14 +396,8 @@ impl Broker for KafkaBroker {
         start_group(&self.shared.config, &group)
             .await
             .map_err(BrokerError::Unavailable)?;
-        if let Some(done) = lock(&self.shared.expected).get_mut(&group) {
-            *done = true;
-        }
-        let backlog = Arc::clone(
-            lock(&self.shared.pending)
-                .entry(group.clone())
-                .or_insert_with(|| Arc::new(AtomicU64::new(0))),
-        );
+        self.shared.state.mark_created(&group);
+        let backlog = self.shared.state.backlog(&group);
         let sub = subscription::KafkaSubscription::open(
             &self.shared.config,
             &group,
@@ -443,25 +409,17 @@ impl Broker for KafkaBroker {
     }
 
     fn expect_subscriptions(&self, subscriptions: &[(String, SubscribeOptions)]) {
-        let mut expected = lock(&self.shared.expected);
-        let mut added = false;
-        for (subscription, _) in subscriptions {
-            let group = group_id(subscription);
-            if let std::collections::hash_map::Entry::Vacant(entry) = expected.entry(group) {
-                entry.insert(false);
-                added = true;
-            }
-        }
-        drop(expected);
-        if added {
-            self.shared.expected_changed.notify_one();
-        }
+        // A group's start does not depend on how it is consumed.
+        self.shared.state.expect(
+            subscriptions
+                .iter()
+                .map(|(subscription, _)| (group_id(subscription), SubscribeOptions::default())),
+        );
     }
 
     async fn remove_subscription(&self, subscription: &str) -> Result<(), BrokerError> {
         let group = group_id(subscription);
-        lock(&self.shared.pending).remove(&group);
-        lock(&self.shared.expected).remove(&group);
+        self.shared.state.forget(&group);
         let admin: AdminClient<DefaultClientContext> = client_config(&self.shared.config)
             .create()
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
@@ -491,17 +449,15 @@ impl Broker for KafkaBroker {
     }
 
     fn stored(&self) -> u64 {
-        self.shared.stored.load(Ordering::Relaxed)
+        self.shared.state.stored()
     }
 
     fn pending(&self, subscription: &str) -> u64 {
-        lock(&self.shared.pending)
-            .get(&group_id(subscription))
-            .map_or(0, |b| b.load(Ordering::Relaxed))
+        self.shared.state.pending(&group_id(subscription))
     }
 
     fn unavailable(&self) -> Option<String> {
-        lock(&self.shared.unavailable).clone()
+        self.shared.state.unavailable()
     }
 
     fn location(&self) -> Vec<(&'static str, String)> {

@@ -18,6 +18,7 @@ pub mod event;
 pub mod http;
 pub mod kafka;
 pub mod nats;
+mod remote;
 pub mod sdk;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -19,9 +19,8 @@
 
 mod subscription;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -32,6 +31,7 @@ use crate::binding::{self, Transport};
 use crate::broker::{Broker, BrokerError, SubscribeOptions, Subscription};
 use crate::config::{NatsAuth, NatsConfig, NatsStorage};
 use crate::event::{CloudEvent, EventBatch};
+use crate::remote::RemoteState;
 
 /// How long JetStream waits for an ack (or an in-progress signal) before redelivering.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -56,14 +56,8 @@ struct Shared {
     /// `tidegate://{namespace}/{name}`, the source of events wrapping invalid records.
     source: String,
     context: watch::Sender<Option<jetstream::Context>>,
-    unavailable: Mutex<Option<String>>,
-    stored: AtomicU64,
-    /// Backlog of each consumer opened here, by consumer name.
-    pending: Mutex<HashMap<String, Arc<AtomicU64>>>,
-    /// Consumers the Broker's Triggers need, by consumer name, and whether each exists.
-    expected: Mutex<HashMap<String, (SubscribeOptions, bool)>>,
-    /// Wakes the connection task when new consumers are expected.
-    expected_changed: tokio::sync::Notify,
+    /// Readiness, counts and the consumers the Broker's Triggers need (by consumer name).
+    state: RemoteState,
 }
 
 impl NatsBroker {
@@ -72,14 +66,11 @@ impl NatsBroker {
         let shared = Arc::new(Shared {
             source: format!("tidegate://{namespace}/{name}"),
             context: watch::channel(None).0,
-            unavailable: Mutex::new(Some(format!(
-                "connecting to NATS at {}",
-                config.urls.join(",")
-            ))),
-            stored: AtomicU64::new(0),
-            pending: Mutex::new(HashMap::new()),
-            expected: Mutex::new(HashMap::new()),
-            expected_changed: tokio::sync::Notify::new(),
+            state: RemoteState::new(
+                "nats",
+                format!("stream {}", config.stream),
+                format!("connecting to NATS at {}", config.urls.join(",")),
+            ),
             config,
         });
         let task = tokio::spawn(run(Arc::clone(&shared)));
@@ -93,26 +84,13 @@ impl Drop for NatsBroker {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Shared {
     fn set_unavailable(&self, reason: Option<String>) {
-        let mut current = lock(&self.unavailable);
-        if *current != reason {
-            match &reason {
-                Some(r) => {
-                    tracing::warn!(stream = %self.config.stream, reason = %r, "NATS broker not ready.")
-                }
-                None => tracing::info!(stream = %self.config.stream, "NATS broker ready."),
-            }
-            *current = reason;
-        }
+        self.state.set_unavailable(reason);
     }
 
     fn context(&self) -> Result<jetstream::Context, BrokerError> {
-        if let Some(reason) = lock(&self.unavailable).clone() {
+        if let Some(reason) = self.state.unavailable() {
             return Err(BrokerError::Unavailable(reason));
         }
         self.context
@@ -149,7 +127,11 @@ async fn run(shared: Arc<Shared>) {
             stream_ok = false;
         } else if !stream_ok {
             let ensured = match ensure_stream(&context, &shared.config).await {
-                Ok(()) => ensure_consumers(&context, &shared, true).await,
+                Ok(()) => {
+                    // After a reconnect the server may have lost them (memory storage).
+                    shared.state.reset_created();
+                    ensure_consumers(&context, &shared).await
+                }
                 Err(why) => Err(why),
             };
             match ensured {
@@ -163,15 +145,13 @@ async fn run(shared: Arc<Shared>) {
             }
         }
         if stream_ok {
-            if let Err(why) = ensure_consumers(&context, &shared, false).await {
+            if let Err(why) = ensure_consumers(&context, &shared).await {
                 tracing::warn!(stream = %shared.config.stream, %why, "Could not create a consumer; retrying.");
             }
             match refresh(&context, &shared).await {
                 Ok(()) => {}
                 Err(Refresh::StreamMissing) => {
-                    for (_, exists) in lock(&shared.expected).values_mut() {
-                        *exists = false;
-                    }
+                    shared.state.reset_created();
                     shared.set_unavailable(Some(format!(
                         "stream {} was deleted; recreating it",
                         shared.config.stream
@@ -193,29 +173,18 @@ async fn run(shared: Arc<Shared>) {
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = shared.expected_changed.notified(), if stream_ok => {}
+            () = shared.state.expected_changed.notified(), if stream_ok => {}
         }
     }
 }
 
-/// Creates the expected consumers that do not exist yet (all of them when `all`).
-async fn ensure_consumers(
-    context: &jetstream::Context,
-    shared: &Shared,
-    all: bool,
-) -> Result<(), String> {
-    let missing: Vec<(String, SubscribeOptions)> = lock(&shared.expected)
-        .iter()
-        .filter(|(_, (_, exists))| all || !exists)
-        .map(|(name, (options, _))| (name.clone(), *options))
-        .collect();
-    for (name, options) in missing {
+/// Creates the expected consumers that do not exist yet.
+async fn ensure_consumers(context: &jetstream::Context, shared: &Shared) -> Result<(), String> {
+    for (name, options) in shared.state.missing() {
         subscription::ensure_consumer(context, &shared.config, &name, &options)
             .await
             .map_err(|e| e.to_string())?;
-        if let Some(entry) = lock(&shared.expected).get_mut(&name) {
-            entry.1 = true;
-        }
+        shared.state.mark_created(&name);
     }
     Ok(())
 }
@@ -359,12 +328,8 @@ async fn refresh(context: &jetstream::Context, shared: &Shared) -> Result<(), Re
             Refresh::Other(e.to_string())
         }
     })?;
-    shared.stored.store(info.state.messages, Ordering::Relaxed);
-    let consumers: Vec<(String, Arc<AtomicU64>)> = lock(&shared.pending)
-        .iter()
-        .map(|(k, v)| (k.clone(), Arc::clone(v)))
-        .collect();
-    for (name, backlog) in consumers {
+    shared.state.set_stored(info.state.messages);
+    for (name, backlog) in shared.state.backlogs() {
         if let Ok(info) = stream.consumer_info(&name).await {
             backlog.store(
                 info.num_pending + info.num_ack_pending as u64,
@@ -378,16 +343,7 @@ async fn refresh(context: &jetstream::Context, shared: &Shared) -> Result<(), Re
 /// The consumer name of a subscription `{namespace}/{trigger}`: NATS names may not hold `.`,
 /// `*`, `>`, `/` or whitespace.
 fn consumer_name(subscription: &str) -> String {
-    subscription
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    crate::config::name_token(subscription)
 }
 
 /// `Nats-Msg-Id` of an event: its `source` and `id`, unambiguous (length-prefixed), hashed
@@ -490,33 +446,21 @@ impl Broker for NatsBroker {
             &self.shared.source,
         )
         .await?;
-        lock(&self.shared.pending)
-            .entry(name)
-            .or_insert_with(|| Arc::new(AtomicU64::new(0)));
+        self.shared.state.backlog(&name);
         Ok(Box::new(sub))
     }
 
     fn expect_subscriptions(&self, subscriptions: &[(String, SubscribeOptions)]) {
-        let mut expected = lock(&self.shared.expected);
-        let mut added = false;
-        for (subscription, options) in subscriptions {
-            let name = consumer_name(subscription);
-            let same = expected.get(&name).is_some_and(|(o, _)| o == options);
-            if !same {
-                expected.insert(name, (*options, false));
-                added = true;
-            }
-        }
-        drop(expected);
-        if added {
-            self.shared.expected_changed.notify_one();
-        }
+        self.shared.state.expect(
+            subscriptions
+                .iter()
+                .map(|(subscription, options)| (consumer_name(subscription), *options)),
+        );
     }
 
     async fn remove_subscription(&self, subscription: &str) -> Result<(), BrokerError> {
         let name = consumer_name(subscription);
-        lock(&self.shared.pending).remove(&name);
-        lock(&self.shared.expected).remove(&name);
+        self.shared.state.forget(&name);
         let context = self.shared.context()?;
         let stream = context
             .get_stream_no_info(&self.shared.config.stream)
@@ -532,17 +476,15 @@ impl Broker for NatsBroker {
     }
 
     fn stored(&self) -> u64 {
-        self.shared.stored.load(Ordering::Relaxed)
+        self.shared.state.stored()
     }
 
     fn pending(&self, subscription: &str) -> u64 {
-        lock(&self.shared.pending)
-            .get(&consumer_name(subscription))
-            .map_or(0, |b| b.load(Ordering::Relaxed))
+        self.shared.state.pending(&consumer_name(subscription))
     }
 
     fn unavailable(&self) -> Option<String> {
-        lock(&self.shared.unavailable).clone()
+        self.shared.state.unavailable()
     }
 
     fn location(&self) -> Vec<(&'static str, String)> {

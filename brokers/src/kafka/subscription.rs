@@ -15,11 +15,12 @@ use rdkafka::consumer::{
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{REQUEST_TIMEOUT, client_config, lock};
+use super::{REQUEST_TIMEOUT, client_config};
 use crate::binding::{self, Transport};
 use crate::broker::{AckHandler, Acker, BrokerError, Delivery, SubscribeOptions, Subscription};
 use crate::config::KafkaConfig;
 use crate::event::AttrValue;
+use crate::remote::lock;
 
 /// How often settled prefixes are committed.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);

@@ -518,16 +518,7 @@ fn check_subject_prefix(subject: &str) -> Result<(), String> {
 }
 
 fn sanitize_subject_token(token: &str) -> String {
-    token
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    brokers::config::name_token(token)
 }
 
 /// NATS stream names: no whitespace, `.`, `*`, `>`, `/` or `\`.
@@ -545,15 +536,7 @@ fn check_stream_name(stream: &str) -> Result<(), String> {
 }
 
 fn sanitize_stream_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    brokers::config::name_token(name)
 }
 
 /// Kafka topic names: `[a-zA-Z0-9._-]{1,249}`, not `.` or `..`.
