@@ -1,6 +1,6 @@
 //! Event path benchmark: publish → subscriber through `tidegate serve` on each backend — the
 //! embedded durable default, NATS JetStream (a real `nats-server -js`, file storage) and Kafka
-//! (librdkafka's mock cluster) — one event per request, batch mode and a moderate fixed rate;
+//! (librdkafka's mock cluster, and tansu when installed) — one event per request, batch mode and a moderate fixed rate;
 //! the direct-HTTP ceiling (the same load straight at `tidegate sample-service`); and each
 //! network backend's raw client (async-nats, rdkafka) on the same server and events.
 //!
@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use brokers::testkit::{KafkaMock, NatsServer};
+use brokers::testkit::{KafkaMock, NatsServer, TansuServer};
 use tokio::time::Instant;
 
 #[path = "ingest/raw.rs"]
@@ -57,6 +57,7 @@ enum Backend {
     Embedded,
     Nats(NatsServer),
     Kafka(KafkaMock),
+    Tansu(TansuServer),
 }
 
 impl Backend {
@@ -65,6 +66,7 @@ impl Backend {
             Backend::Embedded => "embedded",
             Backend::Nats(_) => "nats",
             Backend::Kafka(_) => "kafka",
+            Backend::Tansu(_) => "tansu",
         }
     }
 
@@ -80,6 +82,10 @@ impl Backend {
             Backend::Kafka(mock) => config(&format!(
                 "  backend: kafka\n  bootstrap.servers: {}\n",
                 mock.bootstrap_servers()
+            )),
+            Backend::Tansu(server) => config(&format!(
+                "  backend: kafka\n  bootstrap.servers: {}\n",
+                server.bootstrap_servers()
             )),
         };
         format!(
@@ -127,6 +133,10 @@ async fn run() -> anyhow::Result<()> {
         (KAFKA_TOPIC, 10),
         (RAW_TOPIC, 10),
     ])));
+    match brokers::testkit::tansu_binary() {
+        Some(bin) => backends.push(Backend::Tansu(TansuServer::start(&bin))),
+        None => println!("(tansu: not found; run bash scripts/test.sh once to build it)"),
+    }
     let mut references = Vec::new();
     for backend in &backends {
         let (single, batch) = bench_backend(backend, &client).await?;
@@ -139,7 +149,10 @@ async fn run() -> anyhow::Result<()> {
             Backend::Embedded => None,
             Backend::Nats(server) => Some(raw::nats(&server.url(), EVENTS).await?),
             Backend::Kafka(mock) => {
-                Some(raw::kafka(&mock.bootstrap_servers(), RAW_TOPIC, EVENTS).await?)
+                Some(raw::kafka(&mock.bootstrap_servers(), RAW_TOPIC, EVENTS, false).await?)
+            }
+            Backend::Tansu(server) => {
+                Some(raw::kafka(&server.bootstrap_servers(), RAW_TOPIC, EVENTS, true).await?)
             }
         };
         if let Some((publish, consume)) = raw {
@@ -158,7 +171,7 @@ async fn run() -> anyhow::Result<()> {
         );
     }
     println!(
-        "(kafka runs on librdkafka's in-process mock cluster: no fsync, one broker; a ratio, not a Kafka figure)"
+        "(kafka: librdkafka's in-process mock cluster, in memory; tansu: a separate Kafka-compatible broker, SQLite storage)"
     );
     Ok(())
 }

@@ -81,9 +81,28 @@ pub async fn nats(url: &str, events: usize) -> anyhow::Result<(f64, f64)> {
     Ok((publish, events as f64 / started.elapsed().as_secs_f64()))
 }
 
-/// Kafka: produce `events` with acks=all and idempotence, then consume them in a group.
-pub async fn kafka(bootstrap: &str, topic: &str, events: usize) -> anyhow::Result<(f64, f64)> {
+/// Kafka: produce `events` with acks=all and idempotence, then consume them in a group
+/// (`create`: create the topic first, 10 partitions, as tidegate does).
+pub async fn kafka(
+    bootstrap: &str,
+    topic: &str,
+    events: usize,
+    create: bool,
+) -> anyhow::Result<(f64, f64)> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    if create {
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .create()?;
+        admin
+            .create_topics(
+                [&NewTopic::new(topic, 10, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await?;
+    }
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = rdkafka::ClientConfig::new()
