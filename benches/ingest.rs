@@ -1,8 +1,9 @@
 //! Event path benchmark: publish → subscriber through `tidegate serve` on each backend — the
 //! embedded durable default, NATS JetStream (a real `nats-server -js`, file storage) and Kafka
 //! (librdkafka's mock cluster; tansu with `TIDEGATE_BENCH_TANSU=1`) — one event per request,
-//! batch mode and a moderate fixed rate; the direct-HTTP ceiling (the same load straight at `tidegate sample-service`); and each
-//! network backend's raw client (async-nats, rdkafka) on the same server and events.
+//! batch mode and a moderate fixed rate; the direct-HTTP ceiling (the same load straight at
+//! `tidegate sample-service`); and each network backend's raw client (async-nats, rdkafka) on
+//! the same server and events.
 //!
 //! Run: `bash bench/ingest.sh` (or `cargo bench --bench ingest`). Loopback only; every loop is
 //! bounded by an event count and a deadline.
