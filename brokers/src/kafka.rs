@@ -174,7 +174,7 @@ async fn run(shared: Arc<Shared>) {
             Ok(None) => {
                 ready = false;
                 match create_topic(&admin, &shared.config).await {
-                    Ok(()) => continue,
+                    Ok(()) => {} // checked again after the backoff (metadata may lag)
                     Err(why) => shared.set_unavailable(Some(why)),
                 }
             }
