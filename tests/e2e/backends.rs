@@ -310,7 +310,7 @@ async fn ordered_per_key(broker_yaml: &str) {
             let fail = id == "k1-2" && failed_once.fetch_add(1, Ordering::SeqCst) == 0;
             Box::pin(async move {
                 if key == "k0" {
-                    tokio::time::sleep(Duration::from_millis(40)).await;
+                    tokio::time::sleep(Duration::from_millis(80)).await;
                 }
                 if fail {
                     StatusCode::SERVICE_UNAVAILABLE.into_response()
