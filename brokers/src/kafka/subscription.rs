@@ -231,6 +231,10 @@ impl KafkaSubscription {
             // librdkafka waits up to 500 ms for data per fetch by default: an event gateway
             // wants deliveries in milliseconds (at the cost of more fetch requests when idle).
             .set("fetch.wait.max.ms", "10")
+            // librdkafka prefetches up to 64 MiB per consumer by default; under a large lag that
+            // is per Trigger (Knative's Kafka broker ran out of memory this way). 4 MiB keeps
+            // memory flat and still fills the dispatcher's in-flight cap.
+            .set("queued.max.messages.kbytes", "4096")
             .create_with_context(TrackingContext {
                 tracker: Arc::clone(&tracker),
             })
