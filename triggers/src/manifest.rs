@@ -70,9 +70,12 @@ pub struct Broker {
     pub kind: String,
     /// Name, namespace, labels, annotations.
     pub metadata: ObjectMeta,
-    /// Backend and delivery defaults; may be omitted.
-    #[serde(default)]
+    /// Backend and delivery defaults; may be omitted (or written as null).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub spec: BrokerSpec,
+    /// What the API server reports (`kubectl get -o yaml` output); accepted and ignored.
+    #[serde(default, skip_serializing)]
+    pub status: Option<serde_json::Value>,
 }
 
 /// `Broker.spec`.
@@ -102,6 +105,9 @@ pub struct Trigger {
     pub metadata: ObjectMeta,
     /// What to deliver, where, and how.
     pub spec: TriggerSpec,
+    /// What the API server reports (`kubectl get -o yaml` output); accepted and ignored.
+    #[serde(default, skip_serializing)]
+    pub status: Option<serde_json::Value>,
 }
 
 /// `Trigger.spec`.
@@ -138,6 +144,9 @@ pub struct TidegateTrigger {
     pub metadata: ObjectMeta,
     /// The Knative Trigger spec, plus `service`.
     pub spec: TidegateTriggerSpec,
+    /// What the API server reports (`kubectl get -o yaml` output); accepted and ignored.
+    #[serde(default, skip_serializing)]
+    pub status: Option<serde_json::Value>,
 }
 
 /// `tidegate.dev/v1alpha1` `Trigger.spec`: exactly one of `subscriber` or `service`.
@@ -276,7 +285,7 @@ pub struct ConfigMap {
     /// Name, namespace, labels, annotations.
     pub metadata: ObjectMeta,
     /// Key to string value (quote numbers: `partitions: "3"`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub data: BTreeMap<String, String>,
 }
 
@@ -294,10 +303,10 @@ pub struct Secret {
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
     /// Key to base64-encoded value.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub data: BTreeMap<String, String>,
     /// Key to plain value; wins over `data` for the same key (as Kubernetes merges them).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub string_data: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub immutable: Option<bool>,
@@ -313,7 +322,8 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// The part of Kubernetes object metadata tidegate reads; other fields are rejected.
+/// Kubernetes object metadata: what tidegate reads, plus every field the API server sets
+/// (accepted and ignored, so `kubectl get -o yaml` output loads); other fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ObjectMeta {
@@ -322,13 +332,54 @@ pub struct ObjectMeta {
     /// DNS-1123 label; default `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Free-form string labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Free-form string labels; null is empty, as Kubernetes treats it.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
     /// Free-form string annotations; some tidegate.dev and eventing.knative.dev keys have
-    /// meaning.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// meaning. Null is empty.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub annotations: BTreeMap<String, String>,
+    /// Set by the API server; ignored.
+    #[serde(default, skip_serializing)]
+    pub uid: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub resource_version: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub generation: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub creation_timestamp: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub deletion_timestamp: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub deletion_grace_period_seconds: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub managed_fields: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub owner_references: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub finalizers: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub self_link: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub generate_name: Option<serde_json::Value>,
+}
+
+/// A field written as YAML null (`annotations:` with nothing after it) is its default, as
+/// Kubernetes treats it.
+pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl Manifest {

@@ -433,3 +433,84 @@ fn load_dirs_reads_sorted_yaml_files_only() {
 mod rejections;
 mod services;
 mod tidegate_triggers;
+
+#[test]
+fn kubectl_get_output_and_null_maps_load_as_written() {
+    // As `kubectl get -o yaml` prints them: server-set metadata, `status`, and maps written
+    // with no value.
+    let yaml = r#"
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: default
+  namespace: default
+  annotations:
+  labels:
+  uid: 6f1c2a3e-0d7b-4c1e-9a51-3b2f1f0e9c11
+  resourceVersion: "123456"
+  generation: 2
+  creationTimestamp: "2026-11-30T10:00:00Z"
+  managedFields:
+    - manager: kubectl
+      operation: Update
+  finalizers: [brokers.eventing.knative.dev]
+spec:
+status:
+  conditions:
+    - type: Ready
+      status: "True"
+  address:
+    url: http://broker-ingress.knative-eventing.svc.cluster.local/default/default
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: t
+  namespace: default
+  annotations:
+  ownerReferences:
+    - apiVersion: v1
+      kind: Namespace
+      name: default
+      uid: 1
+spec:
+  broker: default
+  subscriber:
+    uri: http://127.0.0.1:9/
+status:
+  subscriberUri: http://127.0.0.1:9/
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: hello
+  namespace: default
+  labels:
+spec:
+  template:
+    metadata:
+      annotations:
+    spec:
+      containers:
+        - command: [tidegate, sample-service]
+status:
+  url: http://hello.default.example.com
+  latestReadyRevisionName: hello-00001
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: unused
+  namespace: default
+data:
+"#;
+    let snapshot = valid(&[("get.yaml", yaml)]);
+    assert_eq!(snapshot.brokers.len(), 1);
+    assert_eq!(snapshot.brokers[0].backend, Backend::Embedded);
+    assert_eq!(snapshot.triggers.len(), 1);
+    assert_eq!(snapshot.services.len(), 1);
+    // An unknown field is still a located error, server-set or not.
+    let typo = yaml.replacen("  resourceVersion:", "  resourceVersio:", 1);
+    let errors = invalid(&[("get.yaml", &typo)]);
+    assert_eq!(errors[0].field, "metadata.resourceVersio", "{}", errors[0]);
+}

@@ -83,6 +83,9 @@ pub struct Service {
     pub metadata: ObjectMeta,
     /// Template and traffic.
     pub spec: ServiceSpec,
+    /// What the API server reports (`kubectl get -o yaml` output); accepted and ignored.
+    #[serde(default, skip_serializing)]
+    pub status: Option<serde_json::Value>,
 }
 
 /// `Service.spec`, also the `spec` of the Service inlined in a tidegate Trigger.
@@ -104,12 +107,20 @@ pub struct EmbeddedMeta {
     /// For a Service in a tidegate Trigger: the Service's name (default: the Trigger's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Free-form string labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Free-form string labels; null is empty.
+    #[serde(
+        default,
+        deserialize_with = "super::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
-    /// Free-form string annotations; on a revision template the `autoscaling.knative.dev/*`
+    /// Free-form string annotations (null is empty); on a revision template the `autoscaling.knative.dev/*`
     /// and `tidegate.dev/*` keys above tune scaling.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "super::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub annotations: BTreeMap<String, String>,
 }
 

@@ -80,8 +80,8 @@ fn unknown_and_missing_fields_name_their_path() {
         "spec.subscriber",
         "required field is missing",
     );
-    let yaml = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b, uid: x}\n";
-    one_error(yaml, 0, "metadata.uid", "unknown field");
+    let yaml = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b, uidd: x}\n";
+    one_error(yaml, 0, "metadata.uidd", "unknown field");
     let yaml = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {namespace: x}\n";
     one_error(yaml, 0, "metadata.name", "required field is missing");
     let yaml = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: Bad_Name}\n";
