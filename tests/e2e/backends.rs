@@ -517,50 +517,10 @@ async fn restarts_lose_nothing(backend: &mut Backend) {
     let mut gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
     wait_broker_ready(&gw).await;
     let url = gw.broker_url("default", "default");
-    let next = Arc::new(AtomicUsize::new(0));
-    let accepted = Arc::new(std::sync::Mutex::new(HashSet::new()));
-    let mut publishers = Vec::new();
-    for _ in 0..4 {
-        let (next, accepted, url) = (Arc::clone(&next), Arc::clone(&accepted), url.clone());
-        publishers.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            loop {
-                let n = next.fetch_add(1, Ordering::SeqCst);
-                if n >= EVENTS {
-                    break;
-                }
-                let id = format!("n-{n}");
-                let sent = client
-                    .post(&url)
-                    .header("ce-specversion", "1.0")
-                    .header("ce-id", &id)
-                    .header("ce-source", "prober")
-                    .header("ce-type", "dev.tidegate.prober")
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status() == 202 => {
-                        accepted.lock().expect("lock").insert(id);
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
-                }
-            }
-        }));
-    }
-    let wait_accepted = |n: usize| {
-        let accepted = Arc::clone(&accepted);
-        async move {
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while accepted.lock().expect("lock").len() < n {
-                assert!(tokio::time::Instant::now() < deadline, "publishing stalled");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    };
-    wait_accepted(EVENTS / 4).await;
+    let publishers = Publishers::start(&url, 4, EVENTS);
+    publishers.wait_accepted(EVENTS / 4).await;
     gw.kill9_and_restart().await;
-    wait_accepted(EVENTS / 2).await;
+    publishers.wait_accepted(EVENTS / 2).await;
     match backend {
         Backend::Nats(server) => server.restart(),
         Backend::Kafka(mock) => {
@@ -570,33 +530,13 @@ async fn restarts_lose_nothing(backend: &mut Backend) {
         }
         Backend::Tansu(server) => server.restart(),
     }
-    for p in publishers {
-        p.await.expect("publisher");
-    }
-    let accepted = accepted.lock().expect("lock").clone();
+    let accepted = publishers.finish().await;
     assert!(
         accepted.len() > EVENTS / 2,
         "only {} accepted",
         accepted.len()
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let arrived: HashSet<String> = sample
-            .events()
-            .await
-            .iter()
-            .filter_map(|e| e["id"].as_str().map(str::to_owned))
-            .collect();
-        let missing = accepted.difference(&arrived).count();
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} accepted events never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_arrived(&sample, &accepted).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

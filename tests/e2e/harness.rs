@@ -491,3 +491,90 @@ pub fn ids(received: &[Received]) -> HashMap<String, usize> {
     }
     ids
 }
+
+/// Concurrent publishers of events `n-0` … `n-{events-1}` (type `dev.tidegate.prober`) that
+/// keep going through gateway restarts: an event not answered 202 is simply not accepted.
+pub struct Publishers {
+    accepted: Arc<Mutex<std::collections::HashSet<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Publishers {
+    pub fn start(url: &str, publishers: usize, events: usize) -> Publishers {
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let tasks = (0..publishers)
+            .map(|_| {
+                let (next, accepted, url) =
+                    (Arc::clone(&next), Arc::clone(&accepted), url.to_owned());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if n >= events {
+                            break;
+                        }
+                        let id = format!("n-{n}");
+                        let sent = client
+                            .post(&url)
+                            .header("ce-specversion", "1.0")
+                            .header("ce-id", &id)
+                            .header("ce-source", "prober")
+                            .header("ce-type", "dev.tidegate.prober")
+                            .timeout(Duration::from_secs(5))
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(r) if r.status() == 202 => {
+                                accepted.lock().expect("lock").insert(id);
+                            }
+                            // The gateway is down or restarting; this number is not accepted.
+                            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Publishers { accepted, tasks }
+    }
+
+    /// Waits until `n` events were accepted; fails the test after [`WAIT`].
+    pub async fn wait_accepted(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.accepted.lock().expect("lock").len() < n {
+            assert!(tokio::time::Instant::now() < deadline, "publishing stalled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits for every publisher to finish; the ids answered 202.
+    pub async fn finish(self) -> std::collections::HashSet<String> {
+        for task in self.tasks {
+            task.await.expect("publisher");
+        }
+        self.accepted.lock().expect("lock").clone()
+    }
+}
+
+/// Waits until every id in `accepted` reached `sample` (at most 60 s), naming a few missing.
+pub async fn wait_arrived(sample: &SampleService, accepted: &std::collections::HashSet<String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let arrived: std::collections::HashSet<String> = sample
+            .events()
+            .await
+            .iter()
+            .filter_map(|e| e["id"].as_str().map(str::to_owned))
+            .collect();
+        let missing: Vec<_> = accepted.difference(&arrived).take(5).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} accepted events never arrived, e.g. {missing:?}",
+            accepted.difference(&arrived).count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
