@@ -64,6 +64,22 @@ pub fn tansu_or_skip(test: &str) -> Option<PathBuf> {
     or_skip(tansu_binary(), test, "tansu")
 }
 
+/// NATS settings for Broker `namespace/name` at `url`, with the defaults `triggers/` derives
+/// (stream `{namespace}-{name}`, subject prefix `tidegate.{namespace}.{name}`, file storage).
+pub fn nats_config(url: &str, namespace: &str, name: &str) -> crate::config::NatsConfig {
+    crate::config::NatsConfig {
+        urls: vec![url.to_owned()],
+        stream: format!("{namespace}-{name}"),
+        subject: format!("tidegate.{namespace}.{name}"),
+        storage: crate::config::NatsStorage::File,
+        replicas: 1,
+        max_age: None,
+        max_bytes: None,
+        duplicate_window: None,
+        auth: None,
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -362,7 +362,6 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use brokers::config::{NatsConfig, NatsStorage};
     use triggers::snapshot::BrokerConfig;
 
     fn snapshot(backend: triggers::Backend) -> Snapshot {
@@ -379,17 +378,7 @@ mod tests {
     }
 
     fn nats(url: &str) -> triggers::Backend {
-        triggers::Backend::Nats(NatsConfig {
-            urls: vec![url.into()],
-            stream: "ns-b".into(),
-            subject: "tidegate.ns.b".into(),
-            storage: NatsStorage::File,
-            replicas: 1,
-            max_age: None,
-            max_bytes: None,
-            duplicate_window: None,
-            auth: None,
-        })
+        triggers::Backend::Nats(brokers::testkit::nats_config(url, "ns", "b"))
     }
 
     #[tokio::test]

@@ -11,17 +11,7 @@ use crate::testkit::{NatsServer, free_port, nats_or_skip};
 use crate::{Delivery, Subscription};
 
 fn config(url: &str) -> NatsConfig {
-    NatsConfig {
-        urls: vec![url.to_owned()],
-        stream: "ns-b".into(),
-        subject: "tidegate.ns.b".into(),
-        storage: NatsStorage::File,
-        replicas: 1,
-        max_age: None,
-        max_bytes: None,
-        duplicate_window: None,
-        auth: None,
-    }
+    crate::testkit::nats_config(url, "ns", "b")
 }
 
 fn event(id: &str) -> CloudEvent {
