@@ -77,6 +77,12 @@ enum Command {
         /// The gateway's process id.
         #[arg(long)]
         parent: Option<u32>,
+        /// The pod's volumes (JSON list of mounts): run in a private file system view.
+        #[arg(long)]
+        mounts: Option<String>,
+        /// Run in the file system view of this process (a pod's exec probe).
+        #[arg(long)]
+        enter: Option<u32>,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<String>,
     },
@@ -188,8 +194,14 @@ struct SampleArgs {
 fn main() -> ExitCode {
     // Before anything else: exec-pod replaces the process and must not start a runtime.
     let cli = Cli::parse();
-    if let Command::ExecPod { parent, argv } = &cli.command {
-        return commands::exec_pod::run(*parent, argv);
+    if let Command::ExecPod {
+        parent,
+        mounts,
+        enter,
+        argv,
+    } = &cli.command
+    {
+        return commands::exec_pod::run(*parent, mounts.as_deref(), *enter, argv);
     }
     if matches!(cli.command, Command::Serve(_)) {
         purge_at_once();

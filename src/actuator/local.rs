@@ -25,8 +25,9 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::PodSink;
 use super::output::for_each_line;
-use super::probe::probe_once;
-use super::spec::{AGGRESSIVE_PERIOD, PodSpec};
+use super::pod_dir::PodDir;
+use super::probe::probe_with;
+use super::spec::{AGGRESSIVE_PERIOD, EnvValue, PodMount, PodSpec, Readiness, ReadinessProbe};
 use crate::revision::queue::PodId;
 
 /// Delay before the first restart after a failure.
@@ -39,6 +40,8 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(10);
 const DRAIN_POLL: Duration = Duration::from_millis(15);
 /// Pods spawned per reconcile step before the task yields (spawning blocks the thread briefly).
 const START_BATCH: u32 = 16;
+/// How often resident memory is compared with `limits.memory`.
+const MEMORY_CHECK: Duration = Duration::from_secs(1);
 /// Bound on waiting for a process to disappear after SIGKILL, and for output tasks at shutdown.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -155,20 +158,77 @@ enum Started {
 
 /// How a pod's life ends.
 enum End {
+    /// A liveness probe failed or memory went above the limit: stop it, start another.
+    Failed(String),
     /// The process exited on its own.
     Exited { status: String, was_ready: bool },
     /// The pod was removed; `sink_knows` when it had been reported ready.
     Stop { sink_knows: bool },
 }
 
-/// A spawned process handed to its pod task.
+/// A spawned pod handed to its task: the serving container's process and the others.
 struct Spawned {
     id: PodId,
     name: String,
     address: SocketAddr,
     pid: Option<u32>,
     child: Child,
+    /// Other containers' processes.
+    sidecars: Vec<Process>,
     stop: CancellationToken,
+    /// Its volumes; removed with the pod.
+    _dir: Option<PodDir>,
+}
+
+/// What [`Revision::spawn`] needs of one container.
+struct ContainerRun<'a> {
+    /// `namespace/revision/pod-N[/container]`, for logs.
+    label: String,
+    command: &'a [String],
+    args: &'a [String],
+    env: &'a [(String, EnvValue)],
+    working_dir: Option<&'a std::path::Path>,
+    mounts: &'a [PodMount],
+}
+
+/// Where a pod's probes go: its address and its processes.
+struct Target {
+    address: SocketAddr,
+    pid: Option<u32>,
+    sidecars: Vec<Option<u32>>,
+}
+
+impl Target {
+    fn of(pod: &Spawned) -> Self {
+        Self {
+            address: pod.address,
+            pid: pod.pid,
+            sidecars: pod.sidecars.iter().map(|p| p.pid).collect(),
+        }
+    }
+}
+
+/// One container's process beside the serving one.
+struct Process {
+    name: String,
+    pid: Option<u32>,
+    child: Child,
+}
+
+/// A probe of one container of a pod, and how it is going.
+struct Gate<'a> {
+    /// Container name, for messages.
+    container: &'a str,
+    /// `None`: the serving container.
+    sidecar: Option<usize>,
+    probe: &'a ReadinessProbe,
+    kind: &'static str,
+    next: Instant,
+    /// Successes in a row (readiness, startup) or failures in a row (liveness).
+    streak: u32,
+    /// Failures in a row (startup).
+    failures: u32,
+    last_error: String,
 }
 
 impl LocalRuntime {
@@ -412,51 +472,62 @@ impl Revision {
         state.retry_at = Some(Instant::now() + restart_backoff(state.failures));
     }
 
-    /// Spawns one pod process and its task.
+    /// Spawns one pod's processes and its task.
     fn start_pod(self: &Arc<Self>) -> Result<(), String> {
-        let (program, leading) = self
-            .spec
-            .command
-            .split_first()
-            .ok_or("spawn failed: command is empty")?;
         let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
         let id = self.next_pod.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}/pod-{id}", self.name);
-        let output = match self.output {
-            PodOutput::Log => Stdio::piped,
-            PodOutput::Discard => Stdio::null,
+        let spec = &self.spec;
+        let needs_dir = !spec.volumes.is_empty();
+        let dir = if needs_dir {
+            let unique = format!("pod-{id}");
+            Some(
+                PodDir::create(&unique, &spec.volumes)
+                    .map_err(|e| format!("cannot write the pod's volumes: {e}"))?,
+            )
+        } else {
+            None
         };
-        let mut command = Command::new(program);
-        command
-            .args(leading)
-            .args(&self.spec.args)
-            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
-            .env("PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(output())
-            .stderr(output())
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(dir) = &self.spec.working_dir {
-            command.current_dir(dir);
-        }
-        let mut child = command.spawn().map_err(|e| format!("spawn failed: {e}"))?;
+        let uid = uuid::Uuid::new_v4().to_string();
+        let pod_name = format!("{}-{id}", self.name.rsplit('/').next().unwrap_or("pod"));
+        let container = ContainerRun {
+            label: name.clone(),
+            command: &spec.command,
+            args: &spec.args,
+            env: &spec.env,
+            working_dir: spec.working_dir.as_deref(),
+            mounts: &spec.mounts,
+        };
+        let mut child = self.spawn(&container, port, &pod_name, &uid, dir.as_ref())?;
         let pid = child.id();
-        info!(pod = %name, pid, port, "Pod started.");
-        if let Some(stdout) = child.stdout.take() {
-            let name = name.clone();
-            self.tasks.spawn(for_each_line(
-                stdout,
-                move |line| info!(pod = %name, "{line}"),
-            ));
+        let mut sidecars = Vec::with_capacity(spec.sidecars.len());
+        for sidecar in &spec.sidecars {
+            let run = ContainerRun {
+                label: format!("{name}/{}", sidecar.name),
+                command: &sidecar.command,
+                args: &sidecar.args,
+                env: &sidecar.env,
+                working_dir: sidecar.working_dir.as_deref(),
+                mounts: &sidecar.mounts,
+            };
+            match self.spawn(&run, port, &pod_name, &uid, dir.as_ref()) {
+                Ok(process) => sidecars.push(Process {
+                    name: sidecar.name.clone(),
+                    pid: process.id(),
+                    child: process,
+                }),
+                Err(error) => {
+                    signal_group(pid, Signal::SIGKILL);
+                    let _ = child.start_kill();
+                    for other in &mut sidecars {
+                        signal_group(other.pid, Signal::SIGKILL);
+                        let _ = other.child.start_kill();
+                    }
+                    return Err(format!("container {}: {error}", sidecar.name));
+                }
+            }
         }
-        if let Some(stderr) = child.stderr.take() {
-            let name = name.clone();
-            self.tasks.spawn(for_each_line(
-                stderr,
-                move |line| info!(pod = %name, "{line}"),
-            ));
-        }
+        info!(pod = %name, pid, port, containers = 1 + sidecars.len(), "Pod started.");
         let stop = CancellationToken::new();
         self.state().pods.insert(
             id,
@@ -472,10 +543,88 @@ impl Revision {
             address: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             pid,
             child,
+            sidecars,
             stop,
+            _dir: dir,
         };
         self.tasks.spawn(self.clone().run_pod(spawned));
         Ok(())
+    }
+
+    /// Spawns one container's process, its output forwarded to the log.
+    fn spawn(
+        &self,
+        run: &ContainerRun<'_>,
+        port: u16,
+        pod_name: &str,
+        uid: &str,
+        dir: Option<&PodDir>,
+    ) -> Result<Child, String> {
+        let mut argv: Vec<String> = run.command.to_vec();
+        if !run.mounts.is_empty() {
+            let dir = dir.ok_or("the pod has mounts but no volumes")?;
+            let mounts = dir.mount_args(run.mounts, &self.spec.volumes)?;
+            let json = serde_json::to_string(&mounts).map_err(|e| e.to_string())?;
+            // The launcher sets up the mounts (see commands/exec_pod.rs).
+            if argv.get(1).map(String::as_str) != Some("exec-pod") {
+                return Err(
+                    "mounting volumes needs tidegate's own executable as the pod launcher, \
+                     which was not found"
+                        .into(),
+                );
+            }
+            argv.splice(2..2, ["--mounts".to_owned(), json]);
+        }
+        let (program, leading) = argv.split_first().ok_or("spawn failed: command is empty")?;
+        let output = match self.output {
+            PodOutput::Log => Stdio::piped,
+            PodOutput::Discard => Stdio::null,
+        };
+        let mut command = Command::new(program);
+        command
+            .args(leading)
+            .args(run.args)
+            .envs(run.env.iter().map(|(k, v)| {
+                let value = match v {
+                    EnvValue::Plain(value) | EnvValue::Secret(value) => value.as_str(),
+                    EnvValue::PodName => pod_name,
+                    EnvValue::PodUid => uid,
+                };
+                (k, value)
+            }))
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(output())
+            .stderr(output())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = dir {
+            command.env("TIDEGATE_POD_DIR", dir.work());
+        }
+        if let Some(dir) = run.working_dir {
+            command.current_dir(dir);
+        }
+        let mut child = command.spawn().map_err(|e| format!("spawn failed: {e}"))?;
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let label = run.label.clone();
+            self.tasks.spawn(for_each_line(
+                stream,
+                move |line| info!(pod = %label, "{line}"),
+            ));
+        }
+        Ok(child)
     }
 
     /// One pod's life: readiness, serving, removal or death, then `pod_gone`.
@@ -499,61 +648,209 @@ impl Revision {
                 warn!(pod = %pod.name, %status, "Pod exited {when} becoming ready.");
                 self.record_failure(format!("exited {when} becoming ready ({status})"));
             }
+            End::Failed(reason) => {
+                warn!(pod = %pod.name, %reason, "Pod failed; restarting it.");
+                self.sink.pod_draining(pod.id);
+                self.record_failure(reason);
+                let status = self.terminate(&mut pod, false).await;
+                info!(pod = %pod.name, %status, "Pod stopped.");
+            }
             End::Stop { sink_knows } => {
                 let status = self.terminate(&mut pod, sink_knows).await;
                 info!(pod = %pod.name, %status, "Pod stopped.");
             }
         }
-        // Leftovers of the process group (children of a shell wrapper) go with the pod.
+        // Leftovers of the process groups (children of a shell wrapper) go with the pod.
         signal_group(pod.pid, Signal::SIGKILL);
+        for sidecar in &mut pod.sidecars {
+            signal_group(sidecar.pid, Signal::SIGKILL);
+            let _ = sidecar.child.start_kill();
+            let _ = tokio::time::timeout(KILL_WAIT, sidecar.child.wait()).await;
+        }
         self.sink.pod_gone(pod.id);
         self.state().pods.remove(&pod.id);
         self.wake.notify_one();
     }
 
-    /// Probes until ready; also ends when the process exits, the pod is removed or time is up.
-    async fn until_ready(&self, pod: &mut Spawned) -> Started {
-        let probe = &self.spec.readiness;
-        let deadline = Instant::now() + self.spec.start_timeout;
-        let period = probe.period.unwrap_or(AGGRESSIVE_PERIOD);
-        let mut next = Instant::now() + probe.initial_delay;
-        let mut successes = 0;
-        let mut last_error = String::from("not probed yet");
-        let address = pod.address;
-        loop {
-            let attempt = async {
-                sleep_until(next).await;
-                probe_once(&probe.check, address, probe.timeout).await
-            };
-            tokio::select! {
-                biased;
-                () = pod.stop.cancelled() => return Started::Stop,
-                () = self.force.cancelled() => return Started::Stop,
-                status = pod.child.wait() => return Started::Exited(describe(status)),
-                () = sleep_until(deadline) => {
-                    return Started::TimedOut(format!(
-                        "not ready within {:?} (last probe: {last_error})",
-                        self.spec.start_timeout
-                    ));
-                }
-                result = attempt => {
-                    next = Instant::now() + period;
-                    match result {
-                        Ok(()) => successes += 1,
-                        Err(error) => {
-                            successes = 0;
-                            last_error = error;
-                        }
-                    }
-                    if successes >= probe.success_threshold {
-                        return Started::Ready;
-                    }
-                }
+    /// The probes of one kind of every container that has one (`readiness` always includes
+    /// the serving container's).
+    fn gates(&self, kind: &'static str, now: Instant) -> Vec<Gate<'_>> {
+        let spec = &self.spec;
+        let serving = match kind {
+            "startup" => spec.startup.as_ref(),
+            "liveness" => spec.liveness.as_ref(),
+            _ => Some(&spec.readiness),
+        };
+        let mut gates: Vec<Gate<'_>> = serving
+            .map(|probe| (None, "serving container", probe))
+            .into_iter()
+            .chain(spec.sidecars.iter().enumerate().filter_map(|(i, s)| {
+                let probe = match kind {
+                    "startup" => s.startup.as_ref(),
+                    "liveness" => s.liveness.as_ref(),
+                    _ => s.readiness.as_ref(),
+                }?;
+                Some((Some(i), s.name.as_str(), probe))
+            }))
+            .map(|(sidecar, container, probe)| Gate {
+                container,
+                sidecar,
+                probe,
+                kind,
+                next: now + probe.initial_delay,
+                streak: 0,
+                failures: 0,
+                last_error: String::from("not probed yet"),
+            })
+            .collect();
+        gates.sort_by_key(|g| g.next);
+        gates
+    }
+
+    /// One attempt of `gate`'s probe against `pod`.
+    async fn attempt(&self, pod: &Target, gate: &Gate<'_>) -> Result<(), String> {
+        let probe = gate.probe;
+        let address = SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            probe.port.unwrap_or_else(|| pod.address.port()),
+        ));
+        let Readiness::Exec { command } = &probe.check else {
+            return probe_with(&probe.check, address, probe.timeout, &probe.headers).await;
+        };
+        let (env, dir, mounts, pid) = match gate.sidecar {
+            None => (
+                &self.spec.env,
+                self.spec.working_dir.as_deref(),
+                !self.spec.mounts.is_empty(),
+                pod.pid,
+            ),
+            Some(i) => {
+                let s = &self.spec.sidecars[i];
+                (
+                    &s.env,
+                    s.working_dir.as_deref(),
+                    !s.mounts.is_empty(),
+                    pod.sidecars.get(i).copied().flatten(),
+                )
+            }
+        };
+        let mut argv = command.clone();
+        // A container with volumes is probed in its own file system view.
+        if mounts && let (Some(pid), Some(exe)) = (pid, self.launcher()) {
+            argv.splice(
+                0..0,
+                [
+                    exe,
+                    "exec-pod".into(),
+                    "--enter".into(),
+                    pid.to_string(),
+                    "--".into(),
+                ],
+            );
+        }
+        let (program, rest) = argv.split_first().ok_or("exec probe without a command")?;
+        let mut cmd = Command::new(program);
+        cmd.args(rest)
+            .envs(env.iter().filter_map(|(k, v)| match v {
+                EnvValue::Plain(value) | EnvValue::Secret(value) => Some((k, value)),
+                _ => None,
+            }))
+            .env("PORT", pod.address.port().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("exec {program}: {e}"))?;
+        let probe_pid = child.id();
+        match tokio::time::timeout(probe.timeout, child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(format!("exec {program}: {status}")),
+            Ok(Err(error)) => Err(format!("exec {program}: {error}")),
+            Err(_) => {
+                signal_group(probe_pid, Signal::SIGKILL);
+                Err(format!(
+                    "exec {program}: no exit within {:?}",
+                    probe.timeout
+                ))
             }
         }
     }
 
-    /// Reports the pod ready and watches it until it exits or is removed.
+    /// The gateway executable that launches pods, when pods are launched through it.
+    fn launcher(&self) -> Option<String> {
+        (self.spec.command.get(1).map(String::as_str) == Some("exec-pod"))
+            .then(|| self.spec.command[0].clone())
+    }
+
+    /// Probes until ready (startup probes first, then every readiness probe); also ends when a
+    /// process exits, the pod is removed or time is up.
+    async fn until_ready(&self, pod: &mut Spawned) -> Started {
+        let deadline = Instant::now() + self.spec.start_timeout;
+        let target = Target::of(pod);
+        for kind in ["startup", "readiness"] {
+            let mut gates = self.gates(kind, Instant::now());
+            while !gates.is_empty() {
+                let next = gates
+                    .iter()
+                    .map(|g| g.next)
+                    .min()
+                    .unwrap_or_else(Instant::now);
+                let index = gates.iter().position(|g| g.next == next).unwrap_or(0);
+                let attempt = async {
+                    sleep_until(next).await;
+                    self.attempt(&target, &gates[index]).await
+                };
+                let result = tokio::select! {
+                    biased;
+                    () = pod.stop.cancelled() => return Started::Stop,
+                    () = self.force.cancelled() => return Started::Stop,
+                    status = exited(&mut pod.child, &mut pod.sidecars) => return Started::Exited(status),
+                    () = sleep_until(deadline) => {
+                        let last = gates.first().map(|g| format!("{} probe of {}: {}", g.kind, g.container, g.last_error)).unwrap_or_default();
+                        return Started::TimedOut(format!(
+                            "not ready within {:?} (last {last})",
+                            self.spec.start_timeout
+                        ));
+                    }
+                    result = attempt => result,
+                };
+                let gate = &mut gates[index];
+                let period = match (gate.kind, gate.probe.period) {
+                    ("readiness", period) => period.unwrap_or(AGGRESSIVE_PERIOD),
+                    (_, period) => period.unwrap_or(Duration::from_secs(10)),
+                };
+                gate.next = Instant::now() + period;
+                match result {
+                    Ok(()) => {
+                        gate.streak += 1;
+                        gate.failures = 0;
+                    }
+                    Err(error) => {
+                        gate.streak = 0;
+                        gate.failures += 1;
+                        if gate.kind == "startup" && gate.failures >= gate.probe.failure_threshold {
+                            return Started::TimedOut(format!(
+                                "startup probe of {} failed {} times in a row: {error}",
+                                gate.container, gate.failures
+                            ));
+                        }
+                        gate.last_error = error;
+                    }
+                }
+                if gate.streak >= gate.probe.success_threshold {
+                    gates.remove(index);
+                }
+            }
+        }
+        Started::Ready
+    }
+
+    /// Reports the pod ready and watches it until it exits, fails a liveness probe, exceeds
+    /// its memory limit, or is removed.
     async fn serve(&self, pod: &mut Spawned) -> End {
         {
             let mut state = self.state();
@@ -573,12 +870,37 @@ impl Revision {
         let mut streak = 0;
         let mut next = Instant::now() + probe.period.unwrap_or_default();
         let address = pod.address;
+        let mut liveness = self.gates("liveness", Instant::now());
+        let target = Target::of(pod);
+        let limits = self.memory_limits();
+        let mut memory_check = tokio::time::interval(MEMORY_CHECK);
+        memory_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let attempt = async {
                 match probe.period {
                     Some(_) => {
                         sleep_until(next).await;
-                        probe_once(&probe.check, address, probe.timeout).await
+                        probe_with(
+                            &probe.check,
+                            SocketAddr::from((
+                                Ipv4Addr::LOCALHOST,
+                                probe.port.unwrap_or(address.port()),
+                            )),
+                            probe.timeout,
+                            &probe.headers,
+                        )
+                        .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let live_next = liveness.iter().map(|g| g.next).min();
+            let live_index = live_next.and_then(|n| liveness.iter().position(|g| g.next == n));
+            let live_attempt = async {
+                match live_index {
+                    Some(i) => {
+                        sleep_until(liveness[i].next).await;
+                        self.attempt(&target, &liveness[i]).await
                     }
                     None => std::future::pending().await,
                 }
@@ -587,14 +909,36 @@ impl Revision {
                 biased;
                 () = pod.stop.cancelled() => return End::Stop { sink_knows: true },
                 () = self.force.cancelled() => return End::Stop { sink_knows: true },
-                status = pod.child.wait() => {
-                    return End::Exited { status: describe(status), was_ready: true };
+                status = exited(&mut pod.child, &mut pod.sidecars) => {
+                    return End::Exited { status, was_ready: true };
                 }
                 () = sleep_until(stable_at), if !stable => {
                     stable = true;
                     let mut state = self.state();
                     state.failures = 0;
                     state.retry_at = None;
+                }
+                _ = memory_check.tick(), if !limits.is_empty() => {
+                    if let Some(reason) = over_memory(pod, &limits) {
+                        return End::Failed(reason);
+                    }
+                }
+                result = live_attempt => {
+                    let Some(i) = live_index else { continue };
+                    let gate = &mut liveness[i];
+                    gate.next = Instant::now() + gate.probe.period.unwrap_or(Duration::from_secs(10));
+                    match result {
+                        Ok(()) => gate.streak = 0,
+                        Err(error) => {
+                            gate.streak += 1;
+                            if gate.streak >= gate.probe.failure_threshold {
+                                return End::Failed(format!(
+                                    "liveness probe of {} failed {} times in a row: {error}",
+                                    gate.container, gate.streak
+                                ));
+                            }
+                        }
+                    }
                 }
                 result = attempt => {
                     next = Instant::now() + probe.period.unwrap_or_default();
@@ -617,6 +961,21 @@ impl Revision {
                 }
             }
         }
+    }
+
+    /// (container, index of the sidecar or `None` for the serving one, limit in bytes).
+    fn memory_limits(&self) -> Vec<(String, Option<usize>, u64)> {
+        let spec = &self.spec;
+        spec.memory_limit
+            .map(|limit| ("serving container".to_owned(), None, limit))
+            .into_iter()
+            .chain(
+                spec.sidecars
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| Some((s.name.clone(), Some(i), s.memory_limit?))),
+            )
+            .collect()
     }
 
     /// Sets a pod's phase unless it is being removed.
@@ -651,8 +1010,20 @@ impl Revision {
         }
         if !self.force.is_cancelled() {
             signal_group(pod.pid, Signal::SIGTERM);
+            for sidecar in &pod.sidecars {
+                signal_group(sidecar.pid, Signal::SIGTERM);
+            }
             tokio::select! {
-                status = pod.child.wait() => return describe(status),
+                status = pod.child.wait() => {
+                    // The others get the rest of the grace period.
+                    let rest = async {
+                        for sidecar in &mut pod.sidecars {
+                            let _ = sidecar.child.wait().await;
+                        }
+                    };
+                    let _ = tokio::time::timeout(self.spec.termination_grace, rest).await;
+                    return describe(status);
+                }
                 () = sleep(self.spec.termination_grace) => {
                     warn!(pod = %pod.name, grace = ?self.spec.termination_grace, "Pod ignored SIGTERM; killing it.");
                 }
@@ -668,6 +1039,58 @@ impl Revision {
             Err(_) => format!("still running {KILL_WAIT:?} after SIGKILL"),
         }
     }
+}
+
+/// Waits until any of the pod's processes exits; says which and how.
+async fn exited(child: &mut Child, sidecars: &mut [Process]) -> String {
+    if sidecars.is_empty() {
+        return describe(child.wait().await);
+    }
+    let serving = async { format!("serving container: {}", describe(child.wait().await)) };
+    let others = futures::future::select_all(sidecars.iter_mut().map(|p| {
+        Box::pin(async move {
+            let status = p.child.wait().await;
+            format!("container {}: {}", p.name, describe(status))
+        })
+    }));
+    tokio::select! {
+        status = serving => status,
+        (status, _, _) = others => status,
+    }
+}
+
+/// The first container above its `limits.memory`, as Kubernetes' OOM kill reports it.
+fn over_memory(pod: &Spawned, limits: &[(String, Option<usize>, u64)]) -> Option<String> {
+    for (name, sidecar, limit) in limits {
+        let pid = match sidecar {
+            None => pod.pid,
+            Some(i) => pod.sidecars.get(*i).and_then(|p| p.pid),
+        };
+        let rss = pid.and_then(resident_bytes)?;
+        if rss > *limit {
+            return Some(format!(
+                "OOMKilled: {name} used {} MiB of resident memory, above its limits.memory of {} \
+                 MiB",
+                rss >> 20,
+                limit >> 20
+            ));
+        }
+    }
+    None
+}
+
+/// Resident memory of a process and its descendants in its process group, from `/proc`.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// Doubles from the minimum with each consecutive failure (`failures` ≥ 1), up to the maximum.

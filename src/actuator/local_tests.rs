@@ -187,7 +187,10 @@ async fn tcp_readiness_with_env_and_working_dir_removes_the_newest_pod_first() {
     let canonical = dir.path().canonicalize().expect("canonical temp dir");
     spec.env = vec![
         ("GREETING".into(), "hello".into()),
-        ("WANT_DIR".into(), canonical.to_string_lossy().into_owned()),
+        (
+            "WANT_DIR".into(),
+            canonical.to_string_lossy().into_owned().into(),
+        ),
         ("PORT".into(), "1".into()),
     ];
     spec.working_dir = Some(dir.path().to_owned());

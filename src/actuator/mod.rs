@@ -24,13 +24,15 @@
 
 mod local;
 mod output;
+mod pod_dir;
 mod probe;
 mod spec;
 
 pub use local::{LocalRuntime, PodOutput, PodsStatus, RevisionPods};
 pub use spec::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_PROBE_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_TERMINATION_GRACE,
-    PodSpec, Readiness, ReadinessProbe, SpecError,
+    EnvValue, PodMount, PodSpec, PodVolume, PodVolumeSource, Readiness, ReadinessProbe, Sidecar,
+    SpecError,
 };
 
 use std::net::SocketAddr;

@@ -11,19 +11,38 @@ use super::spec::{Readiness, valid_path};
 /// Most bytes read while looking for the status line.
 const STATUS_LINE_LIMIT: usize = 1024;
 
-/// Runs one attempt bounded by `timeout`; the error says why it failed.
+/// Runs one attempt bounded by `timeout`; the error says why it failed. `Exec` checks are not
+/// network probes and fail here (the runtime runs them).
+#[cfg(test)]
 pub(crate) async fn probe_once(
     check: &Readiness,
     address: SocketAddr,
     timeout: Duration,
 ) -> Result<(), String> {
-    match tokio::time::timeout(timeout, attempt(check, address)).await {
+    probe_with(check, address, timeout, &[]).await
+}
+
+/// [`probe_once`] with extra request headers for `HttpGet`.
+pub(crate) async fn probe_with(
+    check: &Readiness,
+    address: SocketAddr,
+    timeout: Duration,
+    headers: &[(String, String)],
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, attempt(check, address, headers)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
-async fn attempt(check: &Readiness, address: SocketAddr) -> Result<(), String> {
+async fn attempt(
+    check: &Readiness,
+    address: SocketAddr,
+    headers: &[(String, String)],
+) -> Result<(), String> {
+    if let Readiness::Exec { .. } = check {
+        return Err("exec checks are run by the runtime".into());
+    }
     let mut stream = TcpStream::connect(address)
         .await
         .map_err(|e| format!("connect to {address}: {e}"))?;
@@ -33,9 +52,22 @@ async fn attempt(check: &Readiness, address: SocketAddr) -> Result<(), String> {
     if !valid_path(path) {
         return Err(format!("invalid readiness path {path:?}"));
     }
+    let mut extra = String::new();
+    let mut host = address.to_string();
+    for (name, value) in headers {
+        let clean = |s: &str| s.bytes().all(|b| b >= b' ' && b != 0x7f);
+        if name.is_empty() || !clean(name) || name.contains(':') || !clean(value) {
+            return Err(format!("invalid probe header {name:?}"));
+        }
+        if name.eq_ignore_ascii_case("host") {
+            host.clone_from(value);
+        } else {
+            extra.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: tidegate-probe\r\n\
-         Accept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tidegate-probe\r\n\
+         Accept: */*\r\n{extra}Connection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())

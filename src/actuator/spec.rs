@@ -1,5 +1,6 @@
-//! What a pod runs and how it is judged ready, mapped by the caller from the Knative container
-//! spec (`command`, `args`, `env`, `workingDir`, `readinessProbe`, the revision's timeouts).
+//! What a pod runs and how it is judged ready and alive, mapped by the caller from the Knative
+//! pod spec (containers' `command`, `args`, `env`, `workingDir`, probes, volume mounts,
+//! `limits.memory`; the pod's volumes; the revision's timeouts).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,25 +18,139 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Probe period until the first success when no period is given (Knative's aggressive probing).
 pub(crate) const AGGRESSIVE_PERIOD: Duration = Duration::from_millis(50);
 
-/// What a pod runs.
+/// What a pod runs: the serving container's process (these top-level fields), beside any
+/// `sidecars`, all sharing the pod's `volumes`.
 #[derive(Clone, Debug)]
 pub struct PodSpec {
-    /// Program and leading arguments (`containers[0].command`).
+    /// Program and leading arguments (the serving container's `command`).
     pub command: Vec<String>,
-    /// Further arguments (`containers[0].args`).
+    /// Further arguments (`args`).
     pub args: Vec<String>,
     /// Set on top of the gateway's own environment; `PORT` is always overridden with the pod's
     /// port.
-    pub env: Vec<(String, String)>,
+    pub env: Vec<(String, EnvValue)>,
     /// Working directory of the process; the gateway's when `None`.
     pub working_dir: Option<PathBuf>,
     pub readiness: ReadinessProbe,
+    /// A failing liveness probe restarts the pod.
+    pub liveness: Option<ReadinessProbe>,
+    /// Readiness and liveness wait for it; failing it restarts the pod.
+    pub startup: Option<ReadinessProbe>,
+    /// Volumes the serving container sees.
+    pub mounts: Vec<PodMount>,
+    /// The serving container is stopped (as Kubernetes' OOM kill) when its resident memory
+    /// exceeds this many bytes.
+    pub memory_limit: Option<u64>,
+    /// The pod's other containers.
+    pub sidecars: Vec<Sidecar>,
+    /// The pod's volumes, materialized for each pod.
+    pub volumes: Vec<PodVolume>,
+    /// Why this pod cannot run on the local runtime; then no pod starts and this is the
+    /// revision's error.
+    pub blocker: Option<String>,
     /// SIGKILL after SIGTERM when the process has not exited by then.
     pub termination_grace: Duration,
     /// Longest wait for the requests in flight on a draining pod before SIGTERM.
     pub drain_timeout: Duration,
     /// A pod not ready after this long is stopped and counted as a failed start.
     pub start_timeout: Duration,
+}
+
+/// A container of the pod beside the serving one.
+#[derive(Clone, Debug)]
+pub struct Sidecar {
+    /// Container name, for logs.
+    pub name: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, EnvValue)>,
+    pub working_dir: Option<PathBuf>,
+    /// The pod is ready only once this passes too; `None`: ready once started.
+    pub readiness: Option<ReadinessProbe>,
+    pub liveness: Option<ReadinessProbe>,
+    pub startup: Option<ReadinessProbe>,
+    pub mounts: Vec<PodMount>,
+    pub memory_limit: Option<u64>,
+}
+
+/// An environment variable's value.
+#[derive(Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    /// Known in advance.
+    Plain(String),
+    /// A Secret's value: never logged.
+    Secret(String),
+    /// The pod's name (`fieldRef: metadata.name`).
+    PodName,
+    /// A unique id of the pod (`fieldRef: metadata.uid`).
+    PodUid,
+}
+
+impl From<&str> for EnvValue {
+    fn from(value: &str) -> Self {
+        EnvValue::Plain(value.to_owned())
+    }
+}
+
+impl From<String> for EnvValue {
+    fn from(value: String) -> Self {
+        EnvValue::Plain(value)
+    }
+}
+
+impl std::fmt::Debug for EnvValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvValue::Plain(value) => write!(f, "{value:?}"),
+            EnvValue::Secret(_) => f.write_str("<redacted>"),
+            EnvValue::PodName => f.write_str("<pod name>"),
+            EnvValue::PodUid => f.write_str("<pod uid>"),
+        }
+    }
+}
+
+/// One volume of the pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodVolume {
+    pub name: String,
+    pub source: PodVolumeSource,
+}
+
+/// What a [`PodVolume`] holds.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PodVolumeSource {
+    /// Files written for each pod: (relative path, contents, mode). Kept in memory
+    /// (`/dev/shm`) where the machine has it, as Kubernetes keeps Secret volumes.
+    Files(Vec<(String, Vec<u8>, u32)>),
+    /// An empty directory per pod, shared by its containers.
+    EmptyDir,
+    /// A path of this machine.
+    HostPath(PathBuf),
+}
+
+impl std::fmt::Debug for PodVolumeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PodVolumeSource::Files(files) => {
+                let paths: Vec<&str> = files.iter().map(|(p, _, _)| p.as_str()).collect();
+                f.debug_tuple("Files").field(&paths).finish()
+            }
+            PodVolumeSource::EmptyDir => f.write_str("EmptyDir"),
+            PodVolumeSource::HostPath(path) => f.debug_tuple("HostPath").field(path).finish(),
+        }
+    }
+}
+
+/// A volume at a path of one container's file system view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodMount {
+    /// The volume's name.
+    pub volume: String,
+    /// Absolute path the process sees.
+    pub target: String,
+    /// Path inside the volume to mount instead of its root.
+    pub sub_path: Option<String>,
+    pub read_only: bool,
 }
 
 /// How readiness is checked.
@@ -45,6 +160,8 @@ pub enum Readiness {
     TcpPort,
     /// `GET path` on the pod's port answers 200–399 (Kubernetes' `httpGet` rule).
     HttpGet { path: String },
+    /// The command exits 0 (in the container's environment and file system view).
+    Exec { command: Vec<String> },
 }
 
 /// A readiness probe with Kubernetes' knobs.
@@ -64,6 +181,10 @@ pub struct ReadinessProbe {
     pub failure_threshold: u32,
     /// Consecutive successes that make a pod ready.
     pub success_threshold: u32,
+    /// Probe this port instead of the pod's.
+    pub port: Option<u16>,
+    /// Headers of an `HttpGet` probe.
+    pub headers: Vec<(String, String)>,
 }
 
 /// A pod spec the runtime cannot run.
@@ -79,6 +200,8 @@ pub enum SpecError {
     ProbeTimeout,
     #[error("readiness period must be greater than zero")]
     ProbePeriod,
+    #[error("{0}")]
+    NotLocal(String),
 }
 
 impl PodSpec {
@@ -90,6 +213,13 @@ impl PodSpec {
             env: Vec::new(),
             working_dir: None,
             readiness: ReadinessProbe::default(),
+            liveness: None,
+            startup: None,
+            mounts: Vec::new(),
+            memory_limit: None,
+            sidecars: Vec::new(),
+            volumes: Vec::new(),
+            blocker: None,
             termination_grace: DEFAULT_TERMINATION_GRACE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             start_timeout: DEFAULT_START_TIMEOUT,
@@ -98,6 +228,9 @@ impl PodSpec {
 
     /// Checks what would otherwise only fail at run time.
     pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(blocker) = &self.blocker {
+            return Err(SpecError::NotLocal(blocker.clone()));
+        }
         if self
             .command
             .first()
@@ -141,6 +274,8 @@ impl Default for ReadinessProbe {
             timeout: DEFAULT_PROBE_TIMEOUT,
             failure_threshold: 3,
             success_threshold: 1,
+            port: None,
+            headers: Vec::new(),
         }
     }
 }

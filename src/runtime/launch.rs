@@ -7,9 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
+use triggers::snapshot::{PodField, VolumeSource};
 use triggers::{ProbeAction, RevisionTemplate, ScalingClass, ScalingMetric, ServiceConfig};
 
-use crate::actuator::{LocalRuntime, PodSink, PodSpec, Readiness, ReadinessProbe, RevisionPods};
+use crate::actuator::{
+    EnvValue, LocalRuntime, PodMount, PodSink, PodSpec, PodVolume, PodVolumeSource, Readiness,
+    ReadinessProbe, RevisionPods, Sidecar,
+};
 use crate::autoscaler::task::{DemandSource, Scaler};
 use crate::autoscaler::{self, Class, Demand, Metric, Policy};
 use crate::revision::Revision;
@@ -28,11 +32,24 @@ impl RevisionLauncher for LocalLauncher {
         let template = &service.template;
         let mut spec = self.pod_spec(template);
         // Knative's runtime contract.
-        spec.env.extend([
-            ("K_SERVICE".to_owned(), service.name.clone()),
-            ("K_CONFIGURATION".to_owned(), service.name.clone()),
-            ("K_REVISION".to_owned(), revision.name.clone()),
-        ]);
+        let contract = [
+            (
+                "K_SERVICE".to_owned(),
+                EnvValue::Plain(service.name.clone()),
+            ),
+            (
+                "K_CONFIGURATION".to_owned(),
+                EnvValue::Plain(service.name.clone()),
+            ),
+            (
+                "K_REVISION".to_owned(),
+                EnvValue::Plain(revision.name.clone()),
+            ),
+        ];
+        spec.env.extend(contract.iter().cloned());
+        for sidecar in &mut spec.sidecars {
+            sidecar.env.extend(contract.iter().cloned());
+        }
         let pods = self.runtime.revision(
             format!("{}/{}", revision.namespace, revision.name),
             spec,
@@ -65,8 +82,67 @@ impl RevisionLauncher for LocalLauncher {
 
 impl LocalLauncher {
     fn pod_spec(&self, template: &RevisionTemplate) -> PodSpec {
-        let container = &template.container;
-        let mut command = container.command.clone();
+        let pod = &template.pod;
+        let serving = pod.serving_container();
+        let mut spec = PodSpec::new(self.command(&serving.command));
+        spec.args = serving.args.clone();
+        spec.env = env(&serving.env);
+        spec.working_dir = serving.working_dir.as_ref().map(PathBuf::from);
+        if let Some(probe) = &serving.readiness {
+            spec.readiness = probe_spec(probe);
+        }
+        spec.liveness = serving.liveness.as_ref().map(probe_spec);
+        spec.startup = serving.startup.as_ref().map(probe_spec);
+        spec.mounts = mounts(&serving.mounts);
+        spec.memory_limit = serving.resources.limits_memory;
+        spec.sidecars = pod
+            .containers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != pod.serving)
+            .map(|(_, c)| Sidecar {
+                name: c.name.clone(),
+                command: self.command(&c.command),
+                args: c.args.clone(),
+                env: env(&c.env),
+                working_dir: c.working_dir.as_ref().map(PathBuf::from),
+                readiness: c.readiness.as_ref().map(probe_spec),
+                liveness: c.liveness.as_ref().map(probe_spec),
+                startup: c.startup.as_ref().map(probe_spec),
+                mounts: mounts(&c.mounts),
+                memory_limit: c.resources.limits_memory,
+            })
+            .collect();
+        spec.volumes = pod
+            .volumes
+            .iter()
+            .filter_map(|v| {
+                let source = match &v.source {
+                    VolumeSource::Files(files) => PodVolumeSource::Files(
+                        files
+                            .iter()
+                            .map(|f| (f.path.clone(), f.data.0.clone(), f.mode))
+                            .collect(),
+                    ),
+                    VolumeSource::EmptyDir { .. } => PodVolumeSource::EmptyDir,
+                    VolumeSource::HostPath(path) => PodVolumeSource::HostPath(PathBuf::from(path)),
+                    // Mounting one is a blocker, reported by validation.
+                    VolumeSource::Unavailable(_) => return None,
+                };
+                Some(PodVolume {
+                    name: v.name.clone(),
+                    source,
+                })
+            })
+            .collect();
+        spec.blocker = pod.local_blocker.clone();
+        spec
+    }
+
+    /// A container's command as the local runtime starts it: `tidegate` is this executable,
+    /// and every program runs through `exec-pod` so it dies with the gateway.
+    fn command(&self, command: &[String]) -> Vec<String> {
+        let mut command = command.to_vec();
         if let Some(exe) = &self.self_exe {
             let exe = exe.display().to_string();
             if command.first().is_some_and(|c| c == "tidegate") {
@@ -86,24 +162,67 @@ impl LocalLauncher {
                 command.splice(0..0, wrapper);
             }
         }
-        let mut spec = PodSpec::new(command);
-        spec.args = container.args.clone();
-        spec.env = container.env.clone();
-        spec.working_dir = container.working_dir.as_ref().map(PathBuf::from);
-        if let Some(probe) = &container.readiness {
-            spec.readiness = ReadinessProbe {
-                check: match &probe.action {
-                    ProbeAction::HttpGet { path, .. } => Readiness::HttpGet { path: path.clone() },
-                    ProbeAction::TcpSocket { .. } => Readiness::TcpPort,
-                },
-                initial_delay: probe.initial_delay,
-                period: (!probe.period.is_zero()).then_some(probe.period),
-                timeout: probe.timeout,
-                failure_threshold: probe.failure_threshold.max(1),
-                success_threshold: probe.success_threshold.max(1),
+        command
+    }
+}
+
+fn env(vars: &[triggers::EnvVar]) -> Vec<(String, EnvValue)> {
+    vars.iter()
+        .map(|var| {
+            let value = match &var.value {
+                triggers::EnvValue::Plain(value) => EnvValue::Plain(value.clone()),
+                triggers::EnvValue::Secret(value) => EnvValue::Secret(value.0.clone()),
+                triggers::EnvValue::PodField(PodField::Name) => EnvValue::PodName,
+                triggers::EnvValue::PodField(PodField::Uid) => EnvValue::PodUid,
             };
-        }
-        spec
+            (var.name.clone(), value)
+        })
+        .collect()
+}
+
+fn mounts(mounts: &[triggers::VolumeMount]) -> Vec<PodMount> {
+    mounts
+        .iter()
+        .map(|m| PodMount {
+            volume: m.volume.clone(),
+            target: m.mount_path.clone(),
+            sub_path: m.sub_path.clone(),
+            read_only: m.read_only,
+        })
+        .collect()
+}
+
+fn probe_spec(probe: &triggers::Probe) -> ReadinessProbe {
+    let (check, port, headers) = match &probe.action {
+        ProbeAction::HttpGet {
+            path,
+            port,
+            headers,
+        } => (
+            Readiness::HttpGet { path: path.clone() },
+            *port,
+            headers.clone(),
+        ),
+        ProbeAction::TcpSocket { port } => (Readiness::TcpPort, *port, Vec::new()),
+        ProbeAction::Exec { command } => (
+            Readiness::Exec {
+                command: command.clone(),
+            },
+            None,
+            Vec::new(),
+        ),
+        // Checked as "the port accepts connections" until the gRPC health client lands.
+        ProbeAction::Grpc { port, .. } => (Readiness::TcpPort, *port, Vec::new()),
+    };
+    ReadinessProbe {
+        check,
+        initial_delay: probe.initial_delay,
+        period: (!probe.period.is_zero()).then_some(probe.period),
+        timeout: probe.timeout,
+        failure_threshold: probe.failure_threshold.max(1),
+        success_threshold: probe.success_threshold.max(1),
+        port,
+        headers,
     }
 }
 

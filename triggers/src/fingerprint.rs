@@ -3,7 +3,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use crate::snapshot::{RevisionTemplate, ScalingSpec};
+use crate::snapshot::{PodTemplate, RevisionTemplate, ScalingSpec};
 
 const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -24,9 +24,22 @@ pub(crate) fn template_fingerprint(template: &RevisionTemplate, name: Option<&st
         labels,
         container_concurrency,
         timeout,
-        container,
+        response_start_timeout,
+        idle_timeout,
+        pod,
         scaling,
     } = template;
+    let PodTemplate {
+        containers,
+        serving,
+        volumes,
+        ignored_locally,
+        local_blocker,
+        kubernetes,
+    } = pod;
+    // The Kubernetes types do not implement `Hash`; their JSON is deterministic (fields in
+    // declaration order, maps sorted).
+    let kubernetes = serde_json::to_string(&**kubernetes).unwrap_or_default();
     let ScalingSpec {
         class,
         metric,
@@ -52,7 +65,17 @@ pub(crate) fn template_fingerprint(template: &RevisionTemplate, name: Option<&st
         labels,
         container_concurrency,
         timeout,
-        container,
+        response_start_timeout,
+        idle_timeout,
+    )
+        .hash(&mut hasher);
+    (
+        containers,
+        serving,
+        volumes,
+        ignored_locally,
+        local_blocker,
+        kubernetes,
     )
         .hash(&mut hasher);
     (class, metric, target.map(float), float(*target_utilization)).hash(&mut hasher);

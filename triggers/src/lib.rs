@@ -35,7 +35,8 @@ pub use load::{DirContents, load_dirs, load_documents};
 pub use snapshot::{
     Backend, BackoffPolicy, BrokerConfig, ContainerSpec, DEFAULT_BACKOFF_DELAY,
     DEFAULT_BACKOFF_POLICY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RETRY, DEFAULT_TIMEOUT, DeliveryConfig,
-    DeliveryOrder, Destination, Probe, ProbeAction, RevisionTemplate, ScalingClass, ScalingMetric,
-    ScalingSpec, ServiceConfig, Snapshot, TrafficRevision, TrafficTarget, TriggerConfig,
+    DeliveryOrder, Destination, EnvValue, EnvVar, PodTemplate, Probe, ProbeAction,
+    RevisionTemplate, ScalingClass, ScalingMetric, ScalingSpec, ServiceConfig, Snapshot,
+    TrafficRevision, TrafficTarget, TriggerConfig, VolumeMount,
 };
 pub use watch::{ManifestWatch, Reload, watch};

@@ -164,7 +164,8 @@ fn is_manifest_name(path: &Path) -> bool {
 
 /// Splits `text` into documents and deserializes each; errors are located in `file`.
 fn parse_file(file: &Path, text: &str, parsed: &mut Parsed) {
-    let options = serde_saphyr::options! { with_snippet: false };
+    // `0644` is octal, as in the YAML 1.1 Kubernetes reads (file modes of volumes).
+    let options = serde_saphyr::options! { with_snippet: false, legacy_octal_numbers: true };
     let mut reader = Cursor::new(text.as_bytes());
     let documents = serde_saphyr::read_with_options::<_, Value>(&mut reader, options);
     for (index, document) in documents.enumerate() {

@@ -15,13 +15,12 @@ mod service;
 
 pub use service::{
     AUTOSCALING_ANNOTATION_PREFIX, AUTOSCALING_CLASS_ANNOTATION, AUTOSCALING_METRIC_ANNOTATION,
-    AUTOSCALING_TARGET_ANNOTATION, BACKLOG_TARGET_ANNOTATION, Container, ContainerPort,
-    EmbeddedMeta, EnvVar, HPA_CLASS, HttpGetAction, INITIAL_SCALE_ANNOTATION, KPA_CLASS,
-    MAX_SCALE_ANNOTATION, MIN_SCALE_ANNOTATION, PANIC_THRESHOLD_PERCENTAGE_ANNOTATION,
-    PANIC_WINDOW_PERCENTAGE_ANNOTATION, PRECISE_CLASS, ProbeSpec, QUEUE_DEPTH_ANNOTATION,
-    RESERVED_INSTANCES_ANNOTATION, RevisionSpec, RevisionTemplateSpec, SCALE_DOWN_DELAY_ANNOTATION,
-    SCALE_TO_ZERO_RETENTION_ANNOTATION, SERVING_API_VERSION, Service, ServiceSpec,
-    TARGET_UTILIZATION_ANNOTATION, TcpSocketAction, TrafficTargetSpec, WINDOW_ANNOTATION,
+    AUTOSCALING_TARGET_ANNOTATION, BACKLOG_TARGET_ANNOTATION, EmbeddedMeta, HPA_CLASS,
+    INITIAL_SCALE_ANNOTATION, KPA_CLASS, MAX_SCALE_ANNOTATION, MIN_SCALE_ANNOTATION,
+    PANIC_THRESHOLD_PERCENTAGE_ANNOTATION, PANIC_WINDOW_PERCENTAGE_ANNOTATION, PRECISE_CLASS,
+    QUEUE_DEPTH_ANNOTATION, RESERVED_INSTANCES_ANNOTATION, RevisionSpec, RevisionTemplateSpec,
+    SCALE_DOWN_DELAY_ANNOTATION, SCALE_TO_ZERO_RETENTION_ANNOTATION, SERVING_API_VERSION, Service,
+    ServiceSpec, TARGET_UTILIZATION_ANNOTATION, TrafficTargetSpec, WINDOW_ANNOTATION,
 };
 
 /// `apiVersion` of Broker and Trigger.
@@ -287,6 +286,15 @@ pub struct ConfigMap {
     /// Key to string value (quote numbers: `partitions: "3"`).
     #[serde(default, deserialize_with = "null_as_default")]
     pub data: BTreeMap<String, String>,
+    /// Key to base64-encoded bytes (files of a mounted ConfigMap).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub binary_data: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutable: Option<bool>,
 }
 
 /// `v1` Secret: credentials a Broker's ConfigMap names in `auth.secret.ref.name`. Its values

@@ -9,11 +9,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::ManifestWarning;
 use crate::filter::Filter;
 
+mod pod;
 mod service;
 
+pub use pod::{
+    AGGRESSIVE_PROBE_INTERVAL, ContainerSpec, EnvValue, EnvVar, PodField, PodTemplate, Probe,
+    ProbeAction, Resources, Sensitive, Volume, VolumeFile, VolumeMount, VolumeSource,
+};
+
 pub use service::{
-    AGGRESSIVE_PROBE_INTERVAL, ContainerSpec, DEFAULT_BACKLOG_TARGET, DEFAULT_CONCURRENCY_TARGET,
-    DEFAULT_CONTAINER_CONCURRENCY, DEFAULT_INITIAL_SCALE, DEFAULT_KPA_SCALE_DOWN_DELAY,
+    DEFAULT_BACKLOG_TARGET, DEFAULT_CONCURRENCY_TARGET, DEFAULT_CONTAINER_CONCURRENCY,
+    DEFAULT_INITIAL_SCALE, DEFAULT_KPA_SCALE_DOWN_DELAY, DEFAULT_LIVENESS_PERIOD,
     DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_PANIC_THRESHOLD_PERCENTAGE,
     DEFAULT_PANIC_WINDOW_PERCENTAGE, DEFAULT_PRECISE_SCALE_DOWN_DELAY,
     DEFAULT_PROBE_FAILURE_THRESHOLD, DEFAULT_PROBE_INITIAL_DELAY, DEFAULT_PROBE_PATH,
@@ -21,8 +27,8 @@ pub use service::{
     DEFAULT_QUEUE_DEPTH, DEFAULT_RESERVED_INSTANCES, DEFAULT_REVISION_TIMEOUT, DEFAULT_RPS_TARGET,
     DEFAULT_SCALE_TO_ZERO_RETENTION, DEFAULT_SCALING_CLASS, DEFAULT_SCALING_METRIC,
     DEFAULT_TARGET_UTILIZATION, DEFAULT_WINDOW, MAX_SCALE_DOWN_DELAY, MAX_WINDOW,
-    MIN_METRIC_TARGET, MIN_WINDOW, Probe, ProbeAction, RevisionTemplate, ScalingClass,
-    ScalingMetric, ScalingSpec, ServiceConfig, TrafficRevision, TrafficTarget,
+    MIN_METRIC_TARGET, MIN_WINDOW, RevisionTemplate, ScalingClass, ScalingMetric, ScalingSpec,
+    ServiceConfig, TrafficRevision, TrafficTarget,
 };
 
 /// Retries after the first failed attempt when neither the Trigger nor its Broker sets

@@ -12,7 +12,7 @@ use crate::load::{Located, ObjectKey};
 use crate::manifest::{
     BROKER_CLASS_ANNOTATION, Broker, ConfigMap, DEFAULT_BROKER, DELIVERY_ORDER_ANNOTATION,
     DeliverySpec, DestinationSpec, KReference, MAX_IN_FLIGHT_ANNOTATION, Manifest, ObjectMeta,
-    SERVING_API_VERSION, SubscriptionsApiFilter, TidegateTrigger, Trigger, TriggerFilter,
+    SERVING_API_VERSION, Secret, SubscriptionsApiFilter, TidegateTrigger, Trigger, TriggerFilter,
 };
 use crate::snapshot::{
     Backend, BackoffPolicy, BrokerConfig, DEFAULT_BACKOFF_DELAY, DEFAULT_BACKOFF_POLICY,
@@ -22,6 +22,8 @@ use crate::snapshot::{
 
 mod backend;
 mod filters;
+mod knative;
+mod pod;
 mod scaling;
 mod service;
 mod syntax;
@@ -30,8 +32,14 @@ mod traffic;
 
 use backend::{KAFKA_BROKER_CLASS, Target, broker_backend};
 use filters::trigger_filter;
+use knative::Features;
 use service::{DeclaredService, check_service_name, owned_service_name, validate_services};
 use syntax::{check_dns_label, check_dns_subdomain, check_http_url, check_relative_uri};
+
+/// ConfigMaps by (namespace, name), with where each was read.
+type ConfigMaps<'a> = HashMap<(&'a str, &'a str), (&'a ConfigMap, &'a Origin)>;
+/// Secrets by (namespace, name), with where each was read.
+type Secrets<'a> = HashMap<(&'a str, &'a str), (&'a Secret, &'a Origin)>;
 
 /// Annotation prefix whose keys tidegate reads; unknown keys under it draw a warning.
 const TIDEGATE_ANNOTATION_PREFIX: &str = "tidegate.dev/";
@@ -53,7 +61,7 @@ pub(crate) fn snapshot(
     let mut report = Report::default();
     check_names(manifests, &mut report);
 
-    let mut config_maps: HashMap<(&str, &str), (&ConfigMap, &Origin)> = HashMap::new();
+    let mut config_maps: ConfigMaps<'_> = HashMap::new();
     for located in manifests {
         if let Manifest::ConfigMap(cm) = &located.manifest {
             let key = (cm.metadata.namespace(), cm.metadata.name.as_str());
@@ -61,7 +69,7 @@ pub(crate) fn snapshot(
         }
     }
 
-    let mut secrets: backend::Secrets<'_> = HashMap::new();
+    let mut secrets: Secrets<'_> = HashMap::new();
     for located in manifests {
         if let Manifest::Secret(secret) = &located.manifest {
             let key = (secret.metadata.namespace(), secret.metadata.name.as_str());
@@ -82,7 +90,13 @@ pub(crate) fn snapshot(
         }
     }
 
-    let (mut services, declared_services) = validate_services(manifests, &mut report);
+    let features = Features::from_set(&config_maps, &mut report);
+    let sources = pod::Sources {
+        config_maps: &config_maps,
+        secrets: &secrets,
+        features: &features,
+    };
+    let (mut services, declared_services) = validate_services(manifests, &sources, &mut report);
     let known = Known {
         brokers: &broker_delivery,
         services: &declared_services,
@@ -280,7 +294,7 @@ fn check_metadata(
 fn validate_broker(
     broker: &Broker,
     config_maps: &HashMap<(&str, &str), (&ConfigMap, &Origin)>,
-    secrets: &backend::Secrets<'_>,
+    secrets: &Secrets<'_>,
     rejected: &HashSet<ObjectKey>,
     scope: &mut Scope<'_>,
 ) -> (BrokerConfig, PartialDelivery) {

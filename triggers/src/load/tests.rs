@@ -430,6 +430,7 @@ fn load_dirs_reads_sorted_yaml_files_only() {
     );
 }
 
+mod pods;
 mod rejections;
 mod services;
 mod tidegate_triggers;

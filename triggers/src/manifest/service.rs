@@ -135,130 +135,33 @@ pub struct RevisionTemplateSpec {
     pub spec: RevisionSpec,
 }
 
-/// `spec.template.spec`.
+/// `spec.template.spec`: Knative's revision fields beside a Kubernetes pod spec.
+///
+/// The pod spec is kept as written and checked when the set is validated against the fields
+/// Knative's webhook accepts for a revision (including those behind
+/// `knative-serving/config-features` flags); unknown fields are located errors there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct RevisionSpec {
-    /// Most requests one pod handles at once, ≥ 0; 0 (the default) is unlimited.
+    /// Most requests one pod handles at once, ≥ 0; 0 is unlimited. Default:
+    /// `container-concurrency` of `knative-serving/config-defaults` (0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_concurrency: Option<i64>,
-    /// Longest a request may take, in seconds, > 0; default 300.
+    /// Longest a request may take, in seconds, > 0. Default: `revision-timeout-seconds` of
+    /// `knative-serving/config-defaults` (300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<i64>,
-    /// Exactly one container.
-    #[serde(default)]
-    pub containers: Vec<Container>,
-}
-
-/// One container of a revision. The local process runtime runs `command` + `args`;
-/// Kubernetes mode runs `image`. At least one of the two is required.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Container {
-    /// Container name; not used by tidegate.
+    /// Longest wait for the first byte of a response, in seconds, > 0; at most
+    /// `timeoutSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Container image, used in Kubernetes mode.
+    pub response_start_timeout_seconds: Option<i64>,
+    /// Longest a request may go without a byte read or written, in seconds, ≥ 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    /// Program and its leading arguments; the local process runtime requires it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    /// Further arguments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<String>,
-    /// Environment variables; `PORT`, `K_SERVICE`, `K_CONFIGURATION` and `K_REVISION` are
-    /// reserved (tidegate sets them).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<EnvVar>,
-    /// At most one port: where the container listens for requests.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<ContainerPort>,
-    /// When a pod is ready for requests; default: its port accepts TCP connections.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub readiness_probe: Option<ProbeSpec>,
-    /// Working directory of the process.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub working_dir: Option<String>,
-    /// Kubernetes resource requests and limits; accepted and ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<Value>,
-    /// Kubernetes image pull policy; accepted and ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_policy: Option<String>,
-}
-
-/// One environment variable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EnvVar {
-    /// Non-empty name.
-    pub name: String,
-    /// Value; default empty.
-    #[serde(default)]
-    pub value: String,
-}
-
-/// A port the container listens on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ContainerPort {
-    /// 1 to 65535.
-    pub container_port: i64,
-    /// `http1` or `h2c` as in Knative; default `http1`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// `TCP`, the only protocol Knative accepts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<String>,
-}
-
-/// `readinessProbe`: exactly one of `httpGet` or `tcpSocket`, and its timing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ProbeSpec {
-    /// Ready when a GET answers 2xx or 3xx.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http_get: Option<HttpGetAction>,
-    /// Ready when a TCP connection is accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp_socket: Option<TcpSocketAction>,
-    /// Seconds before the first probe, ≥ 0; default 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initial_delay_seconds: Option<i64>,
-    /// Seconds between probes, ≥ 0; unset or 0 probes aggressively, as Knative does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub period_seconds: Option<i64>,
-    /// Seconds one probe may take, > 0; default 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<i64>,
-    /// Failures in a row that make a ready pod unready, > 0; default 3.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_threshold: Option<i64>,
-    /// Successes in a row that make a pod ready, > 0; default 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub success_threshold: Option<i64>,
-}
-
-/// `readinessProbe.httpGet`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HttpGetAction {
-    /// Request path; default `/`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// 1 to 65535; default the container's port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<i64>,
-}
-
-/// `readinessProbe.tcpSocket`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TcpSocketAction {
-    /// 1 to 65535; default the container's port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<i64>,
+    pub idle_timeout_seconds: Option<i64>,
+    /// Every other field: the Kubernetes `PodSpec` (`containers`, `volumes`,
+    /// `serviceAccountName`, …).
+    #[serde(flatten)]
+    pub pod: serde_json::Map<String, Value>,
 }
 
 /// One entry of `spec.traffic`.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::PodTemplate;
 use crate::manifest::{KPA_CLASS, PRECISE_CLASS};
 
 /// `containerConcurrency` when unset: 0, no limit per pod.
@@ -16,10 +17,12 @@ pub const DEFAULT_PROBE_PATH: &str = "/";
 /// `readinessProbe.initialDelaySeconds` when unset.
 pub const DEFAULT_PROBE_INITIAL_DELAY: Duration = Duration::ZERO;
 /// `readinessProbe.periodSeconds` when unset: zero, meaning probe aggressively (every
-/// [`AGGRESSIVE_PROBE_INTERVAL`]) until the pod is ready, as Knative's queue-proxy does.
+/// [`AGGRESSIVE_PROBE_INTERVAL`](super::AGGRESSIVE_PROBE_INTERVAL)) until the pod is ready,
+/// as Knative's queue-proxy does. Liveness and startup probes default to Kubernetes' 10 s
+/// ([`DEFAULT_LIVENESS_PERIOD`]).
 pub const DEFAULT_PROBE_PERIOD: Duration = Duration::ZERO;
-/// How often a probe whose period is zero runs.
-pub const AGGRESSIVE_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// `periodSeconds` of a liveness or startup probe when unset (Kubernetes' default).
+pub const DEFAULT_LIVENESS_PERIOD: Duration = Duration::from_secs(10);
 /// `readinessProbe.timeoutSeconds` when unset.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// `readinessProbe.failureThreshold` when unset.
@@ -108,65 +111,14 @@ pub struct RevisionTemplate {
     pub container_concurrency: u32,
     /// Longest a request may take.
     pub timeout: Duration,
-    /// The one container.
-    pub container: ContainerSpec,
+    /// `responseStartTimeoutSeconds`: longest wait for the first byte of a response.
+    pub response_start_timeout: Option<Duration>,
+    /// `idleTimeoutSeconds`: longest a request may go without a byte read or written.
+    pub idle_timeout: Option<Duration>,
+    /// What each pod runs.
+    pub pod: PodTemplate,
     /// Autoscaler settings from the annotations.
     pub scaling: ScalingSpec,
-}
-
-/// What a pod runs. At least one of `command` (local processes) and `image` (Kubernetes)
-/// is set; the runtime in use decides which it needs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ContainerSpec {
-    /// Container image, for Kubernetes mode.
-    pub image: Option<String>,
-    /// Program and leading arguments, for the local process runtime; may be empty when
-    /// `image` is set.
-    pub command: Vec<String>,
-    /// Further arguments.
-    pub args: Vec<String>,
-    /// Environment variables in order.
-    pub env: Vec<(String, String)>,
-    /// Port the container listens on; `None` lets the runtime choose and pass `PORT`.
-    pub port: Option<u16>,
-    /// Working directory of the process.
-    pub working_dir: Option<String>,
-    /// Readiness probe; `None` means ready once the port accepts TCP connections.
-    pub readiness: Option<Probe>,
-}
-
-/// A readiness probe with Kubernetes' defaults applied.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Probe {
-    /// What one probe does.
-    pub action: ProbeAction,
-    /// Wait before the first probe.
-    pub initial_delay: Duration,
-    /// Time between probes; zero probes every [`AGGRESSIVE_PROBE_INTERVAL`].
-    pub period: Duration,
-    /// Time one probe may take.
-    pub timeout: Duration,
-    /// Failures in a row that make a ready pod unready.
-    pub failure_threshold: u32,
-    /// Successes in a row that make a pod ready.
-    pub success_threshold: u32,
-}
-
-/// What one readiness probe does.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ProbeAction {
-    /// GET `path`; 2xx and 3xx pass.
-    HttpGet {
-        /// Request path, starting with `/`.
-        path: String,
-        /// `None`: the container's port.
-        port: Option<u16>,
-    },
-    /// Open a TCP connection.
-    TcpSocket {
-        /// `None`: the container's port.
-        port: Option<u16>,
-    },
 }
 
 /// Which autoscaler decides a revision's scale.
@@ -326,6 +278,7 @@ impl ServiceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::ContainerSpec;
 
     fn template(
         container_concurrency: u32,
@@ -337,15 +290,9 @@ mod tests {
             labels: BTreeMap::new(),
             container_concurrency,
             timeout: DEFAULT_REVISION_TIMEOUT,
-            container: ContainerSpec {
-                image: None,
-                command: vec!["app".into()],
-                args: vec![],
-                env: vec![],
-                port: None,
-                working_dir: None,
-                readiness: None,
-            },
+            response_start_timeout: None,
+            idle_timeout: None,
+            pod: PodTemplate::single(ContainerSpec::command(vec!["app".into()])),
             scaling: ScalingSpec {
                 metric,
                 target,

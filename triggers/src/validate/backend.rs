@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::Scope;
+use super::{Scope, Secrets};
 use crate::duration::parse_go_duration;
 use crate::error::{Origin, join_key};
 use crate::load::ObjectKey;
@@ -73,9 +73,6 @@ pub(super) fn broker_backend(
     };
     backend_from_data(config_map, broker, secrets, &mut scope.at(origin))
 }
-
-/// Secrets by (namespace, name), with where each was read.
-pub(super) type Secrets<'a> = HashMap<(&'a str, &'a str), (&'a Secret, &'a Origin)>;
 
 /// Knative's key naming the Secret with a backend's credentials.
 const AUTH_SECRET_KEY: &str = "auth.secret.ref.name";

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::pod::Sources;
 use super::syntax::check_dns_label;
 use super::template::revision_template;
 use super::traffic::traffic;
@@ -53,6 +54,7 @@ pub(super) fn check_service_name(name: &str) -> Result<(), String> {
 /// each (namespace, name) is first declared.
 pub(super) fn validate_services<'m>(
     manifests: &'m [Located],
+    sources: &Sources<'_, '_>,
     report: &mut Report,
 ) -> (
     Vec<ServiceConfig>,
@@ -85,7 +87,7 @@ pub(super) fn validate_services<'m>(
             owner: None,
             spec_field: "spec",
         };
-        configs.extend(service_config(&target, &service.spec, &mut scope));
+        configs.extend(service_config(&target, &service.spec, sources, &mut scope));
     }
     for located in manifests {
         if let Manifest::TidegateTrigger(trigger) = &located.manifest {
@@ -94,6 +96,7 @@ pub(super) fn validate_services<'m>(
                 trigger,
                 &located.origin,
                 &mut declared,
+                sources,
                 &mut scope,
             ));
         }
@@ -107,6 +110,7 @@ fn owned_service<'m>(
     trigger: &'m TidegateTrigger,
     origin: &'m Origin,
     declared: &mut HashMap<(&'m str, &'m str), DeclaredService<'m>>,
+    sources: &Sources<'_, '_>,
     scope: &mut Scope<'_>,
 ) -> Option<ServiceConfig> {
     let inline = trigger.spec.service.as_ref()?;
@@ -160,7 +164,7 @@ fn owned_service<'m>(
         owner: Some(owner),
         spec_field: "spec.service.spec",
     };
-    service_config(&target, &inline.spec, scope)
+    service_config(&target, &inline.spec, sources, scope)
 }
 
 /// The name of the Service a tidegate Trigger creates, and the field it comes from.
@@ -176,11 +180,12 @@ pub(super) fn owned_service_name(trigger: &TidegateTrigger) -> Option<(&str, &'s
 pub(super) fn service_config(
     target: &ServiceTarget<'_>,
     spec: &ServiceSpec,
+    sources: &Sources<'_, '_>,
     scope: &mut Scope<'_>,
 ) -> Option<ServiceConfig> {
     let template_field = join_key(target.spec_field, "template");
     let template_name = template_name(target, &spec.template.metadata, &template_field, scope);
-    let template = revision_template(target, &spec.template, &template_field, scope);
+    let template = revision_template(target, &spec.template, &template_field, sources, scope);
     let traffic = traffic(
         target,
         &spec.traffic,

@@ -6,7 +6,7 @@ use super::*;
 use crate::snapshot::{
     ContainerSpec, DEFAULT_CONTAINER_CONCURRENCY, DEFAULT_PROBE_FAILURE_THRESHOLD,
     DEFAULT_PROBE_INITIAL_DELAY, DEFAULT_PROBE_PERIOD, DEFAULT_PROBE_SUCCESS_THRESHOLD,
-    DEFAULT_PROBE_TIMEOUT, DEFAULT_REVISION_TIMEOUT, Probe, ProbeAction, RevisionTemplate,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_REVISION_TIMEOUT, EnvVar, Probe, ProbeAction, RevisionTemplate,
     ScalingClass, ScalingMetric, ScalingSpec, ServiceConfig, TrafficRevision, TrafficTarget,
 };
 
@@ -69,7 +69,7 @@ spec:
 "#;
 
 /// A Service `name` in `default` whose `spec` is `spec` (lines indented by two spaces).
-fn service(name: &str, spec: &str) -> String {
+pub(super) fn service(name: &str, spec: &str) -> String {
     format!(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n{spec}"
     )
@@ -140,28 +140,9 @@ fn full_service() {
             labels: [("app".to_owned(), "billing".to_owned())].into(),
             container_concurrency: 4,
             timeout: Duration::from_secs(60),
-            container: ContainerSpec {
-                image: Some("ghcr.io/example/billing:2".into()),
-                command: vec!["./billing".into()],
-                args: vec!["--verbose".into()],
-                env: vec![
-                    ("MODE".into(), "live".into()),
-                    ("EMPTY".into(), String::new()),
-                ],
-                port: Some(8081),
-                working_dir: Some("/srv".into()),
-                readiness: Some(Probe {
-                    action: ProbeAction::HttpGet {
-                        path: "/healthz".into(),
-                        port: Some(8081),
-                    },
-                    initial_delay: Duration::from_secs(2),
-                    period: Duration::from_secs(5),
-                    timeout: Duration::from_secs(3),
-                    failure_threshold: 4,
-                    success_threshold: 2,
-                }),
-            },
+            response_start_timeout: None,
+            idle_timeout: None,
+            pod: billing.template.pod.clone(),
             scaling: ScalingSpec {
                 class: ScalingClass::Kpa,
                 metric: ScalingMetric::Rps,
@@ -201,6 +182,51 @@ fn full_service() {
         ],
     };
     assert_eq!(billing, expected);
+    let pod = &billing.template.pod;
+    assert_eq!((pod.containers.len(), pod.serving), (1, 0));
+    assert_eq!(
+        pod.containers[0],
+        ContainerSpec {
+            image: Some("ghcr.io/example/billing:2".into()),
+            command: vec!["./billing".into()],
+            args: vec!["--verbose".into()],
+            name: "app".into(),
+            env: vec![EnvVar::plain("MODE", "live"), EnvVar::plain("EMPTY", "")],
+            port: Some(8081),
+            working_dir: Some("/srv".into()),
+            readiness: Some(Probe {
+                action: ProbeAction::HttpGet {
+                    path: "/healthz".into(),
+                    port: Some(8081),
+                    headers: vec![],
+                },
+                initial_delay: Duration::from_secs(2),
+                period: Duration::from_secs(5),
+                timeout: Duration::from_secs(3),
+                failure_threshold: 4,
+                success_threshold: 2,
+            }),
+            resources: pod.containers[0].resources.clone(),
+            ..ContainerSpec::command(vec![])
+        }
+    );
+    let resources = &pod.containers[0].resources;
+    assert_eq!(
+        (resources.limits_cpu_millis, resources.limits_memory),
+        (Some(1000), Some(128 << 20))
+    );
+    assert_eq!(
+        pod.ignored_locally,
+        [
+            "spec.template.spec.containers[0].imagePullPolicy",
+            "spec.template.spec.containers[0].image",
+            "spec.template.spec.containers[0].resources.limits (all but memory)"
+        ]
+    );
+    assert_eq!(
+        pod.kubernetes.containers[0].image.as_deref(),
+        Some("ghcr.io/example/billing:2")
+    );
     assert_eq!(billing.revision_name(7), "billing-v2");
     assert_eq!(billing.template.metric_total(), 12.5, "rps: not capped");
 }
@@ -223,23 +249,17 @@ fn defaults_of_a_plain_service() {
     assert_eq!(t.scaling.queue_depth, 10_000);
     assert_eq!(t.metric_total(), 100.0);
     assert_eq!(
-        t.container,
-        ContainerSpec {
-            image: None,
-            command: vec!["app".into()],
-            args: vec![],
-            env: vec![],
-            port: None,
-            working_dir: None,
-            readiness: None,
-        }
+        t.pod.containers,
+        [ContainerSpec::command(vec!["app".into()])]
     );
+    assert_eq!(t.pod.local_blocker, None);
+    assert_eq!(t.pod.ignored_locally, Vec::<String>::new());
 
     let tcp = only_service(&container(
         "command: [app], readinessProbe: {tcpSocket: {}}",
     ));
     assert_eq!(
-        tcp.template.container.readiness,
+        tcp.template.pod.containers[0].readiness,
         Some(Probe {
             action: ProbeAction::TcpSocket { port: None },
             initial_delay: DEFAULT_PROBE_INITIAL_DELAY,
@@ -251,15 +271,20 @@ fn defaults_of_a_plain_service() {
     );
     let http = only_service(&container("command: [app], readinessProbe: {httpGet: {}}"));
     assert!(matches!(
-        http.template.container.readiness.map(|p| p.action),
-        Some(ProbeAction::HttpGet { path, port: None }) if path == "/"
+        http.template.pod.containers[0].readiness.clone().map(|p| p.action),
+        Some(ProbeAction::HttpGet { path, port: None, .. }) if path == "/"
     ));
 
     let image_only = only_service(&container("image: example/app"));
-    assert_eq!(image_only.template.container.command, Vec::<String>::new());
-    assert_eq!(
-        image_only.template.container.image.as_deref(),
-        Some("example/app")
+    let pod = &image_only.template.pod;
+    assert_eq!(pod.containers[0].command, Vec::<String>::new());
+    assert_eq!(pod.containers[0].image.as_deref(), Some("example/app"));
+    assert!(
+        pod.local_blocker
+            .as_deref()
+            .is_some_and(|b| b.contains("spec.template.spec.containers[0] has only an image")),
+        "{:?}",
+        pod.local_blocker
     );
 
     let unbounded = only_service(&annotated(
@@ -292,7 +317,7 @@ fn rejected_templates_name_their_field() {
         &two,
         0,
         "spec.template.spec.containers",
-        "exactly one container per revision; found 2",
+        "needs a port on exactly one of them",
     );
     let spec = |body: &str| {
         service(
@@ -322,7 +347,7 @@ fn rejected_templates_name_their_field() {
             "set command (the local process runtime",
         ),
         ("command: [\"\"]", "command[0]", "must not be empty"),
-        ("image: \"\"", "image", "must not be empty"),
+        ("image: \"\"", "command", "found neither"),
         (
             "command: [a], env: [{name: \"\", value: x}]",
             "env[0].name",
@@ -346,7 +371,7 @@ fn rejected_templates_name_their_field() {
         (
             "command: [a], ports: [{containerPort: 1}, {containerPort: 2}]",
             "ports",
-            "at most one port; found 2",
+            "more than one container port is set",
         ),
         (
             "command: [a], ports: [{containerPort: 80, protocol: UDP}]",
@@ -356,17 +381,17 @@ fn rejected_templates_name_their_field() {
         (
             "command: [a], ports: [{containerPort: 80, name: grpc}]",
             "ports[0].name",
-            "http1 or h2c",
+            "expected empty, http1 or h2c",
         ),
         (
             "command: [a], readinessProbe: {}",
             "readinessProbe",
-            "exactly one of httpGet or tcpSocket; found none",
+            "exactly one of httpGet, tcpSocket, exec or grpc; found none",
         ),
         (
             "command: [a], readinessProbe: {httpGet: {}, tcpSocket: {}}",
             "readinessProbe",
-            "found both",
+            "found several",
         ),
         (
             "command: [a], readinessProbe: {tcpSocket: {port: -1}}",
@@ -389,14 +414,34 @@ fn rejected_templates_name_their_field() {
             "1 or more",
         ),
         (
-            "command: [a], readinessProbe: {exec: {command: [x]}}",
-            "readinessProbe.exec",
-            "unknown field",
+            "command: [a], lifecycle: {preStop: {exec: {command: [x]}}}",
+            "lifecycle",
+            "unknown field (Knative accepts here: name, args, command",
         ),
         (
-            "command: [a], volumeMounts: []",
-            "volumeMounts",
-            "unknown field",
+            "command: [a], volumeMounts: [{name: nope, mountPath: /x}]",
+            "volumeMounts[0].name",
+            "no volume named \"nope\"",
+        ),
+        (
+            "command: [a], readinessProbe: {exec: {command: []}}",
+            "readinessProbe.exec.command",
+            "give the program to run",
+        ),
+        (
+            "command: [a], ports: [{containerPort: 9090}]",
+            "ports[0].containerPort",
+            "9090 is a reserved port",
+        ),
+        (
+            "command: [a], livenessProbe: {tcpSocket: {}, successThreshold: 2}",
+            "livenessProbe.successThreshold",
+            "must be 1 for liveness",
+        ),
+        (
+            "command: [a], resources: {limits: {memory: lots}}",
+            "resources.limits.memory",
+            "invalid quantity \"lots\"",
         ),
     ] {
         one_error(&container(body), 0, &format!("{c}.{field}"), reason);

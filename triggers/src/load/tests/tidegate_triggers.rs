@@ -25,7 +25,7 @@ const BROKER: &str = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadat
 fn standalone(name: &str) -> String {
     format!(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {{name: {name}, namespace: \
-         shop}}\nspec:\n  template:\n    spec:\n      containers: [{{image: x}}]\n"
+         shop}}\nspec:\n  template:\n    spec:\n      containers: [{{image: x, command: [x]}}]\n"
     )
 }
 

@@ -1,0 +1,142 @@
+//! A pod's directory: its volumes materialized (Secret and ConfigMap files written, emptyDir
+//! directories made) and each container's mounts as `exec-pod --mounts` arguments. Removed
+//! when the pod is gone.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::spec::{PodMount, PodVolume, PodVolumeSource};
+use crate::commands::exec_pod::{MountArg, MountSource};
+
+/// The directory of one pod, deleted on drop.
+pub(crate) struct PodDir {
+    /// Where emptyDir volumes and the private root live.
+    work: PathBuf,
+    /// Where file volumes are written (in memory when `/dev/shm` exists).
+    files: PathBuf,
+}
+
+impl PodDir {
+    /// Creates the pod's directories and writes its volumes. `name` is unique per gateway.
+    pub(crate) fn create(name: &str, volumes: &[PodVolume]) -> io::Result<Self> {
+        let gateway = format!("tidegate-{}", std::process::id());
+        let work = std::env::temp_dir().join(&gateway).join(name);
+        let shm = Path::new("/dev/shm");
+        let files = if shm.is_dir() {
+            shm.join(&gateway).join(name)
+        } else {
+            work.join("files")
+        };
+        private_dir(&work)?;
+        private_dir(&files)?;
+        let dir = Self { work, files };
+        for volume in volumes {
+            dir.write_volume(volume)?;
+        }
+        Ok(dir)
+    }
+
+    /// The working directory for `exec-pod` (`TIDEGATE_POD_DIR`).
+    pub(crate) fn work(&self) -> &Path {
+        &self.work
+    }
+
+    fn volume_path(&self, volume: &PodVolume) -> PathBuf {
+        match &volume.source {
+            PodVolumeSource::Files(_) => self.files.join(&volume.name),
+            PodVolumeSource::EmptyDir => self.work.join("volumes").join(&volume.name),
+            PodVolumeSource::HostPath(path) => path.clone(),
+        }
+    }
+
+    fn write_volume(&self, volume: &PodVolume) -> io::Result<()> {
+        let root = self.volume_path(volume);
+        match &volume.source {
+            PodVolumeSource::Files(files) => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&root)?;
+                for (path, data, mode) in files {
+                    let file = root.join(path);
+                    if let Some(parent) = file.parent() {
+                        fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o755)
+                            .create(parent)?;
+                    }
+                    fs::write(&file, data)?;
+                    fs::set_permissions(&file, fs::Permissions::from_mode(*mode))?;
+                }
+            }
+            PodVolumeSource::EmptyDir => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o777)
+                    .create(&root)?;
+            }
+            PodVolumeSource::HostPath(_) => {}
+        }
+        Ok(())
+    }
+
+    /// `mounts` as `exec-pod` arguments; an error names a mount whose volume or `subPath`
+    /// is missing.
+    pub(crate) fn mount_args(
+        &self,
+        mounts: &[PodMount],
+        volumes: &[PodVolume],
+    ) -> Result<Vec<MountArg>, String> {
+        mounts
+            .iter()
+            .map(|mount| {
+                let volume = volumes
+                    .iter()
+                    .find(|v| v.name == mount.volume)
+                    .ok_or_else(|| format!("no volume {:?}", mount.volume))?;
+                let mut source = self.volume_path(volume);
+                if let Some(sub) = &mount.sub_path {
+                    source = source.join(sub);
+                    if !source.exists() {
+                        // Kubernetes creates a missing subPath as a directory.
+                        fs::create_dir_all(&source).map_err(|e| {
+                            format!("subPath {sub:?} of volume {:?}: {e}", mount.volume)
+                        })?;
+                    }
+                }
+                Ok(MountArg {
+                    target: mount.target.clone(),
+                    what: MountSource::Bind(source),
+                    read_only: mount.read_only,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for PodDir {
+    fn drop(&mut self) {
+        for dir in [&self.files, &self.work] {
+            if let Err(error) = fs::remove_dir_all(dir)
+                && error.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), %error, "Could not remove a pod's directory.");
+            }
+        }
+    }
+}
+
+fn private_dir(path: &Path) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
