@@ -19,10 +19,29 @@ pub fn check(dirs: &[PathBuf]) -> ExitCode {
             for w in &snapshot.warnings {
                 println!("warning: {w}");
             }
+            for service in &snapshot.services {
+                let ignored = &service.template.pod.ignored_locally;
+                if !ignored.is_empty() {
+                    println!(
+                        "note: Service {}/{}: ignored on the local runtime (kept for Kubernetes \
+                         mode): {}",
+                        service.namespace,
+                        service.name,
+                        ignored.join(", ")
+                    );
+                }
+                if let Some(blocker) = &service.template.pod.local_blocker {
+                    println!(
+                        "note: Service {}/{}: does not run on the local runtime: {blocker}",
+                        service.namespace, service.name
+                    );
+                }
+            }
             println!(
-                "ok: {} broker(s), {} trigger(s)",
+                "ok: {} broker(s), {} trigger(s), {} service(s)",
                 snapshot.brokers.len(),
-                snapshot.triggers.len()
+                snapshot.triggers.len(),
+                snapshot.services.len()
             );
             ExitCode::SUCCESS
         }

@@ -49,6 +49,9 @@ pub struct RevisionStatus {
     pub in_flight: u64,
     pub queued: u64,
     pub pods: Vec<PodStatus>,
+    /// Pod spec fields accepted and kept for Kubernetes mode that change nothing here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_locally: Vec<String>,
 }
 
 /// One pod in `/api/v1/revisions`.
@@ -262,6 +265,7 @@ pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatu
                 desired_pods: r.desired(),
                 in_flight: counts.in_flight,
                 queued: counts.queued,
+                ignored_locally: live.ignored_locally.clone(),
                 pods: counts
                     .pods
                     .iter()

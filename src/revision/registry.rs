@@ -38,6 +38,8 @@ pub trait RunningRevision: Send + Sync {
 pub struct LiveRevision {
     pub revision: Arc<Revision>,
     pub running: Box<dyn RunningRevision>,
+    /// Pod spec fields that have no effect on the local runtime.
+    pub ignored_locally: Vec<String>,
     fingerprint: u64,
 }
 
@@ -246,6 +248,7 @@ impl Registry {
             LiveRevision {
                 revision: Arc::clone(&revision),
                 running,
+                ignored_locally: service.template.pod.ignored_locally.clone(),
                 fingerprint: service.fingerprint,
             },
         );

@@ -8,4 +8,5 @@ mod hardening;
 mod harness;
 mod ingress;
 mod manifests;
+mod pods;
 mod serving;

@@ -1,0 +1,301 @@
+//! Revision pod specs as the Knative documentation writes them, run as real processes: a
+//! mounted Secret and env from a ConfigMap, a liveness probe that fails, a sidecar the pod
+//! waits for.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// Serves `GET /` with what the pod sees: the mounted files and the env var.
+const READER: &str = r#"
+import json, os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        return "error: %s" % e
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({
+            "password": read("/etc/secret-volume/db/password"),
+            "settings": read("/etc/app/settings.json"),
+            "log_level": os.environ.get("LOG_LEVEL"),
+            "user": os.environ.get("DB_USER"),
+            "pod": os.environ.get("POD_NAME"),
+            "writable": os.access("/etc/secret-volume", os.W_OK),
+            "scratch": os.access("/scratch", os.W_OK),
+        }).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn reader_manifests(script: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: db-credentials
+  namespace: default
+type: Opaque
+data:
+  password: aHVudGVyMg==
+stringData:
+  user: admin
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app-config
+  namespace: default
+data:
+  LOG_LEVEL: debug
+  settings.json: '{{"color": "blue"}}'
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: config-features
+  namespace: knative-serving
+data:
+  kubernetes.podspec-fieldref: enabled
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: reader
+  namespace: default
+spec:
+  template:
+    spec:
+      containers:
+        - image: ghcr.io/example/reader:1
+          command: [python3, "{script}"]
+          env:
+            - name: LOG_LEVEL
+              valueFrom:
+                configMapKeyRef: {{name: app-config, key: LOG_LEVEL}}
+            - name: DB_USER
+              valueFrom:
+                secretKeyRef: {{name: db-credentials, key: user}}
+            - name: POD_NAME
+              valueFrom:
+                fieldRef: {{fieldPath: metadata.name}}
+          securityContext:
+            runAsNonRoot: false
+          volumeMounts:
+            - name: secret-volume
+              mountPath: /etc/secret-volume
+            - name: config
+              mountPath: /etc/app/settings.json
+              subPath: settings.json
+            - name: scratch
+              mountPath: /scratch
+      volumes:
+        - name: secret-volume
+          secret:
+            secretName: db-credentials
+            items:
+              - {{key: password, path: db/password}}
+        - name: config
+          configMap:
+            name: app-config
+        - name: scratch
+          emptyDir: {{}}
+"#
+    )
+}
+
+async fn get_json(gw: &Gateway, host: &str) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("{}/", gw.ingress))
+        .header("host", host)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("request through the proxy");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_reads_its_mounted_secret_and_env_from_a_config_map() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = tmp.path().join("reader.py");
+    std::fs::write(&script, READER).expect("script");
+    let yaml = reader_manifests(&script.display().to_string());
+    let dir = manifests(tmp.path(), &[("all.yaml", &yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let seen = get_json(&gw, "reader.default.example.com").await;
+    assert_eq!(seen["password"], "hunter2", "{seen}");
+    assert_eq!(seen["settings"], "{\"color\": \"blue\"}", "{seen}");
+    assert_eq!(seen["log_level"], "debug", "{seen}");
+    assert_eq!(seen["user"], "admin", "{seen}");
+    assert!(
+        seen["pod"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("reader-00001-")),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["writable"], false,
+        "Secret volumes are read-only: {seen}"
+    );
+    assert_eq!(seen["scratch"], true, "emptyDir is writable: {seen}");
+    // Nothing was created on the machine's own file system.
+    assert!(!std::path::Path::new("/etc/secret-volume").exists());
+    assert!(!std::path::Path::new("/scratch").exists());
+
+    let revisions = gw.revisions().await;
+    let ignored = revisions[0]["ignored_locally"].to_string();
+    assert!(ignored.contains("securityContext"), "{revisions:?}");
+    assert!(ignored.contains("containers[0].image"), "{revisions:?}");
+    // Secret values never reach the admin API or the log.
+    for what in ["revisions", "manifests"] {
+        let text = reqwest::get(format!("{}/api/v1/{what}", gw.admin))
+            .await
+            .expect("admin")
+            .text()
+            .await
+            .expect("text");
+        assert!(!text.contains("hunter2"), "{what}: {text}");
+    }
+}
+
+/// Healthy for its first second, then its liveness endpoint fails.
+const SICKENS: &str = r#"
+import os, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+start = time.time()
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        sick = self.path == "/healthz" and time.time() - start > 1.0
+        body = str(os.getpid()).encode()
+        self.send_response(500 if sick else 200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_liveness_probe_restarts_the_pod() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = tmp.path().join("sickens.py");
+    std::fs::write(&script, SICKENS).expect("script");
+    let yaml = format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: sick\n  namespace: default\n  annotations:\nspec:\n  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/min-scale: \"1\"\n    spec:\n      containers:\n        - command: [python3, \"{}\"]\n          livenessProbe:\n            httpGet: {{path: /healthz}}\n            periodSeconds: 1\n            failureThreshold: 2\n",
+        script.display()
+    );
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    let pid_of = |r: reqwest::Response| async move { r.text().await.expect("pid") };
+    let first = pid_of(
+        client
+            .get(format!("{}/", gw.ingress))
+            .header("host", "sick.default.example.com")
+            .send()
+            .await
+            .expect("first request"),
+    )
+    .await;
+    // The probe fails from the second second on; two failures restart the pod.
+    let mut restarted = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(response) = client
+            .get(format!("{}/", gw.ingress))
+            .header("host", "sick.default.example.com")
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        if response.status() != 200 {
+            continue;
+        }
+        let pid = pid_of(response).await;
+        if pid != first {
+            restarted = Some(pid);
+            break;
+        }
+    }
+    assert!(
+        restarted.is_some(),
+        "the pod whose liveness probe fails was never replaced"
+    );
+}
+
+/// A serving container that answers with what its sidecar says; the sidecar listens late.
+const FRONT: &str = r#"
+import os, urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+side = "http://127.0.0.1:%s/" % os.environ["SIDECAR_PORT"]
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = urllib.request.urlopen(side, timeout=5).read()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+const SIDE: &str = r#"
+import os, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+time.sleep(1.5)
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"from the sidecar"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+HTTPServer(("127.0.0.1", int(os.environ["SIDECAR_PORT"])), H).serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_container_pod_is_ready_only_once_its_sidecar_is() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let front = tmp.path().join("front.py");
+    let side = tmp.path().join("side.py");
+    std::fs::write(&front, FRONT).expect("script");
+    std::fs::write(&side, SIDE).expect("script");
+    let port = free_port();
+    let yaml = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-features, namespace: knative-serving}}\ndata:\n  multi-container-probing: enabled\n---\napiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: pair\n  namespace: default\nspec:\n  template:\n    spec:\n      containers:\n        - name: front\n          command: [python3, \"{}\"]\n          ports: [{{containerPort: {}}}]\n          env: [{{name: SIDECAR_PORT, value: \"{port}\"}}]\n        - name: side\n          command: [python3, \"{}\"]\n          env: [{{name: SIDECAR_PORT, value: \"{port}\"}}]\n          readinessProbe:\n            tcpSocket: {{port: {port}}}\n",
+        front.display(),
+        free_port(),
+        side.display()
+    );
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/", gw.ingress))
+        .header("host", "pair.default.example.com")
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "from the sidecar");
+}
