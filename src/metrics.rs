@@ -254,6 +254,9 @@ pub struct Metrics {
     pub delivery_latency: Family<TriggerLabels, Histogram>,
     /// 1 while a broker can store events (refreshed at scrape).
     pub broker_ready: Family<BrokerLabels, Gauge>,
+    /// CESQL evaluation errors of a trigger's filter since it was compiled (refreshed at
+    /// scrape).
+    pub trigger_filter_errors: Family<TriggerLabels, Gauge>,
     /// 1 while the embedded store can take events (refreshed at scrape).
     pub storage_available: Gauge,
     /// Failed cursor commits of the embedded store (synced at scrape).
@@ -367,6 +370,13 @@ impl Metrics {
             delivery_latency.clone(),
         );
         let broker_ready = Family::default();
+        let trigger_filter_errors = Family::default();
+        registry.register(
+            "trigger_filter_errors",
+            "CESQL evaluation errors of the trigger's filter (each made the filter false) since \
+             the filter was compiled",
+            trigger_filter_errors.clone(),
+        );
         let storage_available = Gauge::default();
         let storage_cursor_save_failures = Counter::default();
         registry.register(
@@ -431,6 +441,7 @@ impl Metrics {
             manifest_last_reload_success,
             proxy_requests,
             broker_ready,
+            trigger_filter_errors,
             storage_available,
             storage_cursor_save_failures,
             revision_in_flight,

@@ -76,6 +76,9 @@ pub struct TriggerStatus {
     pub retried: u64,
     pub dead_lettered: u64,
     pub dropped: u64,
+    /// CESQL evaluation errors of the filter (each made it false) since it was compiled.
+    #[serde(default)]
+    pub filter_errors: u64,
     pub in_flight: u64,
     pub pending: u64,
 }
@@ -153,6 +156,19 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             .get_or_create(&labels)
             .set(i64::from(b.not_ready().is_none()));
     }
+    m.trigger_filter_errors.clear();
+    for t in state.dispatcher.triggers().iter() {
+        let errors = t.config.filter.cesql_errors();
+        if errors > 0 {
+            let labels = crate::metrics::TriggerLabels {
+                namespace: t.config.namespace.clone(),
+                trigger: t.config.name.clone(),
+            };
+            m.trigger_filter_errors
+                .get_or_create(&labels)
+                .set(i64::try_from(errors).unwrap_or(i64::MAX));
+        }
+    }
     m.storage_available
         .set(i64::from(state.store.unavailable().is_none()));
     let failures = state.store.cursor_save_failures();
@@ -209,6 +225,7 @@ async fn triggers(State(state): State<AdminState>) -> Json<Vec<TriggerStatus>> {
             retried: t.counters.retries.get(),
             dead_lettered: t.counters.dead_lettered.get(),
             dropped: t.counters.dropped_total(),
+            filter_errors: t.config.filter.cesql_errors(),
             in_flight: t.counters.in_flight(),
             pending: t.pending(),
         })

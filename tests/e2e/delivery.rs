@@ -122,6 +122,59 @@ async fn filters_select_events() {
     assert_eq!(ids, ["1", "2", "5"]);
 }
 
+/// A CESQL filter written as the Knative documentation writes one.
+#[tokio::test]
+async fn cesql_filters_select_events_and_count_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sub = Subscriber::accepting().await;
+    let spec = "  filters:
+    - cesql: \"type LIKE 'dev.order.%' AND (source = '/eu' OR INT(amount) > 100)\"
+";
+    let dir = manifests(
+        tmp.path(),
+        &[
+            ("b.yaml", BROKER),
+            ("t.yaml", &trigger("sql", &sub.url, spec)),
+        ],
+    );
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    let url = gw.broker_url("default", "default");
+    for (id, ty, source, amount) in [
+        ("1", "dev.order.created", "/eu", "5"),
+        ("2", "dev.order.created", "/us", "500"),
+        ("3", "dev.order.created", "/us", "50"),
+        ("4", "dev.user.created", "/eu", "500"),
+        ("5", "dev.order.created", "/us", "lots"),
+    ] {
+        let r = client
+            .post(&url)
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-source", source)
+            .header("ce-type", ty)
+            .header("ce-amount", amount)
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(r.status(), 202);
+    }
+    eventually("the CESQL trigger to pass all events", || async {
+        gw.trigger("sql").await["pending"] == 0
+    })
+    .await;
+    let mut ids: Vec<String> = ids(&sub.wait_for(2).await).into_keys().collect();
+    ids.sort();
+    assert_eq!(ids, ["1", "2"]);
+    // INT('lots') is a cast error: no match, counted.
+    assert_eq!(gw.trigger("sql").await["filter_errors"], 1);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("tidegate_trigger_filter_errors{namespace=\"default\",trigger=\"sql\"} 1"),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn retries_then_delivers() {
     let tmp = tempfile::tempdir().expect("tempdir");

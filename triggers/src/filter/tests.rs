@@ -175,3 +175,31 @@ proptest! {
         prop_assert!(!prefix("other", &head).matches(&e));
     }
 }
+
+#[test]
+fn cesql_filters_match_and_count_their_errors() {
+    let filter = |source: &str| match crate::filter::CesqlFilter::parse(source) {
+        Ok(f) => Filter::Cesql(std::sync::Arc::new(f)),
+        Err(e) => panic!("{source}: {e}"),
+    };
+    let event: BTreeMap<String, String> = [
+        ("type".to_owned(), "com.example.order.created".to_owned()),
+        ("source".to_owned(), "/shop".to_owned()),
+        ("amount".to_owned(), "250".to_owned()),
+    ]
+    .into();
+    let big = filter("type LIKE 'com.example.order.%' AND INT(amount) > 100");
+    assert!(big.matches(&event));
+    let small = filter("type LIKE 'com.example.order.%' AND INT(amount) > 1000");
+    assert!(!small.matches(&event));
+    assert_eq!(big.cesql_errors() + small.cesql_errors(), 0);
+    // A missing attribute is an evaluation error: no match, counted.
+    let missing = Filter::All(vec![filter("region = 'eu'")]);
+    assert!(!missing.matches(&event));
+    assert!(!missing.matches(&event));
+    assert_eq!(missing.cesql_errors(), 2);
+    // `EXISTS` tests presence without an error.
+    let exists = filter("NOT EXISTS region");
+    assert!(exists.matches(&event));
+    assert_eq!(exists.cesql_errors(), 0);
+}

@@ -1,10 +1,11 @@
 //! Compiling `spec.filter` and `spec.filters` into one [`Filter`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::Scope;
 use crate::error::join_key;
-use crate::filter::Filter;
+use crate::filter::{CesqlFilter, Filter};
 use crate::manifest::{SubscriptionsApiFilter, TriggerFilter};
 
 /// The dialects of one `spec.filters` entry, in the order they are reported.
@@ -132,11 +133,20 @@ fn dialect_filter(
         return dialect_filter(inner, &format!("{field}.not"), scope)
             .map(|f| Filter::Not(Box::new(f)));
     }
-    scope.error(
-        format!("{field}.cesql"),
-        "CESQL filters are not supported yet",
-    );
-    None
+    let source = entry.cesql.as_deref().unwrap_or_default();
+    match CesqlFilter::parse(source) {
+        Ok(filter) => Some(Filter::Cesql(Arc::new(filter))),
+        Err(error) => {
+            scope.error(
+                format!("{field}.cesql"),
+                format!(
+                    "invalid CESQL expression at column {}: {}",
+                    error.column, error.message
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// The one `attribute: value` pair of an `exact`, `prefix` or `suffix` map.

@@ -152,10 +152,10 @@ fn filter_dialects() {
         "exactly one attribute; found source, type",
     );
     one_error(
-        &filters("    - exact: {type: a}\n    - cesql: \"type = 'a'\"\n"),
+        &filters("    - exact: {type: a}\n    - cesql: \"type = 'a' AND\"\n"),
         0,
         "spec.filters[1].cesql",
-        "CESQL filters are not supported yet",
+        "invalid CESQL expression at column 15: expected an expression",
     );
     one_error(
         &filters("    - all:\n        - exact: {type: a}\n        - prefix: {My-Ext: b}\n"),
@@ -442,7 +442,10 @@ fn broker_credentials_come_from_secrets_and_never_appear_in_errors() {
 #[test]
 fn every_error_of_the_set_is_reported() {
     let bad_uri = trigger("a", "  subscriber: {uri: nope}\n");
-    let bad_filter = trigger("b", &format!("  filters: [{{cesql: x}}]\n{SUBSCRIBER}"));
+    let bad_filter = trigger(
+        "b",
+        &format!("  filters: [{{cesql: \"x =\"}}]\n{SUBSCRIBER}"),
+    );
     let bad_kind = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n";
     let file = format!("{bad_uri}\n---\n{bad_filter}\n---\n{bad_kind}");
     let errors = invalid(&[("one.yaml", &file), ("two.yaml", "kind: [\n")]);
@@ -489,4 +492,20 @@ fn each_problem_is_reported_once() {
     one_error(&shared, 2, "data.url", "required for backend nats");
     let rejected = format!("{}{config_map}data: {{partitions: 3}}\n", broker("a"));
     one_error(&rejected, 1, "data.partitions", "quote the value");
+}
+
+#[test]
+fn hostile_cesql_is_rejected_with_a_limit() {
+    let deep = format!("{}TRUE{}", "(".repeat(5_000), ")".repeat(5_000));
+    let long = format!("type = '{}'", "a".repeat(1 << 20));
+    for (expression, limit) in [(deep, "MAX_DEPTH"), (long, "MAX_SOURCE_LEN")] {
+        let yaml = trigger(
+            "t",
+            &format!("  filters:\n    - cesql: \"{expression}\"\n{SUBSCRIBER}"),
+        );
+        let errors = invalid(&[("t.yaml", &yaml)]);
+        assert_eq!(errors.len(), 1, "{limit}");
+        assert_eq!(errors[0].field, "spec.filters[0].cesql");
+        assert!(errors[0].reason.contains(limit), "{}", errors[0].reason);
+    }
 }
