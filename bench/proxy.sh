@@ -41,6 +41,13 @@ spec:
       containers:
         - command: [tidegate, sample-service, --keep, "0"]
 ---
+# Knative accepts initial-scale 0 only with this flag.
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-autoscaler, namespace: knative-serving}
+data:
+  allow-zero-initial-scale: "true"
+---
 apiVersion: serving.knative.dev/v1
 kind: Service
 metadata: {name: cold, namespace: default}

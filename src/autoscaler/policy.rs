@@ -10,23 +10,12 @@ use std::time::Duration;
 /// the same values).
 pub use triggers::snapshot::{
     DEFAULT_BACKLOG_TARGET, DEFAULT_CONCURRENCY_TARGET, DEFAULT_INITIAL_SCALE,
-    DEFAULT_KPA_SCALE_DOWN_DELAY, DEFAULT_PANIC_THRESHOLD_PERCENTAGE,
-    DEFAULT_PANIC_WINDOW_PERCENTAGE, DEFAULT_PRECISE_SCALE_DOWN_DELAY, DEFAULT_RPS_TARGET,
+    DEFAULT_KPA_SCALE_DOWN_DELAY, DEFAULT_MAX_SCALE_DOWN_RATE, DEFAULT_MAX_SCALE_UP_RATE,
+    DEFAULT_PANIC_THRESHOLD_PERCENTAGE, DEFAULT_PANIC_WINDOW_PERCENTAGE,
+    DEFAULT_PRECISE_SCALE_DOWN_DELAY, DEFAULT_RPS_TARGET, DEFAULT_SCALE_TO_ZERO_GRACE,
     DEFAULT_TARGET_UTILIZATION, DEFAULT_WINDOW as DEFAULT_STABLE_WINDOW,
     MIN_METRIC_TARGET as TARGET_MIN,
 };
-
-/// One decision grows the revision to at most this many times its ready pods (Knative
-/// `max-scale-up-rate`).
-pub const DEFAULT_MAX_SCALE_UP_RATE: f64 = 1000.0;
-
-/// One decision shrinks the revision to no less than its ready pods divided by this (Knative
-/// `max-scale-down-rate`).
-pub const DEFAULT_MAX_SCALE_DOWN_RATE: f64 = 2.0;
-
-/// How long the last pod stays after the stable window first shows no demand (Knative
-/// `scale-to-zero-grace-period`).
-pub const DEFAULT_SCALE_TO_ZERO_GRACE: Duration = Duration::from_secs(30);
 
 /// How often KPA decides (Knative's decider tick).
 pub const DEFAULT_TICK: Duration = Duration::from_secs(2);

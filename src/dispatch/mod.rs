@@ -147,7 +147,9 @@ impl Dispatcher {
                     Some(w) => {
                         w.stop.cancel();
                         // Moved to another broker: the old one must stop retaining events for it.
-                        if w.state.config.broker != state.config.broker {
+                        if (&w.state.config.broker_namespace, &w.state.config.broker)
+                            != (&state.config.broker_namespace, &state.config.broker)
+                        {
                             removed.push(w.state);
                         }
                         start.push((key, state));
@@ -204,7 +206,7 @@ impl Dispatcher {
         topology: &Topology,
         services: &std::collections::HashSet<(String, String)>,
     ) -> TriggerState {
-        let entry = topology.get(&config.namespace, &config.broker);
+        let entry = topology.get(&config.broker_namespace, &config.broker);
         let broker = entry.and_then(|e| e.broker.clone());
         let subscriber = resolve(&config.subscriber, services);
         let dead_letter = config
@@ -215,12 +217,12 @@ impl Dispatcher {
         let not_ready = if entry.is_none() {
             Some(format!(
                 "broker {}/{} does not exist",
-                config.namespace, config.broker
+                config.broker_namespace, config.broker
             ))
         } else if broker.is_none() {
             Some(format!(
                 "broker {}/{} is not ready",
-                config.namespace, config.broker
+                config.broker_namespace, config.broker
             ))
         } else if let Err(reason) = &subscriber {
             Some(format!("spec.subscriber: {reason}"))
@@ -294,6 +296,17 @@ fn resolve(
                 path,
             })
         }
+        Destination::Ref {
+            api_version,
+            kind,
+            namespace,
+            name,
+            ..
+        } if kind == "Service" && api_version == "v1" => Err(format!(
+            "core v1 Service {namespace}/{name} has no address on the local runtime (no cluster \
+             DNS; in Kubernetes mode it is {}); use a uri for it here",
+            destination.kubernetes_url().unwrap_or_default()
+        )),
         Destination::Ref {
             api_version,
             kind,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio_util::sync::CancellationToken;
 use triggers::snapshot::{PodField, VolumeSource};
@@ -68,6 +68,8 @@ impl RevisionLauncher for LocalLauncher {
             revision: Arc::clone(revision),
             pods: Arc::clone(&pods),
             reserved: policy.reserved_instances,
+            activation: template.scaling.activation_scale,
+            last: AtomicU32::new(0),
         });
         tokio::spawn(autoscaler::task::run(
             policy,
@@ -264,6 +266,15 @@ pub fn policy(template: &RevisionTemplate) -> Policy {
     policy.scale_down_delay = s.scale_down_delay;
     policy.backlog_target = s.backlog_target;
     policy.reserved_instances = s.reserved_instances;
+    policy.max_scale_up_rate = s.max_scale_up_rate;
+    policy.max_scale_down_rate = s.max_scale_down_rate;
+    // The last pod stays for the longer of the grace period and the pod retention period
+    // (`scale-to-zero-pod-retention-period`).
+    policy.scale_to_zero_grace = s.scale_to_zero_grace.max(s.scale_to_zero_retention);
+    if !s.scale_to_zero {
+        // `enable-scale-to-zero: "false"`: one pod always stays.
+        policy.min_scale = policy.min_scale.max(1);
+    }
     policy
 }
 
@@ -329,16 +340,95 @@ impl DemandSource for Source {
     }
 }
 
-/// Applies decisions to the pods; reserved instances keep pods warm while the revision is at zero.
+/// Applies decisions to the pods; reserved instances keep pods warm while the revision is at
+/// zero, and a scale-up from zero starts at least `activation` pods
+/// (`autoscaling.knative.dev/activation-scale`).
 struct PodScaler {
     revision: Arc<Revision>,
     pods: Arc<RevisionPods>,
     reserved: u32,
+    activation: u32,
+    /// The last scale applied.
+    last: AtomicU32,
 }
 
 impl Scaler for PodScaler {
     fn scale(&self, desired: u32) {
+        let from_zero = self.last.load(Ordering::Relaxed) == 0;
+        let desired = if from_zero && desired > 0 {
+            desired.max(self.activation)
+        } else {
+            desired
+        };
+        self.last.store(desired, Ordering::Relaxed);
         self.revision.set_desired(desired);
         self.pods.scale(desired.max(self.reserved));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::autoscaler::kpa::Kpa;
+
+    const SERVICE: &str = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  template:\n    spec:\n      containerConcurrency: 1\n      containers: [{command: [app]}]\n";
+
+    fn template(files: &[(&str, &str)]) -> RevisionTemplate {
+        let files: Vec<(PathBuf, String)> = files
+            .iter()
+            .map(|(n, t)| (PathBuf::from(n), (*t).to_owned()))
+            .collect();
+        match triggers::load_documents(&files) {
+            Ok(snapshot) => snapshot.services[0].template.clone(),
+            Err(errors) => panic!("{errors:#?}"),
+        }
+    }
+
+    /// Ten seconds of demand 7, then ten quiet seconds; the decision at the end.
+    fn decision_after_a_burst(policy: &Policy) -> u32 {
+        let start = Instant::now();
+        let mut kpa = Kpa::new(policy, start, 1);
+        for second in 0..20u64 {
+            let value = if second < 10 { 7.0 } else { 0.0 };
+            kpa.record(start + Duration::from_secs(second), value);
+        }
+        kpa.decide(start + Duration::from_secs(20), 1, policy)
+            .desired
+    }
+
+    #[test]
+    fn config_autoscaler_changes_the_kpa_as_in_knative() {
+        let default = policy(&template(&[("s.yaml", SERVICE)]));
+        assert_eq!(default.stable_window, Duration::from_secs(60));
+        let config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-autoscaler, namespace: knative-serving}\ndata:\n  stable-window: 6s\n  max-scale-up-rate: \"10\"\n  scale-to-zero-grace-period: 10s\n  container-concurrency-target-percentage: \"50\"\n";
+        let configured = policy(&template(&[("s.yaml", SERVICE), ("c.yaml", config)]));
+        assert_eq!(configured.stable_window, Duration::from_secs(6));
+        assert_eq!(configured.max_scale_up_rate, 10.0);
+        assert_eq!(configured.scale_to_zero_grace, Duration::from_secs(10));
+        assert_eq!(configured.target_utilization, 0.5);
+        // The 60 s window still remembers the burst; the 6 s one has forgotten it.
+        let (long, short) = (
+            decision_after_a_burst(&default),
+            decision_after_a_burst(&configured),
+        );
+        assert!(long >= 2, "{long}");
+        assert!(short < long, "{short} vs {long}");
+
+        // Annotations still win over the ConfigMap.
+        let annotated = SERVICE.replace(
+            "  template:\n",
+            "  template:\n    metadata:\n      annotations: {autoscaling.knative.dev/window: 30s}\n",
+        );
+        let p = policy(&template(&[("s.yaml", &annotated), ("c.yaml", config)]));
+        assert_eq!(p.stable_window, Duration::from_secs(30));
+
+        let no_zero = config.replace("stable-window: 6s", "enable-scale-to-zero: \"false\"");
+        let p = policy(&template(&[("s.yaml", SERVICE), ("c.yaml", &no_zero)]));
+        assert_eq!(p.min_scale, 1);
     }
 }

@@ -122,7 +122,9 @@ async fn cold_burst_all_succeed_and_concurrency_one_is_never_exceeded() {
         &["--delay", "100ms"],
         "",
     );
-    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    // Knative accepts initial-scale 0 only with this flag.
+    let config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-autoscaler, namespace: knative-serving}\ndata:\n  allow-zero-initial-scale: \"true\"\n";
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml), ("config.yaml", config)]);
     let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
     // At zero before any request.
     let r = wait_revision(&gw, "revision listed", |r| r["revision"] == "hello-00001").await;

@@ -56,6 +56,13 @@ pub(crate) fn template_fingerprint(template: &RevisionTemplate, name: Option<&st
         backlog_target,
         reserved_instances,
         queue_depth,
+        activation_scale,
+        scale_to_zero,
+        max_scale_up_rate,
+        max_scale_down_rate,
+        scale_to_zero_grace,
+        concurrency_target_default,
+        rps_target_default,
     } = scaling;
     let float = |value: f64| if value == 0.0 { 0 } else { value.to_bits() };
     let mut hasher = Fnv1a(OFFSET_BASIS);
@@ -87,6 +94,14 @@ pub(crate) fn template_fingerprint(template: &RevisionTemplate, name: Option<&st
         .hash(&mut hasher);
     (scale_down_delay, scale_to_zero_retention).hash(&mut hasher);
     (backlog_target, reserved_instances, queue_depth).hash(&mut hasher);
+    (activation_scale, scale_to_zero, scale_to_zero_grace).hash(&mut hasher);
+    (
+        float(*max_scale_up_rate),
+        float(*max_scale_down_rate),
+        float(*concurrency_target_default),
+        float(*rps_target_default),
+    )
+        .hash(&mut hasher);
     hasher.finish()
 }
 

@@ -14,13 +14,14 @@ use crate::snapshot::BackoffPolicy;
 mod service;
 
 pub use service::{
-    AUTOSCALING_ANNOTATION_PREFIX, AUTOSCALING_CLASS_ANNOTATION, AUTOSCALING_METRIC_ANNOTATION,
-    AUTOSCALING_TARGET_ANNOTATION, BACKLOG_TARGET_ANNOTATION, EmbeddedMeta, HPA_CLASS,
-    INITIAL_SCALE_ANNOTATION, KPA_CLASS, MAX_SCALE_ANNOTATION, MIN_SCALE_ANNOTATION,
-    PANIC_THRESHOLD_PERCENTAGE_ANNOTATION, PANIC_WINDOW_PERCENTAGE_ANNOTATION, PRECISE_CLASS,
-    QUEUE_DEPTH_ANNOTATION, RESERVED_INSTANCES_ANNOTATION, RevisionSpec, RevisionTemplateSpec,
-    SCALE_DOWN_DELAY_ANNOTATION, SCALE_TO_ZERO_RETENTION_ANNOTATION, SERVING_API_VERSION, Service,
-    ServiceSpec, TARGET_UTILIZATION_ANNOTATION, TrafficTargetSpec, WINDOW_ANNOTATION,
+    ACTIVATION_SCALE_ANNOTATION, AUTOSCALING_ANNOTATION_PREFIX, AUTOSCALING_CLASS_ANNOTATION,
+    AUTOSCALING_METRIC_ANNOTATION, AUTOSCALING_TARGET_ANNOTATION, BACKLOG_TARGET_ANNOTATION,
+    EmbeddedMeta, HPA_CLASS, INITIAL_SCALE_ANNOTATION, KPA_CLASS, MAX_SCALE_ANNOTATION,
+    MIN_SCALE_ANNOTATION, PANIC_THRESHOLD_PERCENTAGE_ANNOTATION,
+    PANIC_WINDOW_PERCENTAGE_ANNOTATION, PRECISE_CLASS, QUEUE_DEPTH_ANNOTATION,
+    RESERVED_INSTANCES_ANNOTATION, RevisionSpec, RevisionTemplateSpec, SCALE_DOWN_DELAY_ANNOTATION,
+    SCALE_TO_ZERO_RETENTION_ANNOTATION, SERVING_API_VERSION, Service, ServiceSpec,
+    TARGET_UTILIZATION_ANNOTATION, TrafficTargetSpec, WINDOW_ANNOTATION,
 };
 
 /// `apiVersion` of Broker and Trigger.
@@ -116,6 +117,12 @@ pub struct TriggerSpec {
     /// Name of the Broker in the Trigger's namespace; default `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,
+    /// The Broker as a reference (`apiVersion: eventing.knative.dev/v1`, `kind: Broker`,
+    /// `name`, optional `namespace`); exclusive with `broker`. Another namespace needs
+    /// `cross-namespace-event-links: enabled` in `knative-eventing/config-features`, as in
+    /// Knative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_ref: Option<KReference>,
     /// Exact-match attribute filter; ignored (with a warning) when `filters` is non-empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<TriggerFilter>,
@@ -155,6 +162,9 @@ pub struct TidegateTriggerSpec {
     /// As [`TriggerSpec::broker`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,
+    /// As [`TriggerSpec::broker_ref`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_ref: Option<KReference>,
     /// As [`TriggerSpec::filter`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<TriggerFilter>,

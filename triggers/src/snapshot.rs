@@ -18,17 +18,18 @@ pub use pod::{
 };
 
 pub use service::{
-    DEFAULT_BACKLOG_TARGET, DEFAULT_CONCURRENCY_TARGET, DEFAULT_CONTAINER_CONCURRENCY,
-    DEFAULT_INITIAL_SCALE, DEFAULT_KPA_SCALE_DOWN_DELAY, DEFAULT_LIVENESS_PERIOD,
-    DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_PANIC_THRESHOLD_PERCENTAGE,
+    DEFAULT_ACTIVATION_SCALE, DEFAULT_BACKLOG_TARGET, DEFAULT_CONCURRENCY_TARGET,
+    DEFAULT_CONTAINER_CONCURRENCY, DEFAULT_INITIAL_SCALE, DEFAULT_KPA_SCALE_DOWN_DELAY,
+    DEFAULT_LIVENESS_PERIOD, DEFAULT_MAX_SCALE, DEFAULT_MAX_SCALE_DOWN_RATE,
+    DEFAULT_MAX_SCALE_UP_RATE, DEFAULT_MIN_SCALE, DEFAULT_PANIC_THRESHOLD_PERCENTAGE,
     DEFAULT_PANIC_WINDOW_PERCENTAGE, DEFAULT_PRECISE_SCALE_DOWN_DELAY,
     DEFAULT_PROBE_FAILURE_THRESHOLD, DEFAULT_PROBE_INITIAL_DELAY, DEFAULT_PROBE_PATH,
     DEFAULT_PROBE_PERIOD, DEFAULT_PROBE_SUCCESS_THRESHOLD, DEFAULT_PROBE_TIMEOUT,
     DEFAULT_QUEUE_DEPTH, DEFAULT_RESERVED_INSTANCES, DEFAULT_REVISION_TIMEOUT, DEFAULT_RPS_TARGET,
-    DEFAULT_SCALE_TO_ZERO_RETENTION, DEFAULT_SCALING_CLASS, DEFAULT_SCALING_METRIC,
-    DEFAULT_TARGET_UTILIZATION, DEFAULT_WINDOW, MAX_SCALE_DOWN_DELAY, MAX_WINDOW,
-    MIN_METRIC_TARGET, MIN_WINDOW, RevisionTemplate, ScalingClass, ScalingMetric, ScalingSpec,
-    ServiceConfig, TrafficRevision, TrafficTarget,
+    DEFAULT_SCALE_TO_ZERO_GRACE, DEFAULT_SCALE_TO_ZERO_RETENTION, DEFAULT_SCALING_CLASS,
+    DEFAULT_SCALING_METRIC, DEFAULT_TARGET_UTILIZATION, DEFAULT_WINDOW, MAX_SCALE_DOWN_DELAY,
+    MAX_WINDOW, MIN_METRIC_TARGET, MIN_WINDOW, RevisionTemplate, ScalingClass, ScalingMetric,
+    ScalingSpec, ServiceConfig, TrafficRevision, TrafficTarget,
 };
 
 /// Retries after the first failed attempt when neither the Trigger nor its Broker sets
@@ -79,7 +80,10 @@ pub struct TriggerConfig {
     pub namespace: String,
     /// `metadata.name`.
     pub name: String,
-    /// Name of the Broker in the same namespace.
+    /// Namespace of the Broker: the Trigger's, unless `spec.brokerRef.namespace` says
+    /// otherwise.
+    pub broker_namespace: String,
+    /// Name of the Broker.
     pub broker: String,
     /// Whether that Broker is in the manifest set. A Trigger without its Broker is kept
     /// (it may appear later) but receives nothing.
@@ -121,6 +125,30 @@ pub enum Destination {
         /// The relative `uri` given next to `ref`, appended to the resolved address.
         path: Option<String>,
     },
+}
+
+impl Destination {
+    /// Where a core `v1` Service ref points inside a Kubernetes cluster:
+    /// `http://{name}.{namespace}.svc.cluster.local{path}`; `None` for other destinations.
+    pub fn kubernetes_url(&self) -> Option<String> {
+        match self {
+            Destination::Ref {
+                api_version,
+                kind,
+                namespace,
+                name,
+                path,
+            } if api_version == "v1" && kind == "Service" => {
+                let path = match path.as_deref() {
+                    Some(p) if p.starts_with('/') => p.to_owned(),
+                    Some(p) => format!("/{p}"),
+                    None => String::new(),
+                };
+                Some(format!("http://{name}.{namespace}.svc.cluster.local{path}"))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Fully defaulted delivery settings: Trigger, then Broker, then the `DEFAULT_*` constants.

@@ -11,8 +11,9 @@ use crate::fingerprint::stable_hash;
 use crate::load::{Located, ObjectKey};
 use crate::manifest::{
     BROKER_CLASS_ANNOTATION, Broker, ConfigMap, DEFAULT_BROKER, DELIVERY_ORDER_ANNOTATION,
-    DeliverySpec, DestinationSpec, KReference, MAX_IN_FLIGHT_ANNOTATION, Manifest, ObjectMeta,
-    SERVING_API_VERSION, Secret, SubscriptionsApiFilter, TidegateTrigger, Trigger, TriggerFilter,
+    DeliverySpec, DestinationSpec, EVENTING_API_VERSION, KReference, MAX_IN_FLIGHT_ANNOTATION,
+    Manifest, ObjectMeta, SERVING_API_VERSION, Secret, SubscriptionsApiFilter, TidegateTrigger,
+    Trigger, TriggerFilter,
 };
 use crate::snapshot::{
     Backend, BackoffPolicy, BrokerConfig, DEFAULT_BACKOFF_DELAY, DEFAULT_BACKOFF_POLICY,
@@ -32,7 +33,7 @@ mod traffic;
 
 use backend::{KAFKA_BROKER_CLASS, Target, broker_backend};
 use filters::trigger_filter;
-use knative::Features;
+use knative::{EventingConfig, Features, ServingConfig};
 use service::{DeclaredService, check_service_name, owned_service_name, validate_services};
 use syntax::{check_dns_label, check_dns_subdomain, check_http_url, check_relative_uri};
 
@@ -77,13 +78,20 @@ pub(crate) fn snapshot(
         }
     }
 
+    let eventing = EventingConfig::from_set(&config_maps, &mut report);
     let mut brokers = Vec::new();
     let mut broker_delivery: HashMap<(&str, &str), PartialDelivery> = HashMap::new();
     for located in manifests {
         if let Manifest::Broker(broker) = &located.manifest {
             let mut scope = Scope::new(&located.origin, &mut report);
-            let (config, delivery) =
-                validate_broker(broker, &config_maps, &secrets, rejected, &mut scope);
+            let (config, delivery) = validate_broker(
+                broker,
+                &config_maps,
+                &secrets,
+                rejected,
+                &eventing,
+                &mut scope,
+            );
             brokers.push(config);
             let key = (broker.metadata.namespace(), broker.metadata.name.as_str());
             broker_delivery.entry(key).or_insert(delivery);
@@ -91,13 +99,20 @@ pub(crate) fn snapshot(
     }
 
     let features = Features::from_set(&config_maps, &mut report);
+    let serving = ServingConfig::from_set(&config_maps, &mut report);
     let sources = pod::Sources {
         config_maps: &config_maps,
         secrets: &secrets,
         features: &features,
+        serving: &serving,
     };
     let (mut services, declared_services) = validate_services(manifests, &sources, &mut report);
+    let cross_namespace = config_maps
+        .get(&(knative::EVENTING_NAMESPACE, knative::CONFIG_FEATURES))
+        .and_then(|(cm, _)| cm.data.get("cross-namespace-event-links"))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("enabled"));
     let known = Known {
+        cross_namespace,
         brokers: &broker_delivery,
         services: &declared_services,
     };
@@ -142,6 +157,8 @@ struct Scope<'a> {
 
 /// What the Triggers of a set may refer to.
 struct Known<'a, 'm> {
+    /// `cross-namespace-event-links` is enabled in `knative-eventing/config-features`.
+    cross_namespace: bool,
     /// Brokers by (namespace, name), with their delivery defaults.
     brokers: &'a HashMap<(&'m str, &'m str), PartialDelivery>,
     /// Services declared by (namespace, name), valid or not.
@@ -152,6 +169,7 @@ struct Known<'a, 'm> {
 struct TriggerView<'m> {
     metadata: &'m ObjectMeta,
     broker: Option<&'m String>,
+    broker_ref: Option<&'m KReference>,
     filter: Option<&'m TriggerFilter>,
     filters: &'m [SubscriptionsApiFilter],
     subscriber: Option<&'m DestinationSpec>,
@@ -166,6 +184,7 @@ impl<'m> TriggerView<'m> {
         Self {
             metadata: &trigger.metadata,
             broker: spec.broker.as_ref(),
+            broker_ref: spec.broker_ref.as_ref(),
             filter: spec.filter.as_ref(),
             filters: &spec.filters,
             subscriber: Some(&spec.subscriber),
@@ -179,6 +198,7 @@ impl<'m> TriggerView<'m> {
         Self {
             metadata: &trigger.metadata,
             broker: spec.broker.as_ref(),
+            broker_ref: spec.broker_ref.as_ref(),
             filter: spec.filter.as_ref(),
             filters: &spec.filters,
             subscriber: spec.subscriber.as_ref(),
@@ -296,14 +316,30 @@ fn validate_broker(
     config_maps: &HashMap<(&str, &str), (&ConfigMap, &Origin)>,
     secrets: &Secrets<'_>,
     rejected: &HashSet<ObjectKey>,
+    eventing: &EventingConfig,
     scope: &mut Scope<'_>,
 ) -> (BrokerConfig, PartialDelivery) {
     let namespace = broker.metadata.namespace();
     let name = &broker.metadata.name;
-    let backend = match &broker.spec.config {
+    let defaults = eventing.for_namespace(namespace);
+    // `config-br-defaults` supplies the config of Brokers that name none.
+    let default_reference = defaults.and_then(|d| {
+        Some(KReference {
+            api_version: d.api_version.clone().unwrap_or_else(|| "v1".into()),
+            kind: d.kind.clone().unwrap_or_else(|| "ConfigMap".into()),
+            name: d.name.clone()?,
+            namespace: d.namespace.clone(),
+        })
+    });
+    let reference = broker.spec.config.as_ref().or(default_reference.as_ref());
+    let backend = match reference {
         None => Backend::Embedded,
         Some(reference) => {
-            let class = broker.metadata.annotations.get(BROKER_CLASS_ANNOTATION);
+            let class = broker
+                .metadata
+                .annotations
+                .get(BROKER_CLASS_ANNOTATION)
+                .or_else(|| defaults.and_then(|d| d.broker_class.as_ref()));
             let default_kafka = class.is_some_and(|c| c == KAFKA_BROKER_CLASS);
             let target = Target {
                 namespace,
@@ -314,12 +350,14 @@ fn validate_broker(
                 .unwrap_or(Backend::Embedded)
         }
     };
-    let delivery = broker
-        .spec
-        .delivery
-        .as_ref()
-        .map(|d| partial_delivery(d, "spec.delivery", namespace, scope))
-        .unwrap_or_default();
+    let delivery = match &broker.spec.delivery {
+        Some(delivery) => partial_delivery(delivery, "spec.delivery", namespace, scope),
+        None => match defaults.and_then(|d| d.delivery.as_ref()) {
+            // Located at the Broker: its delivery is what the defaults fill.
+            Some(delivery) => partial_delivery(delivery, "spec.delivery", namespace, scope),
+            None => PartialDelivery::default(),
+        },
+    };
     let config = BrokerConfig {
         namespace: namespace.to_owned(),
         name: name.clone(),
@@ -328,25 +366,84 @@ fn validate_broker(
     (config, delivery)
 }
 
+/// The Broker a Trigger names: `spec.broker` (default `default`) or `spec.brokerRef`, and the
+/// field it comes from.
+fn broker_of<'m>(
+    trigger: &TriggerView<'m>,
+    namespace: &'m str,
+    cross_namespace: bool,
+    scope: &mut Scope<'_>,
+) -> Option<(&'m str, &'m str, &'static str)> {
+    match (trigger.broker, trigger.broker_ref) {
+        (Some(_), Some(_)) => {
+            scope.error(
+                "spec.brokerRef",
+                "set only one of spec.broker and spec.brokerRef",
+            );
+            None
+        }
+        (Some(broker), None) => {
+            if let Err(why) = check_dns_label(broker) {
+                scope.error("spec.broker", why);
+            }
+            Some((namespace, broker.as_str(), "spec.broker"))
+        }
+        (None, None) => Some((namespace, DEFAULT_BROKER, "spec.broker")),
+        (None, Some(reference)) => {
+            let mut ok = true;
+            if reference.kind != "Broker" {
+                scope.error(
+                    "spec.brokerRef.kind",
+                    format!("must be Broker, found {:?}", reference.kind),
+                );
+                ok = false;
+            }
+            if reference.api_version != EVENTING_API_VERSION {
+                scope.error(
+                    "spec.brokerRef.apiVersion",
+                    format!(
+                        "must be {EVENTING_API_VERSION}, found {:?}",
+                        reference.api_version
+                    ),
+                );
+                ok = false;
+            }
+            if let Err(why) = check_dns_label(&reference.name) {
+                scope.error("spec.brokerRef.name", why);
+                ok = false;
+            }
+            let broker_namespace = reference.namespace.as_deref().unwrap_or(namespace);
+            if broker_namespace != namespace && !cross_namespace {
+                scope.error(
+                    "spec.brokerRef.namespace",
+                    format!(
+                        "a Broker in another namespace ({broker_namespace}) needs \
+                         cross-namespace-event-links: enabled in ConfigMap \
+                         knative-eventing/config-features, as in Knative"
+                    ),
+                );
+                ok = false;
+            }
+            ok.then_some((broker_namespace, reference.name.as_str(), "spec.brokerRef"))
+        }
+    }
+}
+
 fn validate_trigger(
     trigger: &TriggerView<'_>,
     known: &Known<'_, '_>,
     scope: &mut Scope<'_>,
 ) -> Option<TriggerConfig> {
     let namespace = trigger.metadata.namespace();
-    let broker = trigger.broker.map_or(DEFAULT_BROKER, String::as_str);
-    if trigger.broker.is_some()
-        && let Err(why) = check_dns_label(broker)
-    {
-        scope.error("spec.broker", why);
-    }
-    let broker_delivery = known.brokers.get(&(namespace, broker));
+    let (broker_namespace, broker, broker_field) =
+        broker_of(trigger, namespace, known.cross_namespace, scope)?;
+    let broker_delivery = known.brokers.get(&(broker_namespace, broker));
     if broker_delivery.is_none() {
         scope.warn(
-            "spec.broker",
+            broker_field,
             format!(
-                "Broker {namespace}/{broker} is not in the manifest set; the Trigger receives \
-                 no events until it is"
+                "Broker {broker_namespace}/{broker} is not in the manifest set; the Trigger \
+                 receives no events until it is"
             ),
         );
     }
@@ -365,6 +462,7 @@ fn validate_trigger(
     let mut config = TriggerConfig {
         namespace: namespace.to_owned(),
         name: trigger.metadata.name.clone(),
+        broker_namespace: broker_namespace.to_owned(),
         broker: broker.to_owned(),
         broker_ready: broker_delivery.is_some(),
         filter: filter?,
@@ -434,6 +532,15 @@ fn subscriber(
             format!(
                 "Service {namespace}/{name} is not in the manifest set; the subscriber cannot \
                  be resolved until it is"
+            ),
+        );
+    }
+    if let Some(url) = destination.kubernetes_url() {
+        scope.warn(
+            "spec.subscriber.ref",
+            format!(
+                "a core v1 Service resolves to {url} in Kubernetes mode only; on the local \
+                 runtime the Trigger is not ready (deliver to a uri instead)"
             ),
         );
     }

@@ -430,6 +430,8 @@ fn load_dirs_reads_sorted_yaml_files_only() {
     );
 }
 
+mod eventing_config;
+mod knative_config;
 mod pods;
 mod rejections;
 mod services;

@@ -35,6 +35,9 @@ pub const MAX_SCALE_ANNOTATION: &str = "autoscaling.knative.dev/max-scale";
 /// Template annotation: pods a new revision starts with, an integer ≥ 0 (default 1). Alias:
 /// `autoscaling.knative.dev/initialScale`.
 pub const INITIAL_SCALE_ANNOTATION: &str = "autoscaling.knative.dev/initial-scale";
+/// Template annotation: fewest pods started when scaling up from zero, an integer ≥ 1
+/// (default 1). Alias: `autoscaling.knative.dev/activationScale`.
+pub const ACTIVATION_SCALE_ANNOTATION: &str = "autoscaling.knative.dev/activation-scale";
 /// Template annotation: KPA stable window, a Go duration from `6s` to `1h` (default `60s`).
 pub const WINDOW_ANNOTATION: &str = "autoscaling.knative.dev/window";
 /// Template annotation: KPA panic window as a percentage of the stable window, 1 to 100

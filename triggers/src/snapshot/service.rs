@@ -70,6 +70,17 @@ pub const DEFAULT_PRECISE_SCALE_DOWN_DELAY: Duration = Duration::from_secs(10);
 pub const MAX_SCALE_DOWN_DELAY: Duration = Duration::from_secs(3_600);
 /// `autoscaling.knative.dev/scale-to-zero-pod-retention-period` when unset.
 pub const DEFAULT_SCALE_TO_ZERO_RETENTION: Duration = Duration::ZERO;
+/// `max-scale-up-rate` of `config-autoscaler` when unset: the KPA grows to at most
+/// ceil(rate × ready pods) per decision.
+pub const DEFAULT_MAX_SCALE_UP_RATE: f64 = 1000.0;
+/// `max-scale-down-rate` of `config-autoscaler` when unset: the KPA shrinks to no less than
+/// floor(ready pods / rate) per decision.
+pub const DEFAULT_MAX_SCALE_DOWN_RATE: f64 = 2.0;
+/// `scale-to-zero-grace-period` of `config-autoscaler` when unset.
+pub const DEFAULT_SCALE_TO_ZERO_GRACE: Duration = Duration::from_secs(30);
+/// `autoscaling.knative.dev/activation-scale` when unset: pods started when scaling up from
+/// zero.
+pub const DEFAULT_ACTIVATION_SCALE: u32 = 1;
 /// `tidegate.dev/backlog-target` when unset: pending events one pod absorbs.
 pub const DEFAULT_BACKLOG_TARGET: u32 = 10;
 /// `tidegate.dev/reserved-instances` when unset.
@@ -174,6 +185,23 @@ pub struct ScalingSpec {
     pub reserved_instances: u32,
     /// Requests queued per revision before more are refused.
     pub queue_depth: usize,
+    /// Fewest pods started when scaling up from zero.
+    pub activation_scale: u32,
+    /// Whether the revision may go to zero pods (`enable-scale-to-zero` of
+    /// `config-autoscaler`); when false at least one pod stays.
+    pub scale_to_zero: bool,
+    /// KPA: most growth per decision, as a factor of the ready pods.
+    pub max_scale_up_rate: f64,
+    /// KPA: most shrinkage per decision, as a divisor of the ready pods.
+    pub max_scale_down_rate: f64,
+    /// KPA: how long one pod stays once the revision may go to zero.
+    pub scale_to_zero_grace: Duration,
+    /// Per-pod concurrency target when neither the annotation nor `containerConcurrency`
+    /// sets one (`container-concurrency-target-default`).
+    pub concurrency_target_default: f64,
+    /// Per-pod rps target when the annotation does not set one
+    /// (`requests-per-second-target-default`).
+    pub rps_target_default: f64,
 }
 
 /// Which revision a traffic entry sends to.
@@ -228,6 +256,13 @@ impl ScalingSpec {
             backlog_target: DEFAULT_BACKLOG_TARGET,
             reserved_instances: DEFAULT_RESERVED_INSTANCES,
             queue_depth: DEFAULT_QUEUE_DEPTH,
+            activation_scale: DEFAULT_ACTIVATION_SCALE,
+            scale_to_zero: true,
+            max_scale_up_rate: DEFAULT_MAX_SCALE_UP_RATE,
+            max_scale_down_rate: DEFAULT_MAX_SCALE_DOWN_RATE,
+            scale_to_zero_grace: DEFAULT_SCALE_TO_ZERO_GRACE,
+            concurrency_target_default: DEFAULT_CONCURRENCY_TARGET,
+            rps_target_default: DEFAULT_RPS_TARGET,
         }
     }
 }
@@ -252,8 +287,8 @@ impl RevisionTemplate {
             (ScalingMetric::Concurrency, Some(target)) if limited => target.min(concurrency),
             (_, Some(target)) => target,
             (ScalingMetric::Concurrency, None) if limited => concurrency,
-            (ScalingMetric::Concurrency, None) => DEFAULT_CONCURRENCY_TARGET,
-            (ScalingMetric::Rps, None) => DEFAULT_RPS_TARGET,
+            (ScalingMetric::Concurrency, None) => self.scaling.concurrency_target_default,
+            (ScalingMetric::Rps, None) => self.scaling.rps_target_default,
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::knative::{CONFIG_BR_DEFAULT_CHANNEL, EVENTING_NAMESPACE};
 use super::{Scope, Secrets};
 use crate::duration::parse_go_duration;
 use crate::error::{Origin, join_key};
@@ -53,8 +54,17 @@ pub(super) fn broker_backend(
         return None;
     }
     let cm_namespace = reference.namespace.as_deref().unwrap_or(broker.namespace);
-    let Some((config_map, origin)) = config_maps.get(&(cm_namespace, reference.name.as_str()))
-    else {
+    let well_known_channel =
+        (cm_namespace, reference.name.as_str()) == (EVENTING_NAMESPACE, CONFIG_BR_DEFAULT_CHANNEL);
+    let found = config_maps.get(&(cm_namespace, reference.name.as_str()));
+    // Knative's channel-based Broker config (`channel-template-spec`): on tidegate the
+    // embedded log stores the events, whatever channel it names.
+    if well_known_channel
+        || found.is_some_and(|(cm, _)| cm.data.contains_key("channel-template-spec"))
+    {
+        return Some(Backend::Embedded);
+    }
+    let Some((config_map, origin)) = found else {
         let key = (
             "ConfigMap".to_owned(),
             cm_namespace.to_owned(),

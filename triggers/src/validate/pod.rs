@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Map, Value};
 
-use super::knative::Features;
+use super::knative::{Features, ServingConfig};
 use super::syntax::check_dns_label;
 use super::{ConfigMaps, Scope, Secrets};
 use crate::error::join_key;
@@ -44,6 +45,8 @@ pub(super) struct Sources<'a, 'm> {
     pub(super) config_maps: &'a ConfigMaps<'m>,
     pub(super) secrets: &'a Secrets<'m>,
     pub(super) features: &'a Features,
+    /// Knative's revision and autoscaler defaults.
+    pub(super) serving: &'a ServingConfig,
 }
 
 /// The pod's identity, for `fieldRef`.
@@ -965,9 +968,18 @@ impl Checker<'_, '_, '_, '_> {
     }
 
     fn resources(&mut self, container: &core::Container, field: &str) -> Option<Resources> {
-        let Some(resources) = &container.resources else {
-            return Some(Resources::default());
-        };
+        // `revision-*-request` / `-limit` of config-defaults fill what the container leaves
+        // unset, as Knative's defaulting does.
+        let mut resources = container.resources.clone().unwrap_or_default();
+        for (kind, name, value) in &self.sources.serving.resources {
+            let map = match *kind {
+                "limits" => resources.limits.get_or_insert_with(BTreeMap::new),
+                _ => resources.requests.get_or_insert_with(BTreeMap::new),
+            };
+            map.entry((*name).to_owned())
+                .or_insert_with(|| Quantity(value.clone()));
+        }
+        let resources = &resources;
         let mut out = Resources::default();
         let mut ok = true;
         for (kind, map) in [

@@ -6,15 +6,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::Scope;
+use super::knative::ServingConfig;
 use crate::duration::parse_go_duration;
 use crate::error::join_key;
 use crate::manifest::{
-    AUTOSCALING_ANNOTATION_PREFIX, AUTOSCALING_CLASS_ANNOTATION, AUTOSCALING_METRIC_ANNOTATION,
-    AUTOSCALING_TARGET_ANNOTATION, BACKLOG_TARGET_ANNOTATION, HPA_CLASS, INITIAL_SCALE_ANNOTATION,
-    KPA_CLASS, MAX_SCALE_ANNOTATION, MIN_SCALE_ANNOTATION, PANIC_THRESHOLD_PERCENTAGE_ANNOTATION,
-    PANIC_WINDOW_PERCENTAGE_ANNOTATION, PRECISE_CLASS, QUEUE_DEPTH_ANNOTATION,
-    RESERVED_INSTANCES_ANNOTATION, SCALE_DOWN_DELAY_ANNOTATION, SCALE_TO_ZERO_RETENTION_ANNOTATION,
-    TARGET_UTILIZATION_ANNOTATION, WINDOW_ANNOTATION,
+    ACTIVATION_SCALE_ANNOTATION, AUTOSCALING_ANNOTATION_PREFIX, AUTOSCALING_CLASS_ANNOTATION,
+    AUTOSCALING_METRIC_ANNOTATION, AUTOSCALING_TARGET_ANNOTATION, BACKLOG_TARGET_ANNOTATION,
+    HPA_CLASS, INITIAL_SCALE_ANNOTATION, KPA_CLASS, MAX_SCALE_ANNOTATION, MIN_SCALE_ANNOTATION,
+    PANIC_THRESHOLD_PERCENTAGE_ANNOTATION, PANIC_WINDOW_PERCENTAGE_ANNOTATION, PRECISE_CLASS,
+    QUEUE_DEPTH_ANNOTATION, RESERVED_INSTANCES_ANNOTATION, SCALE_DOWN_DELAY_ANNOTATION,
+    SCALE_TO_ZERO_RETENTION_ANNOTATION, TARGET_UTILIZATION_ANNOTATION, WINDOW_ANNOTATION,
 };
 use crate::snapshot::{
     MAX_SCALE_DOWN_DELAY, MAX_WINDOW, MIN_WINDOW, ScalingClass, ScalingMetric, ScalingSpec,
@@ -23,7 +24,11 @@ use crate::snapshot::{
 use super::TIDEGATE_ANNOTATION_PREFIX;
 
 /// Keys and the older camelCase spellings Knative still accepts for them.
-const ALIASES: [(&str, &str); 7] = [
+const ALIASES: [(&str, &str); 8] = [
+    (
+        ACTIVATION_SCALE_ANNOTATION,
+        "autoscaling.knative.dev/activationScale",
+    ),
     (MIN_SCALE_ANNOTATION, "autoscaling.knative.dev/minScale"),
     (MAX_SCALE_ANNOTATION, "autoscaling.knative.dev/maxScale"),
     (
@@ -49,7 +54,8 @@ const ALIASES: [(&str, &str); 7] = [
 ];
 
 /// The `autoscaling.knative.dev/*` keys read here (aliases aside).
-const KNATIVE_KEYS: [&str; 12] = [
+const KNATIVE_KEYS: [&str; 13] = [
+    ACTIVATION_SCALE_ANNOTATION,
     AUTOSCALING_CLASS_ANNOTATION,
     AUTOSCALING_METRIC_ANNOTATION,
     AUTOSCALING_TARGET_ANNOTATION,
@@ -71,12 +77,14 @@ const TIDEGATE_KEYS: [&str; 3] = [
     QUEUE_DEPTH_ANNOTATION,
 ];
 
-/// Reads the scaling annotations of a template at `field` (its `metadata.annotations`);
-/// `default_class` applies when `autoscaling.knative.dev/class` is unset.
+/// Reads the scaling annotations of a template at `field` (its `metadata.annotations`) over
+/// the defaults of `config`; `default_class` applies when `autoscaling.knative.dev/class` is
+/// unset.
 pub(super) fn scaling_spec(
     annotations: &BTreeMap<String, String>,
     field: &str,
     default_class: ScalingClass,
+    config: &ServingConfig,
     scope: &mut Scope<'_>,
 ) -> Option<ScalingSpec> {
     let mut reader = Reader {
@@ -86,7 +94,7 @@ pub(super) fn scaling_spec(
         ok: true,
     };
     let class = reader.class(default_class);
-    let mut spec = ScalingSpec::for_class(class);
+    let mut spec = config.scaling_for(class);
     if let Some(metric) = reader.metric(class) {
         spec.metric = metric;
     }
@@ -103,7 +111,28 @@ pub(super) fn scaling_spec(
         spec.max_scale = (n > 0).then_some(n);
     }
     if let Some(n) = reader.integer(INITIAL_SCALE_ANNOTATION, 0) {
+        if n == 0 && !config.allow_zero_initial_scale {
+            let key = reader.written_key(INITIAL_SCALE_ANNOTATION);
+            reader.fail(
+                key,
+                "0 needs allow-zero-initial-scale: \"true\" in ConfigMap \
+                 knative-serving/config-autoscaler",
+            );
+        }
         spec.initial_scale = n;
+    }
+    if let Some(n) = reader.integer(ACTIVATION_SCALE_ANNOTATION, 1) {
+        spec.activation_scale = n;
+    }
+    if config.max_scale_limit > 0 && spec.max_scale.is_none_or(|m| m > config.max_scale_limit) {
+        let key = reader.written_key(MAX_SCALE_ANNOTATION);
+        reader.fail(
+            key,
+            format!(
+                "must be from 1 to {} (max-scale-limit of knative-serving/config-autoscaler)",
+                config.max_scale_limit
+            ),
+        );
     }
     let hour = Some(MAX_WINDOW);
     if let Some(d) = reader.duration(WINDOW_ANNOTATION, MIN_WINDOW, hour, "from 6s to 1h") {

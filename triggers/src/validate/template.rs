@@ -9,10 +9,7 @@ use super::scaling::scaling_spec;
 use super::service::ServiceTarget;
 use crate::error::join_key;
 use crate::manifest::RevisionTemplateSpec;
-use crate::snapshot::{
-    DEFAULT_CONTAINER_CONCURRENCY, DEFAULT_REVISION_TIMEOUT, DEFAULT_SCALING_CLASS,
-    RevisionTemplate, ScalingClass,
-};
+use crate::snapshot::{RevisionTemplate, ScalingClass};
 
 /// `spec.template` at `field`, fully defaulted.
 pub(super) fn revision_template(
@@ -24,19 +21,57 @@ pub(super) fn revision_template(
 ) -> Option<RevisionTemplate> {
     let spec = &template.spec;
     let spec_field = join_key(field, "spec");
+    let config = sources.serving;
+    let cc_field = join_key(&spec_field, "containerConcurrency");
     let container_concurrency = match spec.container_concurrency {
-        None => Some(DEFAULT_CONTAINER_CONCURRENCY),
-        Some(n) => u32::try_from(n).ok().or_else(|| {
-            scope.error(
-                join_key(&spec_field, "containerConcurrency"),
-                format!("must be 0 (unlimited) or more, found {n}"),
-            );
-            None
-        }),
+        None => Some(config.container_concurrency),
+        Some(n) => match u32::try_from(n) {
+            Err(_) => {
+                scope.error(
+                    &cc_field,
+                    format!("must be 0 (unlimited) or more, found {n}"),
+                );
+                None
+            }
+            Ok(0) if !config.allow_container_concurrency_zero => {
+                scope.error(
+                    &cc_field,
+                    "0 (unlimited) is not allowed: allow-container-concurrency-zero is false in \
+                     ConfigMap knative-serving/config-defaults",
+                );
+                None
+            }
+            Ok(n) if n > config.container_concurrency_max => {
+                scope.error(
+                    &cc_field,
+                    format!(
+                        "must be at most {} (container-concurrency-max-limit of \
+                         knative-serving/config-defaults), found {n}",
+                        config.container_concurrency_max
+                    ),
+                );
+                None
+            }
+            Ok(n) => Some(n),
+        },
     };
     let timeout = match spec.timeout_seconds {
-        None => Some(DEFAULT_REVISION_TIMEOUT),
-        Some(n) => seconds(n, 1, &join_key(&spec_field, "timeoutSeconds"), scope),
+        None => Some(config.revision_timeout),
+        Some(n) => seconds(n, 1, &join_key(&spec_field, "timeoutSeconds"), scope).and_then(|t| {
+            if t > config.max_revision_timeout {
+                scope.error(
+                    join_key(&spec_field, "timeoutSeconds"),
+                    format!(
+                        "must be at most {} (max-revision-timeout-seconds of \
+                         knative-serving/config-defaults), found {n}",
+                        config.max_revision_timeout.as_secs()
+                    ),
+                );
+                None
+            } else {
+                Some(t)
+            }
+        }),
     };
     let optional_seconds =
         |key: &str, value: Option<i64>, min: i64, scope: &mut Scope<'_>| match value {
@@ -50,6 +85,11 @@ pub(super) fn revision_template(
         scope,
     );
     let idle_timeout = optional_seconds("idleTimeoutSeconds", spec.idle_timeout_seconds, 0, scope);
+    // Knative's defaults apply only when shorter than the revision's timeout.
+    let shorter = |d: Option<Duration>| d.filter(|d| timeout.is_some_and(|t| *d < t));
+    let response_start_timeout =
+        response_start_timeout.map(|r| r.or_else(|| shorter(config.response_start_timeout)));
+    let idle_timeout = idle_timeout.map(|i| i.or_else(|| shorter(config.idle_timeout)));
     if let (Some(Some(start)), Some(timeout)) = (response_start_timeout, timeout)
         && start > timeout
     {
@@ -70,13 +110,14 @@ pub(super) fn revision_template(
     let pod = pod_template(&spec.pod, &spec_field, &identity, sources, scope);
     let default_class = match target.owner {
         Some(_) => ScalingClass::Precise,
-        None => DEFAULT_SCALING_CLASS,
+        None => config.default_class,
     };
     let annotations_field = format!("{field}.metadata.annotations");
     let scaling = scaling_spec(
         &template.metadata.annotations,
         &annotations_field,
         default_class,
+        config,
         scope,
     );
     Some(RevisionTemplate {

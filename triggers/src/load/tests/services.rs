@@ -159,6 +159,7 @@ fn full_service() {
                 backlog_target: 25,
                 reserved_instances: 1,
                 queue_depth: 500,
+                ..ScalingSpec::default()
             },
         },
         template_name: Some("billing-v2".into()),
