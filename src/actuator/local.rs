@@ -1122,6 +1122,13 @@ fn signal_group(pid: Option<u32>, signal: Signal) {
 
 fn describe(status: io::Result<ExitStatus>) -> String {
     match status {
+        // `exec-pod` exits 126 when it cannot set up the pod's volumes (as shells do for a
+        // program that cannot be executed).
+        Ok(status) if status.code() == Some(126) => format!(
+            "{status}: the program could not be run, or the pod's volumes could not be set up \
+             (private mount namespaces not permitted, or a mount failed); the pod's log says \
+             which"
+        ),
         Ok(status) => status.to_string(),
         Err(error) => format!("wait failed: {error}"),
     }

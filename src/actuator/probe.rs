@@ -46,6 +46,9 @@ async fn attempt(
     let mut stream = TcpStream::connect(address)
         .await
         .map_err(|e| format!("connect to {address}: {e}"))?;
+    if let Readiness::Grpc { service } = check {
+        return grpc_health(stream, address, service).await;
+    }
     let Readiness::HttpGet { path } = check else {
         return Ok(());
     };
@@ -93,6 +96,79 @@ async fn attempt(
         Ok(())
     } else {
         Err(format!("GET {path} answered {status}"))
+    }
+}
+
+/// One `grpc.health.v1.Health/Check` call over h2c on `stream`: passes when the server answers
+/// `SERVING` with `grpc-status: 0`.
+async fn grpc_health(stream: TcpStream, address: SocketAddr, service: &str) -> Result<(), String> {
+    use http_body_util::BodyExt as _;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| format!("h2c handshake with {address}: {e}"))?;
+    // Ends when `sender` is dropped with this function.
+    tokio::spawn(connection);
+    // HealthCheckRequest { string service = 1; } in a gRPC length-prefixed frame.
+    let mut message = Vec::with_capacity(service.len() + 2);
+    if !service.is_empty() {
+        message.push(0x0a);
+        let mut len = service.len();
+        while len >= 0x80 {
+            message.push(u8::try_from(len & 0x7f).unwrap_or(0) | 0x80);
+            len >>= 7;
+        }
+        message.push(u8::try_from(len).unwrap_or(0));
+        message.extend_from_slice(service.as_bytes());
+    }
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(message.len()).unwrap_or(0).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let request = http::Request::post(format!("http://{address}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+        .map_err(|e| format!("gRPC health request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("gRPC health check to {address}: {e}"))?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!(
+            "gRPC health check answered HTTP {}",
+            response.status()
+        ));
+    }
+    let header_status = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let collected = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("gRPC health answer: {e}"))?;
+    let trailer_status = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let status = trailer_status.or(header_status).unwrap_or_default();
+    if status != "0" {
+        return Err(format!(
+            "gRPC health check failed with grpc-status {status:?}"
+        ));
+    }
+    let body = collected.to_bytes();
+    // HealthCheckResponse { ServingStatus status = 1; }: SERVING is 1.
+    let serving = body.len() >= 5 && body[5..].windows(2).any(|w| w == [0x08, 0x01]);
+    if serving {
+        Ok(())
+    } else {
+        Err(format!("gRPC health of {service:?} is not SERVING"))
     }
 }
 

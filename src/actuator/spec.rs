@@ -162,6 +162,9 @@ pub enum Readiness {
     HttpGet { path: String },
     /// The command exits 0 (in the container's environment and file system view).
     Exec { command: Vec<String> },
+    /// `grpc.health.v1.Health/Check` over h2c answers `SERVING` for `service` ("" is the
+    /// whole server).
+    Grpc { service: String },
 }
 
 /// A readiness probe with Kubernetes' knobs.

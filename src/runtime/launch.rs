@@ -213,8 +213,13 @@ fn probe_spec(probe: &triggers::Probe) -> ReadinessProbe {
             None,
             Vec::new(),
         ),
-        // Checked as "the port accepts connections" until the gRPC health client lands.
-        ProbeAction::Grpc { port, .. } => (Readiness::TcpPort, *port, Vec::new()),
+        ProbeAction::Grpc { port, service } => (
+            Readiness::Grpc {
+                service: service.clone(),
+            },
+            *port,
+            Vec::new(),
+        ),
     };
     ReadinessProbe {
         check,

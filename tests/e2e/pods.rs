@@ -299,3 +299,100 @@ async fn a_two_container_pod_is_ready_only_once_its_sidecar_is() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.expect("body"), "from the sidecar");
 }
+
+/// Serves, and a moment after starting holds 160 MiB.
+const HOG: &str = r#"
+import os, threading, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+hold = []
+def grow():
+    time.sleep(0.3)
+    hold.append(b"x" * (160 << 20))
+threading.Thread(target=grow, daemon=True).start()
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_above_its_memory_limit_is_stopped_as_oom_killed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = tmp.path().join("hog.py");
+    std::fs::write(&script, HOG).expect("script");
+    let yaml = format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {{name: hog, namespace: default}}\nspec:\n  template:\n    metadata:\n      annotations: {{autoscaling.knative.dev/min-scale: \"1\"}}\n    spec:\n      containers:\n        - command: [python3, \"{}\"]\n          resources:\n            limits: {{memory: 64Mi}}\n",
+        script.display()
+    );
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    eventually("the revision to report the OOM kill", || async {
+        gw.revisions().await.iter().any(|r| {
+            r["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains("OOMKilled") && reason.contains("64 MiB"))
+        })
+    })
+    .await;
+}
+
+/// A real gRPC server (grpcio) whose health service says NOT_SERVING until `ready` exists.
+const GRPC_SERVER: &str = r#"
+import os, sys, threading, time
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+flag = sys.argv[1]
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+servicer = health.HealthServicer()
+health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+server.add_insecure_port("127.0.0.1:%s" % os.environ["PORT"])
+server.start()
+while not os.path.exists(flag):
+    time.sleep(0.05)
+servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+server.wait_for_termination()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_readiness_probe_asks_the_health_service() {
+    let importable = std::process::Command::new("python3")
+        .args(["-c", "import grpc, grpc_health.v1.health"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !importable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "grpcio and grpcio-health-checking must be importable under CI (scripts/test.sh installs them)"
+        );
+        eprintln!("skipping: python3 cannot import grpc (run scripts/test.sh to install it)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = tmp.path().join("grpc_server.py");
+    std::fs::write(&script, GRPC_SERVER).expect("script");
+    let flag = tmp.path().join("ready");
+    let yaml = format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {{name: rpc, namespace: default}}\nspec:\n  template:\n    metadata:\n      annotations: {{autoscaling.knative.dev/min-scale: \"1\"}}\n    spec:\n      containers:\n        - command: [python3, \"{}\", \"{}\"]\n          ports: [{{name: h2c, containerPort: {}}}]\n          readinessProbe:\n            grpc: {{port: 0}}\n            periodSeconds: 1\n",
+        script.display(),
+        flag.display(),
+        free_port()
+    );
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    // The server runs but says NOT_SERVING: the pod is not ready.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let revisions = gw.revisions().await;
+    assert_eq!(revisions[0]["ready_pods"], 0, "{revisions:?}");
+    std::fs::write(&flag, b"").expect("flag");
+    eventually("the pod to be ready once SERVING", || async {
+        gw.revisions().await[0]["ready_pods"] == 1
+    })
+    .await;
+}

@@ -757,10 +757,6 @@ impl Checker<'_, '_, '_, '_> {
             ProbeAction::Exec { command }
         } else {
             let grpc = probe.grpc.as_ref()?;
-            self.ignored.push(format!(
-                "{field}.grpc (the local runtime checks that the port accepts connections, not \
-                 the gRPC health service)"
-            ));
             let port = if grpc.port == 0 && context.serving {
                 None
             } else {
