@@ -210,6 +210,11 @@ pub async fn forward(
                 "request could not be replayed".into(),
             );
         };
+        // On a pod now: `responseStartTimeoutSeconds` bounds the wait for its headers.
+        let answer_by = match revision.response_start_timeout {
+            Some(limit) => deadline.min(Instant::now() + limit),
+            None => deadline,
+        };
         if !prepared {
             // Prepared only once it has a slot: a queued request stays as small as it came.
             prepare_request(&mut upstream, peer, upgrade);
@@ -226,7 +231,7 @@ pub async fn forward(
                     );
                 }
             };
-            match tokio::time::timeout_at(deadline, state.client.request(upstream)).await {
+            match tokio::time::timeout_at(answer_by, state.client.request(upstream)).await {
                 Err(_) => Err(None),
                 Ok(Ok(response)) => Ok(Answer::Upgradable(response)),
                 Ok(Err(e)) => Err(Some(e.to_string())),
@@ -235,7 +240,7 @@ pub async fn forward(
             *upstream.uri_mut() = origin_form(upstream.uri());
             // Boxed: a queued request's future must not carry the send machinery's size.
             let send = Box::pin(state.upstream.send(guard.address(), upstream));
-            match tokio::time::timeout_at(deadline, send).await {
+            match tokio::time::timeout_at(answer_by, send).await {
                 Err(_) => Err(None),
                 Ok(Ok(response)) => Ok(Answer::Pooled(response)),
                 Ok(Err(SendError {
@@ -265,12 +270,17 @@ pub async fn forward(
             }
             Err(None) => {
                 revision.proxied.count(ProxyOutcome::Timeout);
+                let why = match revision.response_start_timeout {
+                    Some(limit) if answer_by < deadline => {
+                        format!(
+                            "did not start answering within {limit:?} (responseStartTimeoutSeconds)"
+                        )
+                    }
+                    _ => format!("did not answer within {:?}", revision.timeout),
+                };
                 return error(
                     StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "revision {} did not answer within {:?}",
-                        revision.name, revision.timeout
-                    ),
+                    format!("revision {} {why}", revision.name),
                 );
             }
             Err(Some(e)) => {

@@ -42,6 +42,8 @@ pub struct Revision {
     pub container_concurrency: u32,
     /// `timeoutSeconds`: the longest a request may take, queueing included.
     pub timeout: Duration,
+    /// `responseStartTimeoutSeconds`: the longest wait for response headers once on a pod.
+    pub response_start_timeout: Option<Duration>,
     dispatch: Mutex<Dispatch>,
     /// Fires on every change of demand (arrival, queueing, completion) and of pods.
     pub changed: Arc<Notify>,
@@ -77,6 +79,9 @@ pub struct Limits {
     pub container_concurrency: u32,
     /// `timeoutSeconds`: queueing plus the wait for the answer.
     pub timeout: Duration,
+    /// `responseStartTimeoutSeconds`: longest wait for response headers once the request is
+    /// on a pod.
+    pub response_start_timeout: Option<Duration>,
     /// Requests that may wait for a slot.
     pub queue_depth: usize,
 }
@@ -93,6 +98,7 @@ impl Revision {
         let Limits {
             container_concurrency,
             timeout,
+            response_start_timeout,
             queue_depth,
         } = limits;
         Arc::new(Self {
@@ -102,6 +108,7 @@ impl Revision {
             class,
             container_concurrency,
             timeout,
+            response_start_timeout,
             dispatch: Mutex::new(Dispatch {
                 queue: DispatchQueue::new(container_concurrency, queue_depth),
                 area: 0.0,

@@ -238,6 +238,7 @@ impl Registry {
             Limits {
                 container_concurrency: template.container_concurrency,
                 timeout: template.timeout,
+                response_start_timeout: template.response_start_timeout,
                 queue_depth: template.scaling.queue_depth,
             },
             ProxyCounters::new(&self.metrics, &service.namespace, &service.name, name),

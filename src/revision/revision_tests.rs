@@ -21,6 +21,7 @@ fn revision(cc: u32, depth: usize) -> Arc<Revision> {
         Limits {
             container_concurrency: cc,
             timeout: Duration::from_secs(10),
+            response_start_timeout: None,
             queue_depth: depth,
         },
         Default::default(),

@@ -136,6 +136,7 @@ mod tests {
             crate::revision::Limits {
                 container_concurrency: 0,
                 timeout: Duration::from_secs(1),
+                response_start_timeout: None,
                 queue_depth: 10,
             },
             Default::default(),

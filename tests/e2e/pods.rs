@@ -396,3 +396,25 @@ async fn a_grpc_readiness_probe_asks_the_health_service() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_start_timeout_answers_504_before_timeout_seconds() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let yaml = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: slow, namespace: default}\nspec:\n  template:\n    spec:\n      timeoutSeconds: 60\n      responseStartTimeoutSeconds: 1\n      containers:\n        - command: [tidegate, sample-service, --delay, 5s]\n";
+    let dir = manifests(tmp.path(), &[("svc.yaml", yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    // The first request also waits for the cold start, which the limit does not count.
+    let started = tokio::time::Instant::now();
+    let response = client
+        .get(format!("{}/", gw.ingress))
+        .header("host", "slow.default.example.com")
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let body = response.text().await.expect("body");
+    assert!(body.contains("responseStartTimeoutSeconds"), "{body}");
+}

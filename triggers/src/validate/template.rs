@@ -107,7 +107,13 @@ pub(super) fn revision_template(
         labels: &template.metadata.labels,
         annotations: &template.metadata.annotations,
     };
-    let pod = pod_template(&spec.pod, &spec_field, &identity, sources, scope);
+    let mut pod = pod_template(&spec.pod, &spec_field, &identity, sources, scope);
+    if let (Some(pod), Some(Some(_))) = (pod.as_mut(), idle_timeout) {
+        pod.ignored_locally.push(format!(
+            "{} (not enforced by the local proxy yet)",
+            join_key(&spec_field, "idleTimeoutSeconds")
+        ));
+    }
     let default_class = match target.owner {
         Some(_) => ScalingClass::Precise,
         None => config.default_class,
