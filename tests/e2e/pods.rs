@@ -6,10 +6,34 @@ use std::time::Duration;
 
 use crate::harness::*;
 
+/// Shared by the pods' Python programs: `serve(get, port)` answers every GET with what
+/// `get(path)` returns, `(status, body bytes)`.
+const PY_SERVE: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+def serve(get, port=None):
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, body = get(self.path)
+            self.send_response(status)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a):
+            pass
+    HTTPServer(("127.0.0.1", int(port or os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// Writes `PY_SERVE` followed by `program` to `dir/name` and returns its path.
+fn python(dir: &std::path::Path, name: &str, program: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{PY_SERVE}\n{program}")).expect("write the program");
+    path.display().to_string()
+}
+
 /// Serves `GET /` with what the pod sees: the mounted files and the env var.
 const READER: &str = r#"
-import json, os
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import json
 
 def read(path):
     try:
@@ -18,25 +42,15 @@ def read(path):
     except OSError as e:
         return "error: %s" % e
 
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({
-            "password": read("/etc/secret-volume/db/password"),
-            "settings": read("/etc/app/settings.json"),
-            "log_level": os.environ.get("LOG_LEVEL"),
-            "user": os.environ.get("DB_USER"),
-            "pod": os.environ.get("POD_NAME"),
-            "writable": os.access("/etc/secret-volume", os.W_OK),
-            "scratch": os.access("/scratch", os.W_OK),
-        }).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+serve(lambda path: (200, json.dumps({
+    "password": read("/etc/secret-volume/db/password"),
+    "settings": read("/etc/app/settings.json"),
+    "log_level": os.environ.get("LOG_LEVEL"),
+    "user": os.environ.get("DB_USER"),
+    "pod": os.environ.get("POD_NAME"),
+    "writable": os.access("/etc/secret-volume", os.W_OK),
+    "scratch": os.access("/scratch", os.W_OK),
+}).encode()))
 "#;
 
 fn reader_manifests(script: &str) -> String {
@@ -131,9 +145,8 @@ async fn get_json(gw: &Gateway, host: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_reads_its_mounted_secret_and_env_from_a_config_map() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let script = tmp.path().join("reader.py");
-    std::fs::write(&script, READER).expect("script");
-    let yaml = reader_manifests(&script.display().to_string());
+    let script = python(tmp.path(), "reader.py", READER);
+    let yaml = reader_manifests(&script);
     let dir = manifests(tmp.path(), &[("all.yaml", &yaml)]);
     let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
     let seen = get_json(&gw, "reader.default.example.com").await;
@@ -174,30 +187,20 @@ async fn a_pod_reads_its_mounted_secret_and_env_from_a_config_map() {
 
 /// Healthy for its first second, then its liveness endpoint fails.
 const SICKENS: &str = r#"
-import os, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import time
 start = time.time()
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        sick = self.path == "/healthz" and time.time() - start > 1.0
-        body = str(os.getpid()).encode()
-        self.send_response(500 if sick else 200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+def get(path):
+    sick = path == "/healthz" and time.time() - start > 1.0
+    return (500 if sick else 200, str(os.getpid()).encode())
+serve(get)
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_liveness_probe_restarts_the_pod() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let script = tmp.path().join("sickens.py");
-    std::fs::write(&script, SICKENS).expect("script");
+    let script = python(tmp.path(), "sickens.py", SICKENS);
     let yaml = format!(
-        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: sick\n  namespace: default\n  annotations:\nspec:\n  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/min-scale: \"1\"\n    spec:\n      containers:\n        - command: [python3, \"{}\"]\n          livenessProbe:\n            httpGet: {{path: /healthz}}\n            periodSeconds: 1\n            failureThreshold: 2\n",
-        script.display()
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: sick\n  namespace: default\n  annotations:\nspec:\n  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/min-scale: \"1\"\n    spec:\n      containers:\n        - command: [python3, \"{script}\"]\n          livenessProbe:\n            httpGet: {{path: /healthz}}\n            periodSeconds: 1\n            failureThreshold: 2\n"
     );
     let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
     let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
@@ -242,50 +245,28 @@ async fn a_failing_liveness_probe_restarts_the_pod() {
 
 /// A serving container that answers with what its sidecar says; the sidecar listens late.
 const FRONT: &str = r#"
-import os, urllib.request
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import urllib.request
 side = "http://127.0.0.1:%s/" % os.environ["SIDECAR_PORT"]
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = urllib.request.urlopen(side, timeout=5).read()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+serve(lambda path: (200, urllib.request.urlopen(side, timeout=5).read()))
 "#;
 
 const SIDE: &str = r#"
-import os, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import time
 time.sleep(1.5)
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"from the sidecar"
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-HTTPServer(("127.0.0.1", int(os.environ["SIDECAR_PORT"])), H).serve_forever()
+serve(lambda path: (200, b"from the sidecar"), os.environ["SIDECAR_PORT"])
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_container_pod_is_ready_only_once_its_sidecar_is() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let front = tmp.path().join("front.py");
-    let side = tmp.path().join("side.py");
-    std::fs::write(&front, FRONT).expect("script");
-    std::fs::write(&side, SIDE).expect("script");
+    let front = python(tmp.path(), "front.py", FRONT);
+    let side = python(tmp.path(), "side.py", SIDE);
     let port = free_port();
     let yaml = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-features, namespace: knative-serving}}\ndata:\n  multi-container-probing: enabled\n---\napiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: pair\n  namespace: default\nspec:\n  template:\n    spec:\n      containers:\n        - name: front\n          command: [python3, \"{}\"]\n          ports: [{{containerPort: {}}}]\n          env: [{{name: SIDECAR_PORT, value: \"{port}\"}}]\n        - name: side\n          command: [python3, \"{}\"]\n          env: [{{name: SIDECAR_PORT, value: \"{port}\"}}]\n          readinessProbe:\n            tcpSocket: {{port: {port}}}\n",
-        front.display(),
+        front,
         free_port(),
-        side.display()
+        side
     );
     let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
     let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
@@ -302,32 +283,21 @@ async fn a_two_container_pod_is_ready_only_once_its_sidecar_is() {
 
 /// Serves, and a moment after starting holds 160 MiB.
 const HOG: &str = r#"
-import os, threading, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import threading, time
 hold = []
 def grow():
     time.sleep(0.3)
     hold.append(b"x" * (160 << 20))
 threading.Thread(target=grow, daemon=True).start()
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("content-length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *a):
-        pass
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+serve(lambda path: (200, b"ok"))
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_above_its_memory_limit_is_stopped_as_oom_killed() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let script = tmp.path().join("hog.py");
-    std::fs::write(&script, HOG).expect("script");
+    let script = python(tmp.path(), "hog.py", HOG);
     let yaml = format!(
-        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {{name: hog, namespace: default}}\nspec:\n  template:\n    metadata:\n      annotations: {{autoscaling.knative.dev/min-scale: \"1\"}}\n    spec:\n      containers:\n        - command: [python3, \"{}\"]\n          resources:\n            limits: {{memory: 64Mi}}\n",
-        script.display()
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {{name: hog, namespace: default}}\nspec:\n  template:\n    metadata:\n      annotations: {{autoscaling.knative.dev/min-scale: \"1\"}}\n    spec:\n      containers:\n        - command: [python3, \"{script}\"]\n          resources:\n            limits: {{memory: 64Mi}}\n"
     );
     let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
     let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
