@@ -123,7 +123,17 @@ pub fn write(data_dir: &Path, set: &LastGood) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(set).map_err(io::Error::other)?;
     let path = path(data_dir);
     let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
-    let mut file = fs::File::create(&tmp)?;
+    // The set may hold Secrets: readable by the gateway's user only.
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?
+    };
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(&bytes)?;
     file.sync_all()?;
     drop(file);
@@ -154,6 +164,11 @@ mod tests {
         assert_eq!(read(dir.path()), Ok(None));
         write(dir.path(), &set(1)).unwrap_or_else(|e| panic!("{e}"));
         write(dir.path(), &set(2)).unwrap_or_else(|e| panic!("{e}"));
+        let mode = {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::metadata(path(dir.path())).map(|m| m.permissions().mode() & 0o777)
+        };
+        assert_eq!(mode.ok(), Some(0o600), "the set may hold Secrets");
         let back = read(dir.path())
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("persisted"));

@@ -324,6 +324,20 @@ impl ServingConfig {
     }
 
     fn read_defaults(&mut self, d: &mut Data<'_, '_>) {
+        for key in [
+            "container-name-template",
+            "init-container-name-template",
+            "enable-service-links",
+            "revision-ephemeral-storage-request",
+            "revision-ephemeral-storage-limit",
+        ] {
+            if d.text(key).is_some() {
+                d.scope.warn(
+                    join_key("data", key),
+                    "no effect on the local runtime (kept for Kubernetes mode)",
+                );
+            }
+        }
         if let Some(b) = d.boolean("allow-container-concurrency-zero") {
             self.allow_container_concurrency_zero = b;
         }
