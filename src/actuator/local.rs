@@ -233,6 +233,7 @@ struct Gate<'a> {
 
 impl LocalRuntime {
     pub fn new(output: PodOutput) -> Arc<Self> {
+        super::pod_dir::remove_stale();
         Arc::new(Self {
             output,
             next_pod: Arc::new(AtomicU64::new(1)),

@@ -128,6 +128,32 @@ impl Drop for PodDir {
     }
 }
 
+/// Removes the pod directories of gateways that are gone (`tidegate-{pid}` whose process no
+/// longer exists), such as those left by a `kill -9`.
+pub(crate) fn remove_stale() {
+    for base in [Path::new("/dev/shm").to_path_buf(), std::env::temp_dir()] {
+        let Ok(entries) = fs::read_dir(&base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("tidegate-"))
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if Path::new("/proc").join(pid).exists() {
+                continue;
+            }
+            if let Err(error) = fs::remove_dir_all(entry.path()) {
+                tracing::warn!(dir = %entry.path().display(), %error, "Could not remove a stale pod directory.");
+            }
+        }
+    }
+}
+
 fn private_dir(path: &Path) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         fs::DirBuilder::new()
