@@ -80,6 +80,9 @@ enum Command {
         /// The pod's volumes (JSON list of mounts): run in a private file system view.
         #[arg(long)]
         mounts: Option<String>,
+        /// With --mounts: the working directory inside the pod's view.
+        #[arg(long)]
+        workdir: Option<String>,
         /// Run in the file system view of this process (a pod's exec probe).
         #[arg(long)]
         enter: Option<u32>,
@@ -197,11 +200,18 @@ fn main() -> ExitCode {
     if let Command::ExecPod {
         parent,
         mounts,
+        workdir,
         enter,
         argv,
     } = &cli.command
     {
-        return commands::exec_pod::run(*parent, mounts.as_deref(), *enter, argv);
+        return commands::exec_pod::run(
+            *parent,
+            mounts.as_deref(),
+            workdir.as_deref(),
+            *enter,
+            argv,
+        );
     }
     if matches!(cli.command, Command::Serve(_)) {
         purge_at_once();

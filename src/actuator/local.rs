@@ -25,7 +25,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::PodSink;
 use super::output::for_each_line;
-use super::pod_dir::PodDir;
+use super::pod_dir::{PodBase, PodDir};
 use super::probe::probe_with;
 use super::spec::{AGGRESSIVE_PERIOD, EnvValue, PodMount, PodSpec, Readiness, ReadinessProbe};
 use crate::revision::queue::PodId;
@@ -58,6 +58,8 @@ pub enum PodOutput {
 /// Owns every pod process of the gateway.
 pub struct LocalRuntime {
     output: PodOutput,
+    /// Where pods' volumes are written; the error when it could not be made.
+    pod_base: Result<Arc<PodBase>, String>,
     next_pod: Arc<AtomicU64>,
     registry: Mutex<Registry>,
     tasks: TaskTracker,
@@ -99,6 +101,7 @@ struct Registry {
 struct Revision {
     /// `namespace/revision`, for logs.
     name: String,
+    pod_base: Result<Arc<PodBase>, String>,
     spec: PodSpec,
     /// The spec failed validation: nothing is started.
     invalid: bool,
@@ -184,6 +187,8 @@ struct Spawned {
 struct ContainerRun<'a> {
     /// `namespace/revision/pod-N[/container]`, for logs.
     label: String,
+    /// The serving container: it gets `PORT`.
+    serving: bool,
     command: &'a [String],
     args: &'a [String],
     env: &'a [(String, EnvValue)],
@@ -236,6 +241,9 @@ impl LocalRuntime {
         super::pod_dir::remove_stale();
         Arc::new(Self {
             output,
+            pod_base: PodBase::create()
+                .map(Arc::new)
+                .map_err(|e| format!("cannot create a directory for pods' volumes: {e}")),
             next_pod: Arc::new(AtomicU64::new(1)),
             registry: Mutex::new(Registry::default()),
             tasks: TaskTracker::new(),
@@ -259,6 +267,7 @@ impl LocalRuntime {
         }
         let revision = Arc::new(Revision {
             name,
+            pod_base: self.pod_base.clone(),
             spec,
             invalid: invalid.is_some(),
             sink,
@@ -317,6 +326,9 @@ impl LocalRuntime {
             .is_err()
         {
             warn!("Some pod tasks did not finish after SIGKILL.");
+        }
+        if let Ok(base) = &self.pod_base {
+            base.remove();
         }
     }
 }
@@ -482,8 +494,9 @@ impl Revision {
         let needs_dir = !spec.volumes.is_empty();
         let dir = if needs_dir {
             let unique = format!("pod-{id}");
+            let base = self.pod_base.as_ref().map_err(Clone::clone)?;
             Some(
-                PodDir::create(&unique, &spec.volumes)
+                PodDir::create(base, &unique, &spec.volumes)
                     .map_err(|e| format!("cannot write the pod's volumes: {e}"))?,
             )
         } else {
@@ -493,6 +506,7 @@ impl Revision {
         let pod_name = format!("{}-{id}", self.name.rsplit('/').next().unwrap_or("pod"));
         let container = ContainerRun {
             label: name.clone(),
+            serving: true,
             command: &spec.command,
             args: &spec.args,
             env: &spec.env,
@@ -505,6 +519,7 @@ impl Revision {
         for sidecar in &spec.sidecars {
             let run = ContainerRun {
                 label: format!("{name}/{}", sidecar.name),
+                serving: false,
                 command: &sidecar.command,
                 args: &sidecar.args,
                 env: &sidecar.env,
@@ -561,8 +576,29 @@ impl Revision {
         uid: &str,
         dir: Option<&PodDir>,
     ) -> Result<Child, String> {
-        let mut argv: Vec<String> = run.command.to_vec();
-        if !run.mounts.is_empty() {
+        // The environment in order, each `$(VAR)` expanded from those before it (Kubernetes'
+        // rule); then `command` and `args` expanded from all of it.
+        let mut env: Vec<(&str, String)> = Vec::with_capacity(run.env.len() + 1);
+        if run.serving {
+            env.push(("PORT", port.to_string()));
+        }
+        for (name, value) in run.env {
+            let value = match value {
+                EnvValue::Plain(value) => expand(value, &env),
+                EnvValue::Secret(value) => value.clone(),
+                EnvValue::PodName => pod_name.to_owned(),
+                EnvValue::PodUid => uid.to_owned(),
+            };
+            env.push((name.as_str(), value));
+        }
+        if run.serving {
+            // The pod's port always wins (validation rejects a `PORT` of the user's).
+            env.push(("PORT", port.to_string()));
+        }
+        let mut argv: Vec<String> = run.command.iter().map(|a| expand(a, &env)).collect();
+        let args: Vec<String> = run.args.iter().map(|a| expand(a, &env)).collect();
+        let in_view = !run.mounts.is_empty();
+        if in_view {
             let dir = dir.ok_or("the pod has mounts but no volumes")?;
             let mounts = dir.mount_args(run.mounts, &self.spec.volumes)?;
             let json = serde_json::to_string(&mounts).map_err(|e| e.to_string())?;
@@ -575,6 +611,10 @@ impl Revision {
                 );
             }
             argv.splice(2..2, ["--mounts".to_owned(), json]);
+            if let Some(dir) = run.working_dir {
+                // Looked up inside the pod's view, where its volumes are.
+                argv.splice(2..2, ["--workdir".to_owned(), dir.display().to_string()]);
+            }
         }
         let (program, leading) = argv.split_first().ok_or("spawn failed: command is empty")?;
         let output = match self.output {
@@ -584,16 +624,8 @@ impl Revision {
         let mut command = Command::new(program);
         command
             .args(leading)
-            .args(run.args)
-            .envs(run.env.iter().map(|(k, v)| {
-                let value = match v {
-                    EnvValue::Plain(value) | EnvValue::Secret(value) => value.as_str(),
-                    EnvValue::PodName => pod_name,
-                    EnvValue::PodUid => uid,
-                };
-                (k, value)
-            }))
-            .env("PORT", port.to_string())
+            .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(output())
             .stderr(output())
@@ -602,7 +634,9 @@ impl Revision {
         if let Some(dir) = dir {
             command.env("TIDEGATE_POD_DIR", dir.work());
         }
-        if let Some(dir) = run.working_dir {
+        if let Some(dir) = run.working_dir
+            && !in_view
+        {
             command.current_dir(dir);
         }
         let mut child = command.spawn().map_err(|e| format!("spawn failed: {e}"))?;
@@ -708,9 +742,14 @@ impl Revision {
         gates
     }
 
-    /// One attempt of `gate`'s probe against `pod`.
-    async fn attempt(&self, pod: &Target, gate: &Gate<'_>) -> Result<(), String> {
-        let probe = gate.probe;
+    /// One attempt of `probe` (of the serving container, or of sidecar `sidecar`) against
+    /// `pod`.
+    async fn attempt(
+        &self,
+        pod: &Target,
+        probe: &ReadinessProbe,
+        sidecar: Option<usize>,
+    ) -> Result<(), String> {
         let address = SocketAddr::from((
             Ipv4Addr::LOCALHOST,
             probe.port.unwrap_or_else(|| pod.address.port()),
@@ -718,7 +757,7 @@ impl Revision {
         let Readiness::Exec { command } = &probe.check else {
             return probe_with(&probe.check, address, probe.timeout, &probe.headers).await;
         };
-        let (env, dir, mounts, pid) = match gate.sidecar {
+        let (env, dir, mounts, pid) = match sidecar {
             None => (
                 &self.spec.env,
                 self.spec.working_dir.as_deref(),
@@ -736,8 +775,17 @@ impl Revision {
             }
         };
         let mut argv = command.clone();
+        let mut in_view = false;
         // A container with volumes is probed in its own file system view.
         if mounts && let (Some(pid), Some(exe)) = (pid, self.launcher()) {
+            // exec-pod enters the pod's root last: until then the view is not complete.
+            let root = format!("/proc/{pid}/root");
+            let ready_by = Instant::now() + probe.timeout;
+            while std::fs::read_link(&root).is_ok_and(|r| r == std::path::Path::new("/"))
+                && Instant::now() < ready_by
+            {
+                sleep(Duration::from_millis(10)).await;
+            }
             argv.splice(
                 0..0,
                 [
@@ -748,6 +796,10 @@ impl Revision {
                     "--".into(),
                 ],
             );
+            if let Some(dir) = dir {
+                argv.splice(2..2, ["--workdir".to_owned(), dir.display().to_string()]);
+            }
+            in_view = true;
         }
         let (program, rest) = argv.split_first().ok_or("exec probe without a command")?;
         let mut cmd = Command::new(program);
@@ -762,7 +814,9 @@ impl Revision {
             .stderr(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(dir) = dir {
+        if let Some(dir) = dir
+            && !in_view
+        {
             cmd.current_dir(dir);
         }
         let mut child = cmd.spawn().map_err(|e| format!("exec {program}: {e}"))?;
@@ -803,7 +857,8 @@ impl Revision {
                 let index = gates.iter().position(|g| g.next == next).unwrap_or(0);
                 let attempt = async {
                     sleep_until(next).await;
-                    self.attempt(&target, &gates[index]).await
+                    self.attempt(&target, gates[index].probe, gates[index].sidecar)
+                        .await
                 };
                 let result = tokio::select! {
                     biased;
@@ -876,36 +931,36 @@ impl Revision {
         let limits = self.memory_limits();
         let mut memory_check = tokio::time::interval(MEMORY_CHECK);
         memory_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A probe in progress is kept across loop turns, so other events (a memory check,
+        // the other probe) never cancel it.
+        let mut attempt: Option<ProbeFuture<'_>> = None;
+        let mut live_attempt: Option<(usize, ProbeFuture<'_>)> = None;
         loop {
-            let attempt = async {
-                match probe.period {
-                    Some(_) => {
-                        sleep_until(next).await;
-                        probe_with(
-                            &probe.check,
-                            SocketAddr::from((
-                                Ipv4Addr::LOCALHOST,
-                                probe.port.unwrap_or(address.port()),
-                            )),
-                            probe.timeout,
-                            &probe.headers,
-                        )
-                        .await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            let live_next = liveness.iter().map(|g| g.next).min();
-            let live_index = live_next.and_then(|n| liveness.iter().position(|g| g.next == n));
-            let live_attempt = async {
-                match live_index {
-                    Some(i) => {
-                        sleep_until(liveness[i].next).await;
-                        self.attempt(&target, &liveness[i]).await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+            if attempt.is_none() && probe.period.is_some() {
+                let (at, target) = (next, &target);
+                attempt = Some(Box::pin(async move {
+                    sleep_until(at).await;
+                    self.attempt(target, probe, None).await
+                }));
+            }
+            if live_attempt.is_none()
+                && let Some(i) = (0..liveness.len()).min_by_key(|&i| liveness[i].next)
+            {
+                let (at, gate_probe, sidecar, target) = (
+                    liveness[i].next,
+                    liveness[i].probe,
+                    liveness[i].sidecar,
+                    &target,
+                );
+                live_attempt = Some((
+                    i,
+                    Box::pin(async move {
+                        sleep_until(at).await;
+                        self.attempt(target, gate_probe, sidecar).await
+                    }),
+                ));
+            }
+            let live_index = live_attempt.as_ref().map(|(i, _)| *i);
             tokio::select! {
                 biased;
                 () = pod.stop.cancelled() => return End::Stop { sink_knows: true },
@@ -924,7 +979,8 @@ impl Revision {
                         return End::Failed(reason);
                     }
                 }
-                result = live_attempt => {
+                result = running(live_attempt.as_mut().map(|(_, f)| f)) => {
+                    live_attempt = None;
                     let Some(i) = live_index else { continue };
                     let gate = &mut liveness[i];
                     gate.next = Instant::now() + gate.probe.period.unwrap_or(Duration::from_secs(10));
@@ -941,7 +997,8 @@ impl Revision {
                         }
                     }
                 }
-                result = attempt => {
+                result = running(attempt.as_mut()) => {
+                    attempt = None;
                     next = Instant::now() + probe.period.unwrap_or_default();
                     // `streak` counts results that disagree with the current readiness.
                     streak = if result.is_ok() != ready { streak + 1 } else { 0 };
@@ -1004,28 +1061,30 @@ impl Revision {
                     break;
                 }
                 tokio::select! {
-                    status = pod.child.wait() => return describe(status),
+                    status = pod.child.wait() => {
+                        // The serving container is gone; the others still get their SIGTERM.
+                        let status = describe(status);
+                        self.stop_sidecars(pod, Instant::now() + self.spec.termination_grace).await;
+                        return status;
+                    }
                     () = sleep(DRAIN_POLL) => {}
                 }
             }
         }
         if !self.force.is_cancelled() {
+            // One grace period for every container of the pod.
+            let deadline = Instant::now() + self.spec.termination_grace;
             signal_group(pod.pid, Signal::SIGTERM);
             for sidecar in &pod.sidecars {
                 signal_group(sidecar.pid, Signal::SIGTERM);
             }
             tokio::select! {
                 status = pod.child.wait() => {
-                    // The others get the rest of the grace period.
-                    let rest = async {
-                        for sidecar in &mut pod.sidecars {
-                            let _ = sidecar.child.wait().await;
-                        }
-                    };
-                    let _ = tokio::time::timeout(self.spec.termination_grace, rest).await;
-                    return describe(status);
+                    let status = describe(status);
+                    self.stop_sidecars(pod, deadline).await;
+                    return status;
                 }
-                () = sleep(self.spec.termination_grace) => {
+                () = sleep_until(deadline) => {
                     warn!(pod = %pod.name, grace = ?self.spec.termination_grace, "Pod ignored SIGTERM; killing it.");
                 }
                 () = self.force.cancelled() => {}
@@ -1039,6 +1098,73 @@ impl Revision {
             Ok(status) => describe(status),
             Err(_) => format!("still running {KILL_WAIT:?} after SIGKILL"),
         }
+    }
+}
+
+impl Revision {
+    /// SIGTERM to every sidecar, then up to `deadline` for them to exit (the caller kills the
+    /// rest).
+    async fn stop_sidecars(&self, pod: &mut Spawned, deadline: Instant) {
+        for sidecar in &pod.sidecars {
+            signal_group(sidecar.pid, Signal::SIGTERM);
+        }
+        let all = async {
+            for sidecar in &mut pod.sidecars {
+                let _ = sidecar.child.wait().await;
+            }
+        };
+        tokio::select! {
+            () = all => {}
+            () = sleep_until(deadline) => {}
+            () = self.force.cancelled() => {}
+        }
+    }
+}
+
+/// Kubernetes' `$(VAR)` expansion: `$(NAME)` becomes the value of the last `NAME` in `env`
+/// (left as written when there is none), `$$` is a literal `$`.
+fn expand(text: &str, env: &[(&str, String)]) -> String {
+    if !text.contains('$') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 1..];
+        if let Some(after) = tail.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+        } else if let Some(inner) = tail.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+        {
+            let name = &inner[..end];
+            match env.iter().rev().find(|(k, _)| *k == name) {
+                Some((_, value)) => out.push_str(value),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A probe attempt in progress.
+type ProbeFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// The probe's result once it finishes; never, when there is none.
+async fn running(probe: Option<&mut ProbeFuture<'_>>) -> Result<(), String> {
+    match probe {
+        Some(probe) => probe.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1067,7 +1193,9 @@ fn over_memory(pod: &Spawned, limits: &[(String, Option<usize>, u64)]) -> Option
             None => pod.pid,
             Some(i) => pod.sidecars.get(*i).and_then(|p| p.pid),
         };
-        let rss = pid.and_then(resident_bytes)?;
+        let Some(rss) = pid.and_then(group_resident_bytes) else {
+            continue;
+        };
         if rss > *limit {
             return Some(format!(
                 "OOMKilled: {name} used {} MiB of resident memory, above its limits.memory of {} \
@@ -1080,18 +1208,41 @@ fn over_memory(pod: &Spawned, limits: &[(String, Option<usize>, u64)]) -> Option
     None
 }
 
-/// Resident memory of a process and its descendants in its process group, from `/proc`.
-fn resident_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+/// Resident memory of every process in the process group `pgid` (a container's process and
+/// everything it started), from `/proc/*/stat` (field 24, in pages).
+fn group_resident_bytes(pgid: u32) -> Option<u64> {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| u64::try_from(p).ok())
+        .unwrap_or(4096);
+    let mut pages = 0u64;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command in parentheses: state, ppid, pgrp, …, rss is the 22nd field after it.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (Some(group), Some(rss)) = (fields.get(2), fields.get(21)) else {
+            continue;
+        };
+        if group.parse::<u32>().ok() == Some(pgid) {
+            found = true;
+            pages += rss.parse::<u64>().unwrap_or(0);
+        }
+    }
+    found.then_some(pages * page)
 }
 
 /// Doubles from the minimum with each consecutive failure (`failures` ≥ 1), up to the maximum.

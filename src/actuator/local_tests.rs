@@ -524,3 +524,17 @@ fn restart_backoff_doubles_up_to_the_cap() {
     assert_eq!(restart_backoff(8), RESTART_BACKOFF_MAX);
     assert_eq!(restart_backoff(u32::MAX), RESTART_BACKOFF_MAX);
 }
+
+#[test]
+fn variables_expand_as_kubernetes_expands_them() {
+    let env = vec![
+        ("PORT", "8080".to_owned()),
+        ("A", "one".to_owned()),
+        ("A", "two".to_owned()),
+    ];
+    assert_eq!(expand("--port=$(PORT)", &env), "--port=8080");
+    assert_eq!(expand("$(A)", &env), "two", "the last definition wins");
+    assert_eq!(expand("$$(A) $$ $", &env), "$(A) $ $");
+    assert_eq!(expand("$(MISSING) $(A", &env), "$(MISSING) $(A");
+    assert_eq!(expand("no variables", &env), "no variables");
+}

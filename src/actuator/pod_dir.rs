@@ -10,6 +10,54 @@ use std::path::{Path, PathBuf};
 use super::spec::{PodMount, PodVolume, PodVolumeSource};
 use crate::commands::exec_pod::{MountArg, MountSource};
 
+/// The gateway's own directories for pods: `tidegate-{pid}-{random}` in the temp directory
+/// and in `/dev/shm`, created fresh (never reused) with mode 0700, removed on drop.
+pub(crate) struct PodBase {
+    work: PathBuf,
+    files: PathBuf,
+}
+
+impl PodBase {
+    pub(crate) fn create() -> io::Result<Self> {
+        let name = format!(
+            "tidegate-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let work = std::env::temp_dir().join(&name);
+        // Not recursive: fails if the name exists, so nobody else can have prepared it.
+        fs::DirBuilder::new().mode(0o700).create(&work)?;
+        let shm = Path::new("/dev/shm");
+        let files = if shm.is_dir() {
+            shm.join(&name)
+        } else {
+            work.join("files")
+        };
+        if let Err(error) = fs::DirBuilder::new().mode(0o700).create(&files) {
+            let _ = fs::remove_dir(&work);
+            return Err(error);
+        }
+        Ok(Self { work, files })
+    }
+
+    /// Removes both directories and everything in them.
+    pub(crate) fn remove(&self) {
+        for dir in [&self.files, &self.work] {
+            if let Err(error) = fs::remove_dir_all(dir)
+                && error.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), %error, "Could not remove the pods' directory.");
+            }
+        }
+    }
+}
+
+impl Drop for PodBase {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 /// The directory of one pod, deleted on drop.
 pub(crate) struct PodDir {
     /// Where emptyDir volumes and the private root live.
@@ -19,18 +67,13 @@ pub(crate) struct PodDir {
 }
 
 impl PodDir {
-    /// Creates the pod's directories and writes its volumes. `name` is unique per gateway.
-    pub(crate) fn create(name: &str, volumes: &[PodVolume]) -> io::Result<Self> {
-        let gateway = format!("tidegate-{}", std::process::id());
-        let work = std::env::temp_dir().join(&gateway).join(name);
-        let shm = Path::new("/dev/shm");
-        let files = if shm.is_dir() {
-            shm.join(&gateway).join(name)
-        } else {
-            work.join("files")
-        };
-        private_dir(&work)?;
-        private_dir(&files)?;
+    /// Creates the pod's directories under `base` and writes its volumes. `name` is unique
+    /// per gateway.
+    pub(crate) fn create(base: &PodBase, name: &str, volumes: &[PodVolume]) -> io::Result<Self> {
+        let work = base.work.join(name);
+        let files = base.files.join(name);
+        fs::DirBuilder::new().mode(0o700).create(&work)?;
+        fs::DirBuilder::new().mode(0o700).create(&files)?;
         let dir = Self { work, files };
         for volume in volumes {
             dir.write_volume(volume)?;
@@ -60,6 +103,16 @@ impl PodDir {
                     .mode(0o755)
                     .create(&root)?;
                 for (path, data, mode) in files {
+                    // Validation allows only relative paths of plain names; never trust that here.
+                    let plain = Path::new(path)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                    if !plain || path.is_empty() {
+                        return Err(io::Error::other(format!(
+                            "volume {:?}: file path {path:?} leaves the volume",
+                            volume.name
+                        )));
+                    }
                     let file = root.join(path);
                     if let Some(parent) = file.parent() {
                         fs::DirBuilder::new()
@@ -99,6 +152,13 @@ impl PodDir {
                 let mut source = self.volume_path(volume);
                 if let Some(sub) = &mount.sub_path {
                     source = source.join(sub);
+                    if !source.exists() && matches!(volume.source, PodVolumeSource::HostPath(_)) {
+                        // Never create anything in the machine's own directories.
+                        return Err(format!(
+                            "subPath {sub:?} does not exist in hostPath volume {:?}",
+                            volume.name
+                        ));
+                    }
                     if !source.exists() {
                         // Kubernetes creates a missing subPath as a directory.
                         fs::create_dir_all(&source).map_err(|e| {
@@ -137,13 +197,21 @@ pub(crate) fn remove_stale() {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(pid) = name
+            // `tidegate-{pid}-{32 hex digits}`, as `PodBase::create` names them.
+            let Some((pid, random)) = name
                 .to_str()
                 .and_then(|n| n.strip_prefix("tidegate-"))
-                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|rest| rest.split_once('-'))
             else {
                 continue;
             };
+            let ours = !pid.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && random.len() == 32
+                && random.bytes().all(|b| b.is_ascii_hexdigit());
+            if !ours {
+                continue;
+            }
             if Path::new("/proc").join(pid).exists() {
                 continue;
             }
@@ -152,17 +220,4 @@ pub(crate) fn remove_stale() {
             }
         }
     }
-}
-
-fn private_dir(path: &Path) -> io::Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)?;
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
 }

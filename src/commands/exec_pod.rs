@@ -56,6 +56,7 @@ pub enum MountSource {
 pub fn run(
     parent: Option<u32>,
     mounts: Option<&str>,
+    workdir: Option<&str>,
     enter: Option<u32>,
     argv: &[String],
 ) -> ExitCode {
@@ -74,10 +75,10 @@ pub fn run(
     }
     let view = match (mounts, enter) {
         (Some(json), _) => match serde_json::from_str::<Vec<MountArg>>(json) {
-            Ok(mounts) => private_view(&mounts),
+            Ok(mounts) => private_view(&mounts, workdir),
             Err(e) => Err(format!("invalid --mounts: {e}")),
         },
-        (None, Some(pid)) => enter_view(pid),
+        (None, Some(pid)) => enter_view(pid, workdir),
         (None, None) => Ok(()),
     };
     if let Err(error) = view {
@@ -99,8 +100,18 @@ pub fn run(
 }
 
 /// Joins the mount namespace and root of process `pid`, keeping the working directory's path.
-fn enter_view(pid: u32) -> Result<(), String> {
+fn enter_view(pid: u32, workdir: Option<&str>) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
     let cwd = std::env::current_dir().map_err(|e| format!("working directory: {e}"))?;
+    // A pod started without root owns its mount namespace through its user namespace: join
+    // that first.
+    let user = format!("/proc/{pid}/ns/user");
+    let theirs = fs::metadata(&user).map_err(|e| format!("pod {pid}: {e}"))?;
+    let ours = fs::metadata("/proc/self/ns/user").map_err(|e| format!("own namespace: {e}"))?;
+    if (theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()) {
+        let file = fs::File::open(&user).map_err(|e| format!("pod {pid}: {e}"))?;
+        setns(file.as_fd(), CloneFlags::CLONE_NEWUSER).map_err(|e| format!("setns user: {e}"))?;
+    }
     let ns =
         fs::File::open(format!("/proc/{pid}/ns/mnt")).map_err(|e| format!("pod {pid}: {e}"))?;
     let root =
@@ -108,11 +119,16 @@ fn enter_view(pid: u32) -> Result<(), String> {
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNS).map_err(|e| format!("setns: {e}"))?;
     fchdir(root.as_fd()).map_err(|e| format!("fchdir: {e}"))?;
     chroot(".").map_err(|e| format!("chroot: {e}"))?;
-    chdir(&cwd).map_err(|e| format!("chdir {}: {e}", cwd.display()))
+    match workdir {
+        Some(dir) => chdir(dir).map_err(|e| format!("workingDir {dir}: {e}")),
+        None => chdir(&cwd)
+            .or_else(|_| chdir("/"))
+            .map_err(|e| format!("chdir: {e}")),
+    }
 }
 
 /// A private mount namespace with `mounts` in place, entered by `chroot`.
-fn private_view(mounts: &[MountArg]) -> Result<(), String> {
+fn private_view(mounts: &[MountArg], workdir: Option<&str>) -> Result<(), String> {
     let cwd = std::env::current_dir().map_err(|e| format!("working directory: {e}"))?;
     let (uid, gid) = (Uid::current(), Gid::current());
     let flags = if uid.is_root() {
@@ -156,9 +172,12 @@ fn private_view(mounts: &[MountArg]) -> Result<(), String> {
     }
     chdir(&root).map_err(|e| format!("chdir: {e}"))?;
     chroot(".").map_err(|e| format!("chroot: {e}"))?;
-    chdir(&cwd)
-        .or_else(|_| chdir("/"))
-        .map_err(|e| format!("chdir: {e}"))
+    match workdir {
+        Some(dir) => chdir(dir).map_err(|e| format!("workingDir {dir}: {e}")),
+        None => chdir(&cwd)
+            .or_else(|_| chdir("/"))
+            .map_err(|e| format!("chdir: {e}")),
+    }
 }
 
 struct View {
@@ -244,12 +263,62 @@ impl View {
         Ok(())
     }
 
+    /// `path` as seen from inside the new root: symbolic links on the way (such as
+    /// `/var/run` → `/run`) are followed within the root, never out of it.
+    fn in_root(&self, path: &str) -> Result<PathBuf, String> {
+        use std::collections::VecDeque;
+        use std::ffi::OsString;
+        use std::path::Component;
+        let mut parts: VecDeque<OsString> = Path::new(path)
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_owned()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        let mut current = self.root.clone();
+        let mut links = 0;
+        while let Some(part) = parts.pop_front() {
+            if part == ".." {
+                if current != self.root {
+                    current.pop();
+                }
+                continue;
+            }
+            let next = current.join(&part);
+            let is_link = fs::symlink_metadata(&next).is_ok_and(|m| m.file_type().is_symlink());
+            if !is_link {
+                current = next;
+                continue;
+            }
+            links += 1;
+            if links > 40 {
+                return Err(format!("mount path {path}: too many symbolic links"));
+            }
+            let link = fs::read_link(&next).map_err(|e| format!("{}: {e}", next.display()))?;
+            if link.is_absolute() {
+                current = self.root.clone();
+            }
+            for c in link.components().rev() {
+                match c {
+                    Component::Normal(n) => parts.push_front(n.to_owned()),
+                    Component::ParentDir => parts.push_front("..".into()),
+                    _ => {}
+                }
+            }
+        }
+        Ok(current)
+    }
+
     fn place(&mut self, m: &MountArg) -> Result<(), String> {
-        let relative = m.target.trim_start_matches('/');
-        if relative.split('/').any(|p| p == "..") {
+        if Path::new(&m.target)
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
             return Err(format!("mount path {} leaves the root", m.target));
         }
-        let target = self.root.join(relative);
+        let target = self.in_root(&m.target)?;
         match &m.what {
             MountSource::Bind(source) => {
                 let dir = fs::metadata(source)
@@ -269,7 +338,24 @@ impl View {
             self.ours.insert(target.clone());
         }
         if m.read_only {
-            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            // Inside a user namespace the source's nosuid/nodev/noexec/atime flags are locked:
+            // a remount must repeat them or the kernel refuses it.
+            if let Ok(stat) = nix::sys::statvfs::statvfs(&target) {
+                use nix::sys::statvfs::FsFlags;
+                for (has, keep) in [
+                    (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+                    (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+                    (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+                    (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+                    (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+                    (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+                ] {
+                    if stat.flags().contains(has) {
+                        flags |= keep;
+                    }
+                }
+            }
             mount::<str, Path, str, str>(None, &target, None, flags, None)
                 .map_err(|e| format!("read-only {}: {e}", m.target))?;
         }

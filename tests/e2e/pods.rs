@@ -33,7 +33,7 @@ fn python(dir: &std::path::Path, name: &str, program: &str) -> String {
 
 /// Serves `GET /` with what the pod sees: the mounted files and the env var.
 const READER: &str = r#"
-import json
+import json, sys
 
 def read(path):
     try:
@@ -50,6 +50,9 @@ serve(lambda path: (200, json.dumps({
     "pod": os.environ.get("POD_NAME"),
     "writable": os.access("/etc/secret-volume", os.W_OK),
     "scratch": os.access("/scratch", os.W_OK),
+    "cwd": os.getcwd(),
+    "argv": sys.argv[1:],
+    "linked": read("/var/run/app/db/password"),
 }).encode()))
 "#;
 
@@ -94,6 +97,12 @@ spec:
       containers:
         - image: ghcr.io/example/reader:1
           command: [python3, "{script}"]
+          args: ["--level=$(LOG_LEVEL)", "$$(LOG_LEVEL)", "$(UNDEFINED)"]
+          workingDir: /scratch
+          startupProbe:
+            exec:
+              command: [cat, /etc/secret-volume/db/password]
+            periodSeconds: 1
           env:
             - name: LOG_LEVEL
               valueFrom:
@@ -114,6 +123,8 @@ spec:
               subPath: settings.json
             - name: scratch
               mountPath: /scratch
+            - name: secret-volume
+              mountPath: /var/run/app
       volumes:
         - name: secret-volume
           secret:
@@ -165,6 +176,20 @@ async fn a_pod_reads_its_mounted_secret_and_env_from_a_config_map() {
         "Secret volumes are read-only: {seen}"
     );
     assert_eq!(seen["scratch"], true, "emptyDir is writable: {seen}");
+    assert_eq!(
+        seen["cwd"], "/scratch",
+        "workingDir inside a volume: {seen}"
+    );
+    assert_eq!(
+        seen["argv"],
+        serde_json::json!(["--level=debug", "$(LOG_LEVEL)", "$(UNDEFINED)"]),
+        "$(VAR) expanded as Kubernetes does: {seen}"
+    );
+    // Mounted through the /var/run -> /run link, inside the pod's root.
+    if std::fs::symlink_metadata("/var/run").is_ok_and(|m| m.file_type().is_symlink()) {
+        assert_eq!(seen["linked"], "hunter2", "{seen}");
+        assert!(!std::path::Path::new("/run/app").exists());
+    }
     // Nothing was created on the machine's own file system.
     assert!(!std::path::Path::new("/etc/secret-volume").exists());
     assert!(!std::path::Path::new("/scratch").exists());

@@ -277,6 +277,17 @@ fn check_names(manifests: &[Located], report: &mut Report) {
             _ => check_dns_label,
         };
         check_metadata(meta, check_name, &mut scope);
+        match &located.manifest {
+            Manifest::ConfigMap(cm) => {
+                check_data_keys("data", cm.data.keys(), &mut scope);
+                check_data_keys("binaryData", cm.binary_data.keys(), &mut scope);
+            }
+            Manifest::Secret(secret) => {
+                check_data_keys("data", secret.data.keys(), &mut scope);
+                check_data_keys("stringData", secret.string_data.keys(), &mut scope);
+            }
+            _ => {}
+        }
         let key = (kind, meta.namespace(), meta.name.as_str());
         match first.get(&key) {
             Some(origin) => scope.error(
@@ -292,6 +303,27 @@ fn check_names(manifests: &[Located], report: &mut Report) {
             None => {
                 first.insert(key, &located.origin);
             }
+        }
+    }
+}
+
+/// ConfigMap and Secret keys as Kubernetes allows them (`[-._a-zA-Z0-9]+`, at most 253, not
+/// `.` or `..`): they become file names when mounted.
+fn check_data_keys<'k>(field: &str, keys: impl Iterator<Item = &'k String>, scope: &mut Scope<'_>) {
+    for key in keys {
+        let valid = !key.is_empty()
+            && key.len() <= 253
+            && key != "."
+            && key != ".."
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !valid {
+            scope.error(
+                join_key(field, key),
+                "invalid key: use 1 to 253 letters, digits, '-', '_' and '.' (not \".\" or \
+                 \"..\"), as Kubernetes requires",
+            );
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::knative::{CONFIG_BR_DEFAULT_CHANNEL, EVENTING_NAMESPACE};
+use super::pod::without_whitespace;
 use super::{Scope, Secrets};
 use crate::duration::parse_go_duration;
 use crate::error::{Origin, join_key};
@@ -258,7 +259,7 @@ fn secret_values(secret: &Secret, scope: &mut Scope<'_>) -> Option<BTreeMap<Stri
     let mut ok = true;
     for (key, encoded) in &secret.data {
         let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
+            .decode(without_whitespace(encoded))
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok());
         match decoded {

@@ -676,7 +676,7 @@ impl Checker<'_, '_, '_, '_> {
             .copied()?;
         let mut values = BTreeMap::new();
         for (key, encoded) in &secret.data {
-            match base64::engine::general_purpose::STANDARD.decode(encoded.trim()) {
+            match base64::engine::general_purpose::STANDARD.decode(without_whitespace(encoded)) {
                 Ok(bytes) => {
                     values.insert(key.clone(), bytes);
                 }
@@ -797,14 +797,16 @@ impl Checker<'_, '_, '_, '_> {
         let period = timing(
             self,
             "periodSeconds",
-            probe.period_seconds,
+            // Go's zero value is "unset": 0 is the default, except a readiness period, where
+            // it means Knative's aggressive probing.
+            probe.period_seconds.filter(|&n| readiness || n != 0),
             period_min,
             default_period,
         );
         let timeout = timing(
             self,
             "timeoutSeconds",
-            probe.timeout_seconds,
+            probe.timeout_seconds.filter(|&n| n != 0),
             1,
             DEFAULT_PROBE_TIMEOUT,
         );
@@ -824,13 +826,13 @@ impl Checker<'_, '_, '_, '_> {
         let failure_threshold = threshold(
             self,
             "failureThreshold",
-            probe.failure_threshold,
+            probe.failure_threshold.filter(|&n| n != 0),
             DEFAULT_PROBE_FAILURE_THRESHOLD,
         );
         let success_threshold = threshold(
             self,
             "successThreshold",
-            probe.success_threshold,
+            probe.success_threshold.filter(|&n| n != 0),
             DEFAULT_PROBE_SUCCESS_THRESHOLD,
         );
         if !readiness && success_threshold.is_some_and(|n| n != 1) {
@@ -902,6 +904,12 @@ impl Checker<'_, '_, '_, '_> {
             if mount.mount_path.is_empty() {
                 self.error(format!("{at}.mountPath"), "must not be empty");
                 ok = false;
+            } else if mount.mount_path.split('/').any(|part| part == "..") {
+                self.error(
+                    format!("{at}.mountPath"),
+                    format!("must not contain '..', found {:?}", mount.mount_path),
+                );
+                ok = false;
             } else if !mount.mount_path.starts_with('/') {
                 self.error(
                     format!("{at}.mountPath"),
@@ -943,15 +951,19 @@ impl Checker<'_, '_, '_, '_> {
                     volume.name
                 ));
             }
-            // Knative defaults every mount to read-only except emptyDir (and claims).
-            let writable_kind = matches!(volume.source, VolumeSource::EmptyDir { .. });
-            let read_only = mount.read_only.unwrap_or(!writable_kind);
-            if !read_only && !writable_kind {
-                self.error(
+            // Knative's defaulting makes every mount read-only except emptyDir (and claims),
+            // whatever `readOnly` says.
+            let writable_kind = matches!(
+                volume.source,
+                VolumeSource::EmptyDir { .. } | VolumeSource::Unavailable(_)
+            );
+            let read_only = !writable_kind || mount.read_only == Some(true);
+            if mount.read_only == Some(false) && !writable_kind {
+                self.scope.warn(
                     format!("{at}.readOnly"),
-                    "volume mount should be readOnly for this type of volume (as Knative requires)",
+                    "mounted read-only anyway: Knative makes every mount but emptyDir and \
+                     persistentVolumeClaim read-only",
                 );
-                ok = false;
             }
             out.push(VolumeMount {
                 volume: mount.name.clone(),
@@ -1191,6 +1203,15 @@ impl Checker<'_, '_, '_, '_> {
                     Ok(n) => Some(n),
                 },
             };
+            if memory {
+                self.ignored.push(format!(
+                    "{at}.emptyDir.medium (a directory on disk locally, not memory)"
+                ));
+            }
+            if size_limit.is_some() {
+                self.ignored
+                    .push(format!("{at}.emptyDir.sizeLimit (not enforced locally)"));
+            }
             return Some(VolumeSource::EmptyDir { memory, size_limit });
         }
         if let Some(host) = &volume.host_path {
@@ -1265,7 +1286,7 @@ impl Checker<'_, '_, '_, '_> {
             .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
             .collect();
         for (key, encoded) in &config_map.binary_data {
-            match base64::engine::general_purpose::STANDARD.decode(encoded.trim()) {
+            match base64::engine::general_purpose::STANDARD.decode(without_whitespace(encoded)) {
                 Ok(bytes) => {
                     values.insert(key.clone(), bytes);
                 }
@@ -1400,4 +1421,12 @@ fn clean_path(path: &str) -> String {
     } else {
         joined
     }
+}
+
+/// Base64 as Kubernetes reads it: line breaks and other ASCII whitespace are ignored.
+pub(super) fn without_whitespace(encoded: &str) -> Vec<u8> {
+    encoded
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect()
 }

@@ -341,6 +341,54 @@ fn unavailable_volumes_block_the_local_runtime_only() {
 }
 
 #[test]
+fn secret_keys_must_be_file_names() {
+    for key in [
+        "/etc/cron.d/x",
+        "../../root/.ssh/authorized_keys",
+        "..",
+        "a/b",
+    ] {
+        let secret = SECRET.replace("  user: admin\n", &format!("  \"{key}\": x\n"));
+        let errors = invalid(&[("sec.yaml", &secret)]);
+        assert!(
+            errors.iter().any(|e| e.reason.contains("invalid key")),
+            "{key}: {errors:#?}"
+        );
+    }
+    let wrapped = SECRET.replace(
+        "  password: aHVudGVyMg==\n",
+        "  password: |\n    aHVu\n    dGVyMg==\n",
+    );
+    let snapshot = valid(&[
+        ("s.yaml", SERVICE),
+        ("sec.yaml", &wrapped),
+        ("cm.yaml", CONFIG_MAP),
+    ]);
+    let env = &pod_of(&snapshot, "reader").containers[0].env;
+    assert!(env.contains(&EnvVar {
+        name: "DB_PASSWORD".into(),
+        value: EnvValue::Secret(Sensitive("hunter2".into()))
+    }));
+    // Knative forces read-only, with a warning.
+    let writable = SERVICE.replace(
+        "mountPath: /etc/secret-volume\n",
+        "mountPath: /etc/secret-volume\n              readOnly: false\n",
+    );
+    let snapshot = valid(&[
+        ("s.yaml", &writable),
+        ("sec.yaml", SECRET),
+        ("cm.yaml", CONFIG_MAP),
+    ]);
+    assert!(pod_of(&snapshot, "reader").containers[0].mounts[0].read_only);
+    assert!(
+        snapshot
+            .warnings
+            .iter()
+            .any(|w| w.field.ends_with("volumeMounts[0].readOnly"))
+    );
+}
+
+#[test]
 fn bad_pod_specs_name_their_field() {
     let c = "spec.template.spec.containers[0]";
     for (from, to, field, reason) in [
@@ -375,10 +423,10 @@ fn bad_pod_specs_name_their_field() {
             "must stay inside the volume",
         ),
         (
-            "mountPath: /etc/secret-volume\n",
-            "mountPath: /etc/secret-volume\n              readOnly: false\n",
-            format!("{c}.volumeMounts[0].readOnly"),
-            "should be readOnly",
+            "mountPath: /scratch",
+            "mountPath: /scratch/../etc",
+            format!("{c}.volumeMounts[2].mountPath"),
+            "must not contain '..'",
         ),
         (
             "mountPath: /scratch",

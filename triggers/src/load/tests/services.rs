@@ -405,12 +405,12 @@ fn rejected_templates_name_their_field() {
             "0 or more",
         ),
         (
-            "command: [a], readinessProbe: {tcpSocket: {}, timeoutSeconds: 0}",
+            "command: [a], readinessProbe: {tcpSocket: {}, timeoutSeconds: -1}",
             "readinessProbe.timeoutSeconds",
             "greater than 0",
         ),
         (
-            "command: [a], readinessProbe: {tcpSocket: {}, failureThreshold: 0}",
+            "command: [a], readinessProbe: {tcpSocket: {}, failureThreshold: -1}",
             "readinessProbe.failureThreshold",
             "1 or more",
         ),
