@@ -125,6 +125,32 @@ pub struct EmbeddedMeta {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub annotations: BTreeMap<String, String>,
+    /// Fields the API server fills in (`kubectl get -o yaml` prints them, `creationTimestamp:
+    /// null` among them): accepted and ignored.
+    #[serde(default, skip_serializing)]
+    pub namespace: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub uid: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub resource_version: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub generation: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub creation_timestamp: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub deletion_timestamp: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub deletion_grace_period_seconds: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub managed_fields: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub owner_references: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub finalizers: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub self_link: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub generate_name: Option<Value>,
 }
 
 /// `spec.template`: metadata and spec of the revisions to create.

@@ -786,6 +786,22 @@ impl Checker<'_, '_, '_, '_> {
                 None
             }
         };
+        // Knative: a readiness period of zero is its aggressive probe, which has no timeout or
+        // failure threshold of its own.
+        if readiness && probe.period_seconds.unwrap_or(0) == 0 {
+            for (key, value) in [
+                ("timeoutSeconds", probe.timeout_seconds),
+                ("failureThreshold", probe.failure_threshold),
+            ] {
+                if value.is_some_and(|n| n != 0) {
+                    self.error(
+                        join_key(field, key),
+                        format!("{key} is disallowed when periodSeconds is zero (as in Knative)"),
+                    );
+                    return None;
+                }
+            }
+        }
         let initial_delay = timing(
             self,
             "initialDelaySeconds",

@@ -117,6 +117,17 @@ fn owned_service<'m>(
     let (name, name_field) = owned_service_name(trigger)?;
     let namespace = trigger.metadata.namespace();
     let owner = trigger.metadata.name.as_str();
+    if let Some(other) = &inline.metadata.namespace
+        && other.as_str() != Some(namespace)
+    {
+        scope.error(
+            "spec.service.metadata.namespace",
+            format!(
+                "must be absent or {namespace:?}: the Service is created in the Trigger's \
+                 namespace"
+            ),
+        );
+    }
     if let Err(why) = check_service_name(name) {
         if inline.metadata.name.is_some() {
             scope.error(name_field, why);

@@ -499,3 +499,20 @@ fn bad_pod_specs_name_their_field() {
         "{errors:#?}"
     );
 }
+
+/// `deploy/examples/knative/`: manifests as the Knative docs write them all load, and do what
+/// Knative would.
+#[test]
+fn examples_written_as_knative_documents_them_load() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/knative");
+    let snapshot = match crate::load_dirs(&[dir]) {
+        Ok(snapshot) => snapshot,
+        Err(errors) => panic!("{errors:#?}"),
+    };
+    assert_eq!(snapshot.services.len(), 3);
+    assert_eq!(snapshot.triggers.len(), 2);
+    let multi = snapshot.service("default", "multi-container");
+    assert_eq!(multi.map(|s| s.template.pod.containers.len()), Some(2));
+    let cesql = |t: &TriggerConfig| matches!(&t.filter, crate::Filter::All(f) if matches!(f.first(), Some(crate::Filter::Cesql(_))));
+    assert!(snapshot.triggers.iter().any(cesql));
+}

@@ -405,12 +405,12 @@ fn rejected_templates_name_their_field() {
             "0 or more",
         ),
         (
-            "command: [a], readinessProbe: {tcpSocket: {}, timeoutSeconds: -1}",
+            "command: [a], readinessProbe: {tcpSocket: {}, periodSeconds: 1, timeoutSeconds: -1}",
             "readinessProbe.timeoutSeconds",
             "greater than 0",
         ),
         (
-            "command: [a], readinessProbe: {tcpSocket: {}, failureThreshold: -1}",
+            "command: [a], readinessProbe: {tcpSocket: {}, periodSeconds: 1, failureThreshold: -1}",
             "readinessProbe.failureThreshold",
             "1 or more",
         ),
@@ -433,6 +433,11 @@ fn rejected_templates_name_their_field() {
             "command: [a], ports: [{containerPort: 9090}]",
             "ports[0].containerPort",
             "9090 is a reserved port",
+        ),
+        (
+            "command: [a], readinessProbe: {tcpSocket: {}, timeoutSeconds: 3}",
+            "readinessProbe.timeoutSeconds",
+            "disallowed when periodSeconds is zero",
         ),
         (
             "command: [a], livenessProbe: {tcpSocket: {}, successThreshold: 2}",

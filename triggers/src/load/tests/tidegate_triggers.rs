@@ -218,7 +218,7 @@ fn rejections() {
         &tidegate_trigger("t", &inline_service("{namespace: other}")),
         0,
         "spec.service.metadata.namespace",
-        "unknown field",
+        "the Service is created in the Trigger's namespace",
     );
     one_error(
         &tidegate_trigger("t", &inline_service("{}").replace("[worker]", "[]")),
