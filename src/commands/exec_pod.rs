@@ -119,12 +119,7 @@ fn enter_view(pid: u32, workdir: Option<&str>) -> Result<(), String> {
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNS).map_err(|e| format!("setns: {e}"))?;
     fchdir(root.as_fd()).map_err(|e| format!("fchdir: {e}"))?;
     chroot(".").map_err(|e| format!("chroot: {e}"))?;
-    match workdir {
-        Some(dir) => chdir(dir).map_err(|e| format!("workingDir {dir}: {e}")),
-        None => chdir(&cwd)
-            .or_else(|_| chdir("/"))
-            .map_err(|e| format!("chdir: {e}")),
-    }
+    enter_workdir(workdir, &cwd)
 }
 
 /// A private mount namespace with `mounts` in place, entered by `chroot`.
@@ -172,12 +167,7 @@ fn private_view(mounts: &[MountArg], workdir: Option<&str>) -> Result<(), String
     }
     chdir(&root).map_err(|e| format!("chdir: {e}"))?;
     chroot(".").map_err(|e| format!("chroot: {e}"))?;
-    match workdir {
-        Some(dir) => chdir(dir).map_err(|e| format!("workingDir {dir}: {e}")),
-        None => chdir(&cwd)
-            .or_else(|_| chdir("/"))
-            .map_err(|e| format!("chdir: {e}")),
-    }
+    enter_workdir(workdir, &cwd)
 }
 
 struct View {
@@ -360,6 +350,17 @@ impl View {
                 .map_err(|e| format!("read-only {}: {e}", m.target))?;
         }
         Ok(())
+    }
+}
+
+/// After the `chroot`: `workingDir` when given (it must exist in the view), else the
+/// launcher's own directory (or `/` when the view has no such path).
+fn enter_workdir(workdir: Option<&str>, cwd: &Path) -> Result<(), String> {
+    match workdir {
+        Some(dir) => chdir(dir).map_err(|e| format!("workingDir {dir}: {e}")),
+        None => chdir(cwd)
+            .or_else(|_| chdir("/"))
+            .map_err(|e| format!("chdir: {e}")),
     }
 }
 

@@ -285,11 +285,9 @@ fn resolve(
             if !services.contains(&(namespace.clone(), name.clone())) {
                 return Err(format!("Knative Service {namespace}/{name} does not exist"));
             }
-            let path = match path.as_deref() {
-                Some(p) if p.starts_with('/') => p.to_owned(),
-                Some(p) => format!("/{p}"),
-                None => "/".to_owned(),
-            };
+            let path = path
+                .as_deref()
+                .map_or_else(|| "/".to_owned(), triggers::snapshot::absolute_path);
             Ok(Endpoint::Service {
                 namespace: namespace.clone(),
                 name: name.clone(),

@@ -127,6 +127,15 @@ pub enum Destination {
     },
 }
 
+/// A ref's relative `uri` as a request path: `/` prefixed when missing.
+pub fn absolute_path(path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    }
+}
+
 impl Destination {
     /// Where a core `v1` Service ref points inside a Kubernetes cluster:
     /// `http://{name}.{namespace}.svc.cluster.local{path}`; `None` for other destinations.
@@ -139,11 +148,7 @@ impl Destination {
                 name,
                 path,
             } if api_version == "v1" && kind == "Service" => {
-                let path = match path.as_deref() {
-                    Some(p) if p.starts_with('/') => p.to_owned(),
-                    Some(p) => format!("/{p}"),
-                    None => String::new(),
-                };
+                let path = path.as_deref().map(absolute_path).unwrap_or_default();
                 Some(format!("http://{name}.{namespace}.svc.cluster.local{path}"))
             }
             _ => None,
