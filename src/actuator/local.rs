@@ -919,12 +919,20 @@ impl Revision {
         }
         self.sink.pod_ready(pod.id, pod.address);
         info!(pod = %pod.name, address = %pod.address, "Pod ready.");
-        let probe = &self.spec.readiness;
         let stable_at = Instant::now() + STABLE_AFTER;
         let mut stable = false;
+        // Periodic readiness probes of every container (Knative's aggressive probe, period
+        // zero, stops at the first success); the pod takes work while all of them pass.
+        let mut readiness: Vec<Gate<'_>> = self
+            .gates("readiness", Instant::now())
+            .into_iter()
+            .filter(|g| g.probe.period.is_some())
+            .collect();
+        for gate in &mut readiness {
+            gate.next = Instant::now() + gate.probe.period.unwrap_or_default();
+        }
+        let mut passing = vec![true; readiness.len()];
         let mut ready = true;
-        let mut streak = 0;
-        let mut next = Instant::now() + probe.period.unwrap_or_default();
         let address = pod.address;
         let mut liveness = self.gates("liveness", Instant::now());
         let target = Target::of(pod);
@@ -933,15 +941,25 @@ impl Revision {
         memory_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A probe in progress is kept across loop turns, so other events (a memory check,
         // the other probe) never cancel it.
-        let mut attempt: Option<ProbeFuture<'_>> = None;
+        let mut attempt: Option<(usize, ProbeFuture<'_>)> = None;
         let mut live_attempt: Option<(usize, ProbeFuture<'_>)> = None;
         loop {
-            if attempt.is_none() && probe.period.is_some() {
-                let (at, target) = (next, &target);
-                attempt = Some(Box::pin(async move {
-                    sleep_until(at).await;
-                    self.attempt(target, probe, None).await
-                }));
+            if attempt.is_none()
+                && let Some(i) = (0..readiness.len()).min_by_key(|&i| readiness[i].next)
+            {
+                let (at, gate_probe, sidecar, target) = (
+                    readiness[i].next,
+                    readiness[i].probe,
+                    readiness[i].sidecar,
+                    &target,
+                );
+                attempt = Some((
+                    i,
+                    Box::pin(async move {
+                        sleep_until(at).await;
+                        self.attempt(target, gate_probe, sidecar).await
+                    }),
+                ));
             }
             if live_attempt.is_none()
                 && let Some(i) = (0..liveness.len()).min_by_key(|&i| liveness[i].next)
@@ -997,21 +1015,29 @@ impl Revision {
                         }
                     }
                 }
-                result = running(attempt.as_mut()) => {
-                    attempt = None;
-                    next = Instant::now() + probe.period.unwrap_or_default();
-                    // `streak` counts results that disagree with the current readiness.
-                    streak = if result.is_ok() != ready { streak + 1 } else { 0 };
-                    if ready && streak >= probe.failure_threshold {
+                result = running(attempt.as_mut().map(|(_, f)| f)) => {
+                    let Some((i, _)) = attempt.take() else { continue };
+                    let gate = &mut readiness[i];
+                    gate.next = Instant::now() + gate.probe.period.unwrap_or_default();
+                    // `streak` counts results that disagree with the gate's current state.
+                    gate.streak = if result.is_ok() != passing[i] { gate.streak + 1 } else { 0 };
+                    if passing[i] && gate.streak >= gate.probe.failure_threshold {
+                        passing[i] = false;
+                        gate.streak = 0;
+                        gate.last_error = result.err().unwrap_or_default();
+                    } else if !passing[i] && gate.streak >= gate.probe.success_threshold {
+                        passing[i] = true;
+                        gate.streak = 0;
+                    }
+                    let all = passing.iter().all(|p| *p);
+                    if ready && !all {
                         ready = false;
-                        streak = 0;
                         self.set_phase(pod.id, Phase::Unready);
                         self.sink.pod_draining(pod.id);
-                        let error = result.err().unwrap_or_default();
-                        warn!(pod = %pod.name, %error, "Pod failed its readiness probe; no new work for it.");
-                    } else if !ready && streak >= probe.success_threshold {
+                        let (container, error) = (gate.container, &gate.last_error);
+                        warn!(pod = %pod.name, container, %error, "Pod failed a readiness probe; no new work for it.");
+                    } else if !ready && all {
                         ready = true;
-                        streak = 0;
                         self.set_phase(pod.id, Phase::Ready);
                         self.sink.pod_ready(pod.id, address);
                         info!(pod = %pod.name, "Pod ready again.");

@@ -538,3 +538,50 @@ fn variables_expand_as_kubernetes_expands_them() {
     assert_eq!(expand("$(MISSING) $(A", &env), "$(MISSING) $(A");
     assert_eq!(expand("no variables", &env), "no variables");
 }
+
+#[tokio::test]
+async fn a_sidecar_failing_its_readiness_probe_takes_the_pod_out_of_dispatch() {
+    let runtime = LocalRuntime::new(PodOutput::Log);
+    let sink = Arc::new(FakeSink::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marker = dir.path().join("sidecar-ready");
+    std::fs::write(&marker, "ok").expect("write the marker");
+    let mut spec = http_server(Readiness::TcpPort);
+    let check = ReadinessProbe {
+        check: Readiness::Exec {
+            command: vec!["test".into(), "-f".into(), marker.display().to_string()],
+        },
+        period: Some(Duration::from_millis(50)),
+        failure_threshold: 2,
+        ..ReadinessProbe::default()
+    };
+    spec.sidecars.push(crate::actuator::Sidecar {
+        name: "sidecar".into(),
+        command: vec!["sleep".into(), "60".into()],
+        args: vec![],
+        env: vec![],
+        working_dir: None,
+        readiness: Some(check),
+        liveness: None,
+        startup: None,
+        mounts: vec![],
+        memory_limit: None,
+    });
+    let pods = runtime.revision("ns/pair-00001".into(), spec, sink.clone());
+    pods.scale(1);
+    wait_for("a ready pod", || pods.status().ready == 1).await;
+    let [(id, _)] = sink.ready()[..] else {
+        panic!("one ready pod expected");
+    };
+    std::fs::remove_file(&marker).expect("remove the marker");
+    wait_for("readiness lost with the sidecar's", || {
+        sink.events().contains(&Event::Draining(id))
+    })
+    .await;
+    std::fs::write(&marker, "ok").expect("write the marker");
+    wait_for("ready again", || sink.ready().len() == 2).await;
+    tokio::time::timeout(WAIT, pods.stop())
+        .await
+        .expect("stopped in time");
+    assert!(stopped(&pods.status()));
+}
