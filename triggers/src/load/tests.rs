@@ -505,13 +505,55 @@ kind: ConfigMap
 metadata:
   name: unused
   namespace: default
+  creationTimestamp: "2026-11-30T10:00:00Z"
+  resourceVersion: "99"
+  uid: 0f0f0f0f-0000-4000-8000-000000000001
 data:
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: unused-secret
+  namespace: default
+  creationTimestamp: "2026-11-30T10:00:00Z"
+  resourceVersion: "100"
+  uid: 0f0f0f0f-0000-4000-8000-000000000002
+type: Opaque
+data:
+---
+apiVersion: tidegate.dev/v1alpha1
+kind: Trigger
+metadata:
+  name: worker
+  namespace: default
+  generation: 3
+  uid: 0f0f0f0f-0000-4000-8000-000000000003
+  resourceVersion: "101"
+  creationTimestamp: "2026-11-30T10:00:00Z"
+  finalizers:
+spec:
+  broker: default
+  service:
+    spec:
+      template:
+        metadata:
+          creationTimestamp: null
+        spec:
+          containers:
+            - command: [tidegate, sample-service]
+              resources: {}
+status:
+  observedGeneration: 3
+  subscriberUri: http://worker.default.svc.cluster.local
+  conditions:
+    - type: Ready
+      status: "True"
 "#;
     let snapshot = valid(&[("get.yaml", yaml)]);
     assert_eq!(snapshot.brokers.len(), 1);
     assert_eq!(snapshot.brokers[0].backend, Backend::Embedded);
-    assert_eq!(snapshot.triggers.len(), 1);
-    assert_eq!(snapshot.services.len(), 1);
+    assert_eq!(snapshot.triggers.len(), 2);
+    assert_eq!(snapshot.services.len(), 2);
     // An unknown field is still a located error, server-set or not.
     let typo = yaml.replacen("  resourceVersion:", "  resourceVersio:", 1);
     let errors = invalid(&[("get.yaml", &typo)]);
