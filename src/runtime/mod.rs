@@ -3,6 +3,7 @@
 mod last_good;
 mod launch;
 pub mod manifests;
+pub mod provider;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,9 +15,10 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use brokers::Backends;
 use brokers::embedded::{EmbeddedOptions, EmbeddedStore};
+use provider::{Provider, Update};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use triggers::{Reload, Snapshot};
+use triggers::Snapshot;
 
 use crate::actuator::{LocalRuntime, PodOutput};
 use crate::dispatch::Dispatcher;
@@ -193,12 +195,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         conn::serve(admin_listener, admin_limits, handler, stop)
     });
 
-    let mut watch = triggers::watch(config.manifests.clone(), contents, MANIFEST_POLL_INTERVAL);
+    let mut provider = Provider::files(config.manifests.clone(), contents, MANIFEST_POLL_INTERVAL);
     let watcher = tokio::spawn(async move {
         let mut serving = snapshot;
-        while let Some(reload) = watch.next().await {
-            match reload {
-                Reload::Applied { snapshot, files } => {
+        while let Some(update) = provider.next().await {
+            match update {
+                Update::Applied { snapshot, files } => {
                     if *snapshot != *serving {
                         tracing::info!(
                             brokers = snapshot.brokers.len(),
@@ -208,9 +210,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                         applier.apply(&snapshot).await;
                         serving = snapshot;
                     }
-                    manifest_sets.applied(files).await;
+                    if let Some(files) = files {
+                        manifest_sets.applied(files).await;
+                    }
                 }
-                Reload::Rejected { errors } => manifest_sets.rejected(&errors),
+                Update::Rejected { errors } => manifest_sets.rejected(&errors),
             }
         }
     });
