@@ -89,6 +89,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<String>,
     },
+    /// Print the CustomResourceDefinitions tidegate defines (the tidegate.dev Trigger), as YAML.
+    Crds,
     /// A small HTTP workload for examples, tests and benchmarks.
     SampleService(SampleArgs),
     /// Simulate an autoscaler class on a request trace (virtual time) and report waits and cost.
@@ -273,6 +275,13 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS),
             Command::Send(args) => commands::send::run(args).await,
             Command::Check { dirs } => Ok(commands::check(&dirs)),
+            Command::Crds => match triggers::crd::crds_yaml() {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(anyhow::anyhow!("cannot render the CRDs: {e}")),
+            },
             Command::ExecPod { .. } => Ok(ExitCode::FAILURE),
             Command::Status { admin } => commands::status(&admin).await.map(|()| ExitCode::SUCCESS),
             Command::Simulate(args) => commands::simulate::run(args),

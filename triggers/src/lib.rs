@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod snapshot;
 pub mod watch;
 
+pub mod crd;
 mod fingerprint;
 mod validate;
 

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::snapshot::BackoffPolicy;
@@ -156,30 +157,98 @@ pub struct TidegateTrigger {
 }
 
 /// `tidegate.dev/v1alpha1` `Trigger.spec`: exactly one of `subscriber` or `service`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Also the source of the CustomResourceDefinition (`tidegate crds`, [`crate::crd`]): the
+/// nested objects are declared with `x-kubernetes-preserve-unknown-fields`, so the API
+/// server keeps them as written and tidegate's own validation reports every mistake with its
+/// field path (a fully typed schema would have the server prune typos silently).
+// kube's printcolumn entries repeat `type_` by design.
+#[allow(clippy::duplicated_attributes)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, kube::CustomResource, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[kube(
+    group = "tidegate.dev",
+    version = "v1alpha1",
+    kind = "Trigger",
+    root = "TidegateTriggerResource",
+    status = "crate::crd::TriggerStatus",
+    namespaced,
+    shortname = "tgt",
+    category = "tidegate",
+    doc = "A Knative Trigger that may also declare the Knative Service it delivers to.",
+    printcolumn(name = "Broker", type_ = "string", json_path = ".spec.broker"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Subscriber",
+        type_ = "string",
+        json_path = ".status.subscriberUri",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[schemars(
+    description = "A Knative Trigger's spec (broker or brokerRef, filter or filters, subscriber, delivery), plus service: a Knative Service tidegate creates and delivers to. Set exactly one of subscriber and service."
+)]
 pub struct TidegateTriggerSpec {
     /// As [`TriggerSpec::broker`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(description = "Name of the Broker in the Trigger's namespace; default: default.")]
     pub broker: Option<String>,
     /// As [`TriggerSpec::broker_ref`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        schema_with = "crate::crd::preserve_unknown_object",
+        description = "The Broker as a reference (apiVersion, kind: Broker, name, namespace); exclusive with broker."
+    )]
     pub broker_ref: Option<KReference>,
     /// As [`TriggerSpec::filter`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        schema_with = "crate::crd::preserve_unknown_object",
+        description = "attributes: exact matches (an empty value: the attribute is present)."
+    )]
     pub filter: Option<TriggerFilter>,
     /// As [`TriggerSpec::filters`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        schema_with = "crate::crd::preserve_unknown_list",
+        description = "Subscriptions API filters (exact, prefix, suffix, all, any, not, cesql); every entry must match."
+    )]
     pub filters: Vec<SubscriptionsApiFilter>,
     /// As [`TriggerSpec::subscriber`]; must be absent when `service` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        schema_with = "crate::crd::preserve_unknown_object",
+        description = "Where matching events go: ref, uri, or ref with a relative uri. Absent when service is set."
+    )]
     pub subscriber: Option<DestinationSpec>,
     /// As [`TriggerSpec::delivery`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        schema_with = "crate::crd::preserve_unknown_object",
+        description = "retry, backoffPolicy, backoffDelay, timeout, deadLetterSink, retryAfterMax; unset fields come from the Broker."
+    )]
     pub delivery: Option<DeliverySpec>,
     /// A Knative Service tidegate creates and subscribes; its autoscaler class defaults to
     /// `precise.tidegate.dev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        schema_with = "crate::crd::preserve_unknown_object",
+        description = "A Knative Service (metadata, spec) tidegate creates, owns and delivers to; its autoscaler class defaults to precise.tidegate.dev."
+    )]
     pub service: Option<Box<InlineService>>,
 }
 
