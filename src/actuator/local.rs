@@ -835,6 +835,25 @@ impl Revision {
         }
     }
 
+    /// The attempt of whichever of `gates` is due first, waiting until it is due; `None` when
+    /// there are no gates. The future borrows only `self` and `target`, so the gates may change
+    /// while it runs.
+    fn due_attempt<'a>(
+        &'a self,
+        gates: &[Gate<'a>],
+        target: &'a Target,
+    ) -> Option<(usize, ProbeFuture<'a>)> {
+        let index = (0..gates.len()).min_by_key(|&i| gates[i].next)?;
+        let (at, probe, sidecar) = (gates[index].next, gates[index].probe, gates[index].sidecar);
+        Some((
+            index,
+            Box::pin(async move {
+                sleep_until(at).await;
+                self.attempt(target, probe, sidecar).await
+            }),
+        ))
+    }
+
     /// The gateway executable that launches pods, when pods are launched through it.
     fn launcher(&self) -> Option<String> {
         (self.spec.command.get(1).map(String::as_str) == Some("exec-pod"))
@@ -848,18 +867,7 @@ impl Revision {
         let target = Target::of(pod);
         for kind in ["startup", "readiness"] {
             let mut gates = self.gates(kind, Instant::now());
-            while !gates.is_empty() {
-                let next = gates
-                    .iter()
-                    .map(|g| g.next)
-                    .min()
-                    .unwrap_or_else(Instant::now);
-                let index = gates.iter().position(|g| g.next == next).unwrap_or(0);
-                let attempt = async {
-                    sleep_until(next).await;
-                    self.attempt(&target, gates[index].probe, gates[index].sidecar)
-                        .await
-                };
+            while let Some((index, attempt)) = self.due_attempt(&gates, &target) {
                 let result = tokio::select! {
                     biased;
                     () = pod.stop.cancelled() => return Started::Stop,
@@ -944,39 +952,11 @@ impl Revision {
         let mut attempt: Option<(usize, ProbeFuture<'_>)> = None;
         let mut live_attempt: Option<(usize, ProbeFuture<'_>)> = None;
         loop {
-            if attempt.is_none()
-                && let Some(i) = (0..readiness.len()).min_by_key(|&i| readiness[i].next)
-            {
-                let (at, gate_probe, sidecar, target) = (
-                    readiness[i].next,
-                    readiness[i].probe,
-                    readiness[i].sidecar,
-                    &target,
-                );
-                attempt = Some((
-                    i,
-                    Box::pin(async move {
-                        sleep_until(at).await;
-                        self.attempt(target, gate_probe, sidecar).await
-                    }),
-                ));
+            if attempt.is_none() {
+                attempt = self.due_attempt(&readiness, &target);
             }
-            if live_attempt.is_none()
-                && let Some(i) = (0..liveness.len()).min_by_key(|&i| liveness[i].next)
-            {
-                let (at, gate_probe, sidecar, target) = (
-                    liveness[i].next,
-                    liveness[i].probe,
-                    liveness[i].sidecar,
-                    &target,
-                );
-                live_attempt = Some((
-                    i,
-                    Box::pin(async move {
-                        sleep_until(at).await;
-                        self.attempt(target, gate_probe, sidecar).await
-                    }),
-                ));
+            if live_attempt.is_none() {
+                live_attempt = self.due_attempt(&liveness, &target);
             }
             let live_index = live_attempt.as_ref().map(|(i, _)| *i);
             tokio::select! {
