@@ -307,6 +307,64 @@ fn check_names(manifests: &[Located], report: &mut Report) {
     }
 }
 
+/// Decodes base64 values as Kubernetes reads them (line breaks and other ASCII whitespace
+/// ignored) into `into`; returns the keys that are not base64.
+fn decode_base64<'k>(
+    encoded: &'k BTreeMap<String, String>,
+    into: &mut BTreeMap<String, Vec<u8>>,
+) -> Vec<&'k str> {
+    use base64::Engine as _;
+    let mut bad = Vec::new();
+    for (key, value) in encoded {
+        let compact: Vec<u8> = value.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        match base64::engine::general_purpose::STANDARD.decode(compact) {
+            Ok(bytes) => {
+                into.insert(key.clone(), bytes);
+            }
+            Err(_) => bad.push(key.as_str()),
+        }
+    }
+    bad
+}
+
+/// A Secret's values as Kubernetes merges them: base64 `data`, then `stringData` over it;
+/// and the `data` keys that are not base64.
+fn secret_bytes(secret: &Secret) -> (BTreeMap<String, Vec<u8>>, Vec<&str>) {
+    let mut values = BTreeMap::new();
+    let bad = decode_base64(&secret.data, &mut values);
+    for (key, value) in &secret.string_data {
+        values.insert(key.clone(), value.clone().into_bytes());
+    }
+    (values, bad)
+}
+
+/// Whether `reference` at `field` has this `kind` and `apiVersion`; each mismatch is a
+/// located error.
+fn check_kind(
+    reference: &KReference,
+    field: &str,
+    kind: &str,
+    api_version: &str,
+    scope: &mut Scope<'_>,
+) -> bool {
+    let mut ok = true;
+    if reference.kind != kind {
+        scope.error(
+            join_key(field, "kind"),
+            format!("must be {kind}, found {:?}", reference.kind),
+        );
+        ok = false;
+    }
+    if reference.api_version != api_version {
+        scope.error(
+            join_key(field, "apiVersion"),
+            format!("must be {api_version}, found {:?}", reference.api_version),
+        );
+        ok = false;
+    }
+    ok
+}
+
 /// ConfigMap and Secret keys as Kubernetes allows them (`[-._a-zA-Z0-9]+`, at most 253, not
 /// `.` or `..`): they become file names when mounted.
 fn check_data_keys<'k>(field: &str, keys: impl Iterator<Item = &'k String>, scope: &mut Scope<'_>) {
@@ -422,24 +480,13 @@ fn broker_of<'m>(
         }
         (None, None) => Some((namespace, DEFAULT_BROKER, "spec.broker")),
         (None, Some(reference)) => {
-            let mut ok = true;
-            if reference.kind != "Broker" {
-                scope.error(
-                    "spec.brokerRef.kind",
-                    format!("must be Broker, found {:?}", reference.kind),
-                );
-                ok = false;
-            }
-            if reference.api_version != EVENTING_API_VERSION {
-                scope.error(
-                    "spec.brokerRef.apiVersion",
-                    format!(
-                        "must be {EVENTING_API_VERSION}, found {:?}",
-                        reference.api_version
-                    ),
-                );
-                ok = false;
-            }
+            let mut ok = check_kind(
+                reference,
+                "spec.brokerRef",
+                "Broker",
+                EVENTING_API_VERSION,
+                scope,
+            );
             if let Err(why) = check_dns_label(&reference.name) {
                 scope.error("spec.brokerRef.name", why);
                 ok = false;

@@ -3,8 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::knative::{CONFIG_BR_DEFAULT_CHANNEL, EVENTING_NAMESPACE};
-use super::pod::without_whitespace;
-use super::{Scope, Secrets};
+use super::{Scope, Secrets, check_kind, decode_base64};
 use crate::duration::parse_go_duration;
 use crate::error::{Origin, join_key};
 use crate::load::ObjectKey;
@@ -36,22 +35,7 @@ pub(super) fn broker_backend(
     secrets: &Secrets<'_>,
     scope: &mut Scope<'_>,
 ) -> Option<Backend> {
-    let mut ok = true;
-    if reference.kind != "ConfigMap" {
-        scope.error(
-            "spec.config.kind",
-            format!("must be ConfigMap, found {:?}", reference.kind),
-        );
-        ok = false;
-    }
-    if reference.api_version != "v1" {
-        scope.error(
-            "spec.config.apiVersion",
-            format!("must be v1, found {:?}", reference.api_version),
-        );
-        ok = false;
-    }
-    if !ok {
+    if !check_kind(reference, "spec.config", "ConfigMap", "v1", scope) {
         return None;
     }
     let cm_namespace = reference.namespace.as_deref().unwrap_or(broker.namespace);
@@ -254,31 +238,28 @@ fn find_secret<'a>(
 /// A Secret's keys decoded: `stringData` over base64 `data`. Bad base64 is an error naming the
 /// key, never the value.
 fn secret_values(secret: &Secret, scope: &mut Scope<'_>) -> Option<BTreeMap<String, String>> {
-    use base64::Engine as _;
+    let mut decoded = BTreeMap::new();
+    let mut bad = decode_base64(&secret.data, &mut decoded);
     let mut values = BTreeMap::new();
-    let mut ok = true;
-    for (key, encoded) in &secret.data {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(without_whitespace(encoded))
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok());
-        match decoded {
-            Some(value) => {
-                values.insert(key.clone(), value);
+    for (key, bytes) in decoded {
+        match String::from_utf8(bytes) {
+            Ok(text) => {
+                values.insert(key, text);
             }
-            None => {
-                scope.error(
-                    join_key("data", key),
-                    "must be base64 of UTF-8 text (use stringData for plain values)",
-                );
-                ok = false;
-            }
+            Err(_) => bad.extend(secret.data.get_key_value(&key).map(|(k, _)| k.as_str())),
         }
+    }
+    bad.sort_unstable();
+    for key in &bad {
+        scope.error(
+            join_key("data", key),
+            "must be base64 of UTF-8 text (use stringData for plain values)",
+        );
     }
     for (key, value) in &secret.string_data {
         values.insert(key.clone(), value.clone());
     }
-    ok.then_some(values)
+    bad.is_empty().then_some(values)
 }
 
 /// NATS credentials: `user` + `password`, or `token`.

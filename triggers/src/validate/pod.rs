@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::knative::{Features, ServingConfig};
 use super::syntax::check_dns_label;
-use super::{ConfigMaps, Scope, Secrets};
+use super::{ConfigMaps, Scope, Secrets, decode_base64, secret_bytes};
 use crate::error::join_key;
 use crate::snapshot::{
     ContainerSpec, DEFAULT_LIVENESS_PERIOD, DEFAULT_PROBE_FAILURE_THRESHOLD,
@@ -668,29 +668,18 @@ impl Checker<'_, '_, '_, '_> {
     /// A Secret's values; `None` when the set does not have it. Bad base64 is reported at the
     /// Secret (and the values it could decode are returned).
     fn secret(&mut self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-        use base64::Engine as _;
         let (secret, origin) = self
             .sources
             .secrets
             .get(&(self.identity.namespace, name))
             .copied()?;
-        let mut values = BTreeMap::new();
-        for (key, encoded) in &secret.data {
-            match base64::engine::general_purpose::STANDARD.decode(without_whitespace(encoded)) {
-                Ok(bytes) => {
-                    values.insert(key.clone(), bytes);
-                }
-                Err(_) => {
-                    self.scope.at(origin).error(
-                        join_key("data", key),
-                        "must be base64 (use stringData for plain values)",
-                    );
-                    self.ok = false;
-                }
-            }
-        }
-        for (key, value) in &secret.string_data {
-            values.insert(key.clone(), value.clone().into_bytes());
+        let (values, bad) = secret_bytes(secret);
+        for key in bad {
+            self.scope.at(origin).error(
+                join_key("data", key),
+                "must be base64 (use stringData for plain values)",
+            );
+            self.ok = false;
         }
         Some(values)
     }
@@ -1286,7 +1275,6 @@ impl Checker<'_, '_, '_, '_> {
         at: &str,
         files: &mut Vec<VolumeFile>,
     ) -> Option<()> {
-        use base64::Engine as _;
         let namespace = self.identity.namespace;
         let Some((config_map, origin)) = self.sources.config_maps.get(&(namespace, name)).copied()
         else {
@@ -1301,18 +1289,11 @@ impl Checker<'_, '_, '_, '_> {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
             .collect();
-        for (key, encoded) in &config_map.binary_data {
-            match base64::engine::general_purpose::STANDARD.decode(without_whitespace(encoded)) {
-                Ok(bytes) => {
-                    values.insert(key.clone(), bytes);
-                }
-                Err(_) => {
-                    self.scope
-                        .at(origin)
-                        .error(join_key("binaryData", key), "must be base64");
-                    self.ok = false;
-                }
-            }
+        for key in decode_base64(&config_map.binary_data, &mut values) {
+            self.scope
+                .at(origin)
+                .error(join_key("binaryData", key), "must be base64");
+            self.ok = false;
         }
         self.files(
             &values,
@@ -1437,12 +1418,4 @@ fn clean_path(path: &str) -> String {
     } else {
         joined
     }
-}
-
-/// Base64 as Kubernetes reads it: line breaks and other ASCII whitespace are ignored.
-pub(super) fn without_whitespace(encoded: &str) -> Vec<u8> {
-    encoded
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect()
 }
