@@ -1112,51 +1112,56 @@ impl Checker<'_, '_, '_, '_> {
                 self.error(format!("{at}.secret.secretName"), "required");
                 return None;
             };
-            let mut files = Vec::new();
-            self.secret_files(
+            let source = FileSource {
+                secret: true,
                 name,
-                secret.items.as_deref(),
-                secret.optional == Some(true),
-                secret.default_mode,
-                &format!("{at}.secret"),
-                &mut files,
-            )?;
+                name_key: "secretName",
+                items: secret.items.as_deref(),
+                optional: secret.optional == Some(true),
+                default_mode: secret.default_mode,
+            };
+            let mut files = Vec::new();
+            self.source_files(&source, &format!("{at}.secret"), &mut files)?;
             return Some(VolumeSource::Files(files));
         }
         if let Some(config_map) = &volume.config_map {
+            let source = FileSource {
+                secret: false,
+                name: &config_map.name,
+                name_key: "name",
+                items: config_map.items.as_deref(),
+                optional: config_map.optional == Some(true),
+                default_mode: config_map.default_mode,
+            };
             let mut files = Vec::new();
-            self.config_map_files(
-                &config_map.name,
-                config_map.items.as_deref(),
-                config_map.optional == Some(true),
-                config_map.default_mode,
-                &format!("{at}.configMap"),
-                &mut files,
-            )?;
+            self.source_files(&source, &format!("{at}.configMap"), &mut files)?;
             return Some(VolumeSource::Files(files));
         }
         if let Some(projected) = &volume.projected {
             let mut files = Vec::new();
             for (index, source) in projected.sources.iter().flatten().enumerate() {
                 let at = format!("{at}.projected.sources[{index}]");
-                if let Some(secret) = &source.secret {
-                    self.secret_files(
-                        &secret.name,
-                        secret.items.as_deref(),
-                        secret.optional == Some(true),
-                        projected.default_mode,
-                        &format!("{at}.secret"),
-                        &mut files,
-                    )?;
-                } else if let Some(config_map) = &source.config_map {
-                    self.config_map_files(
-                        &config_map.name,
-                        config_map.items.as_deref(),
-                        config_map.optional == Some(true),
-                        projected.default_mode,
-                        &format!("{at}.configMap"),
-                        &mut files,
-                    )?;
+                let (secret, config_map) = (&source.secret, &source.config_map);
+                if let Some(secret) = secret {
+                    let source = FileSource {
+                        secret: true,
+                        name: &secret.name,
+                        name_key: "name",
+                        items: secret.items.as_deref(),
+                        optional: secret.optional == Some(true),
+                        default_mode: projected.default_mode,
+                    };
+                    self.source_files(&source, &format!("{at}.secret"), &mut files)?;
+                } else if let Some(config_map) = config_map {
+                    let source = FileSource {
+                        secret: false,
+                        name: &config_map.name,
+                        name_key: "name",
+                        items: config_map.items.as_deref(),
+                        optional: config_map.optional == Some(true),
+                        default_mode: projected.default_mode,
+                    };
+                    self.source_files(&source, &format!("{at}.configMap"), &mut files)?;
                 } else if source.service_account_token.is_some() {
                     return Some(VolumeSource::Unavailable(
                         "projected serviceAccountToken".into(),
@@ -1232,58 +1237,48 @@ impl Checker<'_, '_, '_, '_> {
         Some(VolumeSource::Unavailable(kinds[0].to_owned()))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn secret_files(
+    /// The files of `source` at `at`, appended to `files`. A missing Secret or ConfigMap is a
+    /// located error unless the source is optional (then it adds nothing).
+    fn source_files(
         &mut self,
-        name: &str,
-        items: Option<&[core::KeyToPath]>,
-        optional: bool,
-        default_mode: Option<i32>,
+        source: &FileSource<'_>,
         at: &str,
         files: &mut Vec<VolumeFile>,
     ) -> Option<()> {
         let namespace = self.identity.namespace;
-        let Some(values) = self.secret(name) else {
-            if optional {
+        let kind = if source.secret { "Secret" } else { "ConfigMap" };
+        let values = if source.secret {
+            self.secret(source.name)
+        } else {
+            self.config_map_values(source.name)
+        };
+        let Some(values) = values else {
+            if source.optional {
                 return Some(());
             }
-            let key = if at.ends_with(".secret") && !at.contains("projected") {
-                "secretName"
-            } else {
-                "name"
-            };
-            self.error(format!("{at}.{key}"), missing("Secret", namespace, name));
+            self.error(
+                format!("{at}.{}", source.name_key),
+                missing(kind, namespace, source.name),
+            );
             return None;
         };
         self.files(
             &values,
-            items,
-            optional,
-            default_mode,
+            source,
             at,
-            &format!("Secret {namespace}/{name}"),
+            &format!("{kind} {namespace}/{}", source.name),
             files,
         )
     }
 
-    fn config_map_files(
-        &mut self,
-        name: &str,
-        items: Option<&[core::KeyToPath]>,
-        optional: bool,
-        default_mode: Option<i32>,
-        at: &str,
-        files: &mut Vec<VolumeFile>,
-    ) -> Option<()> {
-        let namespace = self.identity.namespace;
-        let Some((config_map, origin)) = self.sources.config_maps.get(&(namespace, name)).copied()
-        else {
-            if optional {
-                return Some(());
-            }
-            self.error(format!("{at}.name"), missing("ConfigMap", namespace, name));
-            return None;
-        };
+    /// A ConfigMap's values: `data` as bytes and `binaryData` decoded; `None` when the set
+    /// does not have it. Bad base64 is reported at the ConfigMap.
+    fn config_map_values(&mut self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let (config_map, origin) = self
+            .sources
+            .config_maps
+            .get(&(self.identity.namespace, name))
+            .copied()?;
         let mut values: BTreeMap<String, Vec<u8>> = config_map
             .data
             .iter()
@@ -1295,29 +1290,19 @@ impl Checker<'_, '_, '_, '_> {
                 .error(join_key("binaryData", key), "must be base64");
             self.ok = false;
         }
-        self.files(
-            &values,
-            items,
-            optional,
-            default_mode,
-            at,
-            &format!("ConfigMap {namespace}/{name}"),
-            files,
-        )
+        Some(values)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn files(
         &mut self,
         values: &BTreeMap<String, Vec<u8>>,
-        items: Option<&[core::KeyToPath]>,
-        optional: bool,
-        default_mode: Option<i32>,
+        source: &FileSource<'_>,
         at: &str,
         what: &str,
         files: &mut Vec<VolumeFile>,
     ) -> Option<()> {
-        let default_mode = match default_mode {
+        let (items, optional) = (source.items, source.optional);
+        let default_mode = match source.default_mode {
             None => DEFAULT_FILE_MODE,
             Some(mode) if (0..=0o777).contains(&mode) => mode,
             Some(mode) => {
@@ -1377,6 +1362,17 @@ impl Checker<'_, '_, '_, '_> {
         }
         Some(())
     }
+}
+
+/// Where a volume's files come from: a Secret or a ConfigMap of the set.
+struct FileSource<'a> {
+    secret: bool,
+    name: &'a str,
+    /// The field naming it: `secretName` in a `secret` volume, else `name`.
+    name_key: &'static str,
+    items: Option<&'a [core::KeyToPath]>,
+    optional: bool,
+    default_mode: Option<i32>,
 }
 
 /// What a probe's port may be.
