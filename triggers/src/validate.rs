@@ -107,12 +107,8 @@ pub(crate) fn snapshot(
         serving: &serving,
     };
     let (mut services, declared_services) = validate_services(manifests, &sources, &mut report);
-    let cross_namespace = config_maps
-        .get(&(knative::EVENTING_NAMESPACE, knative::CONFIG_FEATURES))
-        .and_then(|(cm, _)| cm.data.get("cross-namespace-event-links"))
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("enabled"));
     let known = Known {
-        cross_namespace,
+        cross_namespace: eventing.cross_namespace,
         brokers: &broker_delivery,
         services: &declared_services,
     };

@@ -523,26 +523,39 @@ struct BrokerDefaults {
     namespace_defaults: BTreeMap<String, BrokerDefault>,
 }
 
-/// What `knative-eventing/config-br-defaults` in the set says, by namespace.
+/// What `knative-eventing/config-br-defaults` (by namespace) and
+/// `knative-eventing/config-features` in the set say.
 #[derive(Debug, Default)]
 pub(crate) struct EventingConfig {
     cluster: Option<BrokerDefault>,
     namespaces: BTreeMap<String, BrokerDefault>,
+    /// `cross-namespace-event-links: enabled` in `knative-eventing/config-features`: a
+    /// Trigger may name a Broker of another namespace.
+    pub(crate) cross_namespace: bool,
 }
 
 impl EventingConfig {
     /// Reads `default-br-config`; YAML that does not parse is a located error.
     pub(crate) fn from_set(config_maps: &ConfigMaps<'_>, report: &mut Report) -> Self {
+        let cross_namespace = config_maps
+            .get(&(EVENTING_NAMESPACE, CONFIG_FEATURES))
+            .and_then(|(cm, _)| cm.data.get("cross-namespace-event-links"))
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("enabled"));
+        let plain = Self {
+            cross_namespace,
+            ..Self::default()
+        };
         let Some((cm, origin)) = config_maps.get(&(EVENTING_NAMESPACE, CONFIG_BR_DEFAULTS)) else {
-            return Self::default();
+            return plain;
         };
         let Some(text) = cm.data.get(DEFAULT_BR_CONFIG) else {
-            return Self::default();
+            return plain;
         };
         match serde_saphyr::from_str::<BrokerDefaults>(text) {
             Ok(defaults) => Self {
                 cluster: defaults.cluster_default,
                 namespaces: defaults.namespace_defaults,
+                cross_namespace,
             },
             Err(error) => {
                 Scope::new(origin, report).error(
@@ -552,7 +565,7 @@ impl EventingConfig {
                         error.to_string().lines().next().unwrap_or_default()
                     ),
                 );
-                Self::default()
+                plain
             }
         }
     }
