@@ -1194,12 +1194,17 @@ async fn exited(child: &mut Child, sidecars: &mut [Process]) -> String {
 
 /// The first container above its `limits.memory`, as Kubernetes' OOM kill reports it.
 fn over_memory(pod: &Spawned, limits: &[(String, Option<usize>, u64)]) -> Option<String> {
-    for (name, sidecar, limit) in limits {
-        let pid = match sidecar {
+    let groups: Vec<Option<u32>> = limits
+        .iter()
+        .map(|(_, sidecar, _)| match sidecar {
             None => pod.pid,
             Some(i) => pod.sidecars.get(*i).and_then(|p| p.pid),
-        };
-        let Some(rss) = pid.and_then(group_resident_bytes) else {
+        })
+        .collect();
+    // One pass over /proc for every limited container of the pod.
+    let resident = group_resident_bytes(&groups.iter().flatten().copied().collect::<Vec<_>>());
+    for ((name, _, limit), group) in limits.iter().zip(&groups) {
+        let Some(rss) = group.and_then(|g| resident.get(&g).copied()) else {
             continue;
         };
         if rss > *limit {
@@ -1214,17 +1219,23 @@ fn over_memory(pod: &Spawned, limits: &[(String, Option<usize>, u64)]) -> Option
     None
 }
 
-/// Resident memory of every process in the process group `pgid` (a container's process and
-/// everything it started), from `/proc/*/stat` (field 24, in pages).
-fn group_resident_bytes(pgid: u32) -> Option<u64> {
+/// Resident memory of every process in each of the process groups `pgids` (a container's
+/// process and everything it started), from one pass over `/proc/*/stat` (field 24, in
+/// pages). A group with no process is absent.
+fn group_resident_bytes(pgids: &[u32]) -> std::collections::HashMap<u32, u64> {
+    let mut resident = std::collections::HashMap::new();
+    if pgids.is_empty() {
+        return resident;
+    }
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
         .and_then(|p| u64::try_from(p).ok())
         .unwrap_or(4096);
-    let mut pages = 0u64;
-    let mut found = false;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return resident;
+    };
+    for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
             .to_str()
@@ -1243,12 +1254,11 @@ fn group_resident_bytes(pgid: u32) -> Option<u64> {
         let (Some(group), Some(rss)) = (fields.get(2), fields.get(21)) else {
             continue;
         };
-        if group.parse::<u32>().ok() == Some(pgid) {
-            found = true;
-            pages += rss.parse::<u64>().unwrap_or(0);
+        if let Some(group) = group.parse::<u32>().ok().filter(|g| pgids.contains(g)) {
+            *resident.entry(group).or_insert(0) += rss.parse::<u64>().unwrap_or(0) * page;
         }
     }
-    found.then_some(pages * page)
+    resident
 }
 
 /// Doubles from the minimum with each consecutive failure (`failures` ≥ 1), up to the maximum.
