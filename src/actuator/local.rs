@@ -58,8 +58,9 @@ pub enum PodOutput {
 /// Owns every pod process of the gateway.
 pub struct LocalRuntime {
     output: PodOutput,
-    /// Where pods' volumes are written; the error when it could not be made.
-    pod_base: Result<Arc<PodBase>, String>,
+    /// Where pods' volumes are written (made when the first pod with volumes starts); the
+    /// error when it could not be made.
+    pod_base: SharedPodBase,
     next_pod: Arc<AtomicU64>,
     registry: Mutex<Registry>,
     tasks: TaskTracker,
@@ -101,7 +102,7 @@ struct Registry {
 struct Revision {
     /// `namespace/revision`, for logs.
     name: String,
-    pod_base: Result<Arc<PodBase>, String>,
+    pod_base: SharedPodBase,
     spec: PodSpec,
     /// The spec failed validation: nothing is started.
     invalid: bool,
@@ -196,6 +197,9 @@ struct ContainerRun<'a> {
     mounts: &'a [PodMount],
 }
 
+/// The runtime's pod directory, shared with its revisions and made once, on first need.
+type SharedPodBase = Arc<std::sync::OnceLock<Result<PodBase, String>>>;
+
 /// Where a pod's probes go: its address and its processes.
 struct Target {
     address: SocketAddr,
@@ -241,9 +245,7 @@ impl LocalRuntime {
         super::pod_dir::remove_stale();
         Arc::new(Self {
             output,
-            pod_base: PodBase::create()
-                .map(Arc::new)
-                .map_err(|e| format!("cannot create a directory for pods' volumes: {e}")),
+            pod_base: SharedPodBase::default(),
             next_pod: Arc::new(AtomicU64::new(1)),
             registry: Mutex::new(Registry::default()),
             tasks: TaskTracker::new(),
@@ -327,7 +329,7 @@ impl LocalRuntime {
         {
             warn!("Some pod tasks did not finish after SIGKILL.");
         }
-        if let Ok(base) = &self.pod_base {
+        if let Some(Ok(base)) = self.pod_base.get() {
             base.remove();
         }
     }
@@ -494,7 +496,14 @@ impl Revision {
         let needs_dir = !spec.volumes.is_empty();
         let dir = if needs_dir {
             let unique = format!("pod-{id}");
-            let base = self.pod_base.as_ref().map_err(Clone::clone)?;
+            let base = self
+                .pod_base
+                .get_or_init(|| {
+                    PodBase::create()
+                        .map_err(|e| format!("cannot create a directory for pods' volumes: {e}"))
+                })
+                .as_ref()
+                .map_err(Clone::clone)?;
             Some(
                 PodDir::create(base, &unique, &spec.volumes)
                     .map_err(|e| format!("cannot write the pod's volumes: {e}"))?,
