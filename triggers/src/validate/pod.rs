@@ -372,7 +372,6 @@ impl Checker<'_, '_, '_, '_> {
             return Some(None);
         };
         let field = format!("{field}.ports[0]");
-        let before = self.ok;
         match port.name.as_deref() {
             None | Some("" | "http1" | "h2c") => {}
             Some(other) => self.error(
@@ -396,8 +395,9 @@ impl Checker<'_, '_, '_, '_> {
                 ),
             );
         }
-        let number = self.port_number(port.container_port, &join_key(&field, "containerPort"));
-        (self.ok || !before).then_some(number?).map(Some)
+        // Errors above are recorded in `self.ok`, which rejects the whole pod spec.
+        self.port_number(port.container_port, &join_key(&field, "containerPort"))
+            .map(Some)
     }
 
     fn port_number(&mut self, port: i32, field: &str) -> Option<u16> {
