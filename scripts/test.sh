@@ -24,6 +24,12 @@ if ! python3 -c 'import grpc, grpc_health.v1.health' >/dev/null 2>&1 \
   python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/py" \
     'grpcio==1.85.1' 'grpcio-health-checking==1.85.1'
 fi
+# kmock: the Kubernetes API emulator of the Kubernetes-mode tests (tests/e2e/kube_emulator.py).
+if ! python3 -c 'import kmock' >/dev/null 2>&1 \
+  && ! PYTHONPATH="$TOOLS/py" python3 -c 'import kmock' >/dev/null 2>&1; then
+  echo "installing kmock (PyPI) into $TOOLS/py" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/py" 'kmock==0.8'
+fi
 export PYTHONPATH="$TOOLS/py${PYTHONPATH:+:$PYTHONPATH}"
 # tansu: a Kafka-compatible broker in its own process with file-backed storage (about 15 min to
 # build once on 2 cores; cached in $TOOLS/bin afterwards).

@@ -7,6 +7,7 @@ pub mod autoscaler;
 pub mod commands;
 pub mod dispatch;
 pub mod ingress;
+pub mod kubernetes;
 pub mod metrics;
 pub mod revision;
 pub mod runtime;

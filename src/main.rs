@@ -52,7 +52,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway: CloudEvents ingress, embedded broker, trigger delivery, admin API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish one CloudEvent and print the response.
     Send(commands::send::SendArgs),
     /// Validate manifest directories; exit 1 on any error.
@@ -172,6 +172,26 @@ struct ServeArgs {
     /// raised to its hard limit at start), never closer to it than 256.
     #[arg(long, env = "TIDEGATE_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Read Brokers, Triggers and Knative Services from the Kubernetes API instead of
+    /// --manifests, and reach pods through EndpointSlices.
+    #[arg(long, env = "TIDEGATE_KUBERNETES")]
+    kubernetes: bool,
+    /// kubeconfig file (default: KUBECONFIG, ~/.kube/config, then the in-cluster service
+    /// account).
+    #[arg(long, env = "TIDEGATE_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// tidegate's event ingress as the cluster reaches it: Brokers' status.address.url is
+    /// `{url}/{namespace}/{broker}`.
+    #[arg(
+        long,
+        env = "TIDEGATE_INGRESS_URL",
+        default_value = "http://tidegate-ingress.tidegate-system.svc.cluster.local"
+    )]
+    ingress_url: String,
+    /// Where Knative's ingress reaches this gateway for precise-class revisions (default: the
+    /// pod IP from POD_IP with the --listen port).
+    #[arg(long, env = "TIDEGATE_ADVERTISE")]
+    advertise: Option<SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -270,6 +290,21 @@ fn main() -> ExitCode {
                     }
                 },
                 max_connections: args.max_connections,
+                kubernetes: args
+                    .kubernetes
+                    .then(|| tidegate::kubernetes::KubernetesConfig {
+                        kubeconfig: args.kubeconfig.clone(),
+                        ingress_url: args.ingress_url.clone(),
+                        advertise: args.advertise.unwrap_or_else(|| {
+                            let ip = std::env::var("POD_IP")
+                                .ok()
+                                .and_then(|ip| ip.parse().ok())
+                                .unwrap_or(args.listen.ip());
+                            SocketAddr::new(ip, args.listen.port())
+                        }),
+                        instance: std::env::var("POD_NAME").ok(),
+                        request_timeout: Duration::from_secs(10),
+                    }),
             })
             .await
             .map(|()| ExitCode::SUCCESS),

@@ -15,6 +15,7 @@ use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::revision::registry::Registry;
 use crate::runtime::manifests::{ManifestStatus, ManifestsReport};
+use crate::runtime::provider::ProviderHealth;
 use crate::topology::SharedTopology;
 
 /// What the admin API reads.
@@ -30,6 +31,8 @@ pub struct AdminState {
     pub store: Arc<brokers::embedded::EmbeddedStore>,
     /// The manifest set served and the outcome of the last reload.
     pub manifests: Arc<ManifestStatus>,
+    /// What keeps the desired-state provider from the current state (Kubernetes watches).
+    pub provider: Arc<ProviderHealth>,
 }
 
 /// One row of `/api/v1/revisions`.
@@ -111,9 +114,21 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// 200 once started while every broker can store events; 503 naming each broker that cannot.
+/// A failing Kubernetes watch is listed too, but keeps the answer 200: the gateway serves the
+/// objects it last saw, and taking every replica out of its Service would not help.
 async fn readyz(State(state): State<AdminState>) -> Response {
+    let provider: String = state
+        .provider
+        .problems()
+        .iter()
+        .map(|(source, problem)| format!("desired state: {source}: {problem}\n"))
+        .collect();
     if !state.ready.load(Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{provider}"),
+        )
+            .into_response();
     }
     let failing: String = state
         .topology
@@ -125,12 +140,18 @@ async fn readyz(State(state): State<AdminState>) -> Response {
             Some(format!("broker {}/{}: {reason}\n", b.namespace, b.name))
         })
         .collect();
-    if failing.is_empty() {
+    if failing.is_empty() && provider.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
+    } else if failing.is_empty() {
+        (
+            StatusCode::OK,
+            format!("ready (serving the objects last seen)\n{provider}"),
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready\n{failing}"),
+            format!("not ready\n{failing}{provider}"),
         )
             .into_response()
     }

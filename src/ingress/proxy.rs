@@ -57,6 +57,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 pub use crate::revision::route::SharedRoutes;
 
+/// The revision Knative's ingress routed a request to.
+pub const KNATIVE_REVISION_HEADER: &str = "knative-serving-revision";
+/// The namespace of that revision.
+pub const KNATIVE_NAMESPACE_HEADER: &str = "knative-serving-namespace";
+
 /// What the proxy needs.
 #[derive(Clone)]
 pub struct ProxyState {
@@ -89,6 +94,15 @@ impl ProxyState {
     /// RFC 9112 §3.2.2: an absolute-form target's authority wins over `Host`; §3.2: more than
     /// one `Host`, or none on HTTP/1.1, is a 400.
     pub fn route_for(&self, request: &Request<Body>) -> Result<Option<Arc<Route>>, String> {
+        // Knative's ingress names the revision it chose for the request (Kubernetes mode).
+        let headers = request.headers();
+        if let (Some(revision), Some(namespace)) = (
+            headers.get(KNATIVE_REVISION_HEADER),
+            headers.get(KNATIVE_NAMESPACE_HEADER),
+        ) && let (Ok(revision), Ok(namespace)) = (revision.to_str(), namespace.to_str())
+        {
+            return Ok(self.routes.load().by_revision(namespace, revision).cloned());
+        }
         let host = request_authority(request)?;
         Ok(host.and_then(|host| self.routes.load().by_host(host, &self.domain).cloned()))
     }

@@ -56,9 +56,17 @@ pub struct Registry {
     live: HashMap<(String, String), LiveRevision>,
     routes: SharedRoutes,
     metrics: Arc<Metrics>,
+    /// Revision names come from elsewhere (Knative in Kubernetes mode): traffic may name any.
+    external_names: bool,
 }
 
 impl Registry {
+    /// Accepts every revision name traffic names: Knative created them (Kubernetes mode).
+    pub fn with_external_names(mut self) -> Self {
+        self.external_names = true;
+        self
+    }
+
     /// Loads the revision numbering from `data_dir/revisions.json`.
     pub fn open(data_dir: &Path, routes: SharedRoutes, metrics: Arc<Metrics>) -> Self {
         let path = data_dir.join("revisions.json");
@@ -72,6 +80,7 @@ impl Registry {
             history,
             live: HashMap::new(),
             routes,
+            external_names: false,
         }
     }
 
@@ -132,7 +141,10 @@ impl Registry {
                 let target = match revision {
                     TrafficRevision::Latest => Target::Latest(candidates.clone()),
                     TrafficRevision::Named(name) => {
-                        if !history.iter().any(|(n, _)| *n == name) && name != latest {
+                        if !self.external_names
+                            && !history.iter().any(|(n, _)| *n == name)
+                            && name != latest
+                        {
                             tracing::warn!(service = %key, revision = %name, "Traffic names a revision that does not exist; skipping it.");
                             continue;
                         }
@@ -160,6 +172,11 @@ impl Registry {
                         targets: vec![(target, 100)],
                     }),
                 );
+            }
+        }
+        for (namespace, name) in &keep {
+            if let Some(live) = self.live.get(&(namespace.clone(), name.clone())) {
+                table.insert_revision(&live.revision);
             }
         }
         self.routes.store(Arc::new(table));

@@ -72,6 +72,9 @@ pub struct RouteTable {
     hosts: HashMap<String, HashMap<String, Arc<Route>>>,
     /// Service routes by namespace, then service, for Trigger subscribers.
     services: HashMap<String, HashMap<String, Arc<Route>>>,
+    /// One route per revision by namespace, then revision name: what Knative's ingress asks
+    /// for with `Knative-Serving-Namespace` and `Knative-Serving-Revision`.
+    revisions: HashMap<String, HashMap<String, Arc<Route>>>,
 }
 
 impl RouteTable {
@@ -84,6 +87,26 @@ impl RouteTable {
             .entry(route.namespace.clone())
             .or_default()
             .insert(route.service.clone(), route);
+    }
+
+    /// The route of one revision, by its name.
+    pub fn insert_revision(&mut self, revision: &Arc<Revision>) {
+        self.revisions
+            .entry(revision.namespace.clone())
+            .or_default()
+            .insert(
+                revision.name.clone(),
+                Arc::new(Route {
+                    namespace: revision.namespace.clone(),
+                    service: revision.service.clone(),
+                    targets: vec![(Target::Fixed(Arc::clone(revision)), 100)],
+                }),
+            );
+    }
+
+    /// The route of revision `name` in `namespace`.
+    pub fn by_revision(&self, namespace: &str, name: &str) -> Option<&Arc<Route>> {
+        self.revisions.get(namespace)?.get(name)
     }
 
     pub fn insert_tag(&mut self, tag: &str, route: Arc<Route>) {

@@ -56,13 +56,7 @@ impl RevisionLauncher for LocalLauncher {
             Arc::new(Sink(Arc::clone(revision))) as Arc<dyn PodSink>,
         );
         let policy = policy(template);
-        revision.set_wake_step(match policy.class {
-            Class::Precise if policy.container_concurrency > 0 => {
-                f64::from(policy.container_concurrency)
-            }
-            Class::Precise => policy.effective_target(),
-            Class::Kpa => f64::INFINITY,
-        });
+        revision.set_wake_step(wake_step(&policy));
         let stop = CancellationToken::new();
         let scaler = Arc::new(PodScaler {
             revision: Arc::clone(revision),
@@ -73,7 +67,7 @@ impl RevisionLauncher for LocalLauncher {
         });
         tokio::spawn(autoscaler::task::run(
             policy,
-            Arc::new(Source(Arc::clone(revision))) as Arc<dyn DemandSource>,
+            Arc::new(RevisionDemand(Arc::clone(revision))) as Arc<dyn DemandSource>,
             scaler as Arc<dyn Scaler>,
             Arc::clone(&revision.changed),
             stop.clone(),
@@ -242,6 +236,17 @@ fn findable(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
+/// Demand that wakes the autoscaler early: a pod's worth for the precise class.
+pub(crate) fn wake_step(policy: &Policy) -> f64 {
+    match policy.class {
+        Class::Precise if policy.container_concurrency > 0 => {
+            f64::from(policy.container_concurrency)
+        }
+        Class::Precise => policy.effective_target(),
+        Class::Kpa => f64::INFINITY,
+    }
+}
+
 /// The autoscaler policy of a revision template.
 pub fn policy(template: &RevisionTemplate) -> Policy {
     let s = &template.scaling;
@@ -323,9 +328,9 @@ impl PodSink for Sink {
 }
 
 /// The revision's exact counts, as the autoscaler reads them.
-struct Source(Arc<Revision>);
+pub(crate) struct RevisionDemand(pub(crate) Arc<Revision>);
 
-impl DemandSource for Source {
+impl DemandSource for RevisionDemand {
     fn demand(&self) -> Demand {
         let (in_flight, queued, _) = self.0.demand();
         Demand {

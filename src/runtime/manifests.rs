@@ -117,6 +117,23 @@ impl ManifestStatus {
         report.errors.clear();
     }
 
+    /// A snapshot built from Kubernetes objects is served; `left_out` are the objects' errors
+    /// that kept them out of it (the other objects are served). `changed`: it differs from
+    /// the set served before.
+    pub fn objects_loaded(&self, left_out: &[ManifestError], changed: bool, at: &str) {
+        self.applied.inc();
+        self.success.set(i64::from(left_out.is_empty()));
+        let mut report = self.lock();
+        if changed {
+            report.generation += 1;
+            report.applied_at = Some(at.to_owned());
+        }
+        report.from_last_good = false;
+        report.last_reload = Some(ReloadOutcome::Applied.as_str().to_owned());
+        report.last_reload_at = Some(at.to_owned());
+        report.errors = left_out.iter().map(LocatedError::from).collect();
+    }
+
     /// The persisted copy `set` is served (not a load of the directories).
     fn restored(&self, set: &LastGood) {
         let mut report = self.lock();
@@ -287,7 +304,7 @@ impl ManifestSets {
     }
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 

@@ -1,7 +1,7 @@
 //! The one place that wires everything together and owns start-up and shutdown.
 
 mod last_good;
-mod launch;
+pub(crate) mod launch;
 pub mod manifests;
 pub mod provider;
 
@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use brokers::Backends;
 use brokers::embedded::{EmbeddedOptions, EmbeddedStore};
-use provider::{Provider, Update};
+use provider::{Provider, ProviderHealth, Update};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use triggers::Snapshot;
@@ -25,7 +25,7 @@ use crate::dispatch::Dispatcher;
 use crate::ingress::conn::{self, ConnLimits};
 use crate::ingress::{admin, events, proxy};
 use crate::metrics::Metrics;
-use crate::revision::registry::Registry;
+use crate::revision::registry::{Registry, RevisionLauncher};
 use crate::revision::route::RouteTable;
 use crate::topology::{BrokerEntry, IngestCounters, Topology};
 use manifests::{ManifestSets, ManifestStatus};
@@ -57,23 +57,39 @@ pub struct ServeConfig {
     pub connections: ConnLimits,
     /// Requested cap on open ingress connections (bounded by the descriptor limit).
     pub max_connections: Option<usize>,
+    /// Kubernetes mode: desired state from the API server instead of `manifests`.
+    pub kubernetes: Option<crate::kubernetes::KubernetesConfig>,
 }
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let manifest_status = Arc::new(ManifestStatus::new(&config.manifests, &metrics));
+    let sources = match &config.kubernetes {
+        Some(_) => vec![PathBuf::from("kubernetes")],
+        None => config.manifests.clone(),
+    };
+    let manifest_status = Arc::new(ManifestStatus::new(&sources, &metrics));
     let mut manifest_sets = ManifestSets::new(
         config.manifests.clone(),
         config.data_dir.clone(),
         Arc::clone(&manifest_status),
     );
+    let mut cluster = match config.kubernetes.clone() {
+        Some(k) => Some(crate::kubernetes::Cluster::connect(k).await?),
+        None => None,
+    };
     // The watch starts from these contents, whichever set is served.
-    let contents = triggers::DirContents::read(&config.manifests);
-    let snapshot = manifest_sets.start(&contents)?;
-    for w in &snapshot.warnings {
-        tracing::warn!(warning = %w, "Manifest warning.");
-    }
+    let (snapshot, contents) = match &cluster {
+        Some(_) => (Snapshot::default(), None),
+        None => {
+            let contents = triggers::DirContents::read(&config.manifests);
+            let snapshot = manifest_sets.start(&contents)?;
+            for w in &snapshot.warnings {
+                tracing::warn!(warning = %w, "Manifest warning.");
+            }
+            (snapshot, Some(contents))
+        }
+    };
     let store = EmbeddedStore::open(
         &config.data_dir,
         EmbeddedOptions {
@@ -88,7 +104,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    manifest_sets.persist().await;
+    if cluster.is_none() {
+        manifest_sets.persist().await;
+    }
 
     let topology = Arc::new(ArcSwap::from_pointee(Topology::default()));
     let client = reqwest::Client::builder()
@@ -104,15 +122,23 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let pods = LocalRuntime::new(PodOutput::Log);
-    let launcher = Arc::new(launch::LocalLauncher {
-        runtime: Arc::clone(&pods),
-        self_exe: std::env::current_exe().ok(),
-    });
-    let registry = Arc::new(std::sync::Mutex::new(Registry::open(
-        &config.data_dir,
-        Arc::clone(&routes),
-        Arc::clone(&metrics),
-    )));
+    let launcher: Arc<dyn RevisionLauncher> = match &cluster {
+        Some(cluster) => Arc::clone(&cluster.launcher) as Arc<dyn RevisionLauncher>,
+        None => Arc::new(launch::LocalLauncher {
+            runtime: Arc::clone(&pods),
+            self_exe: std::env::current_exe().ok(),
+        }),
+    };
+    let registry = Registry::open(&config.data_dir, Arc::clone(&routes), Arc::clone(&metrics));
+    let registry = Arc::new(std::sync::Mutex::new(if cluster.is_some() {
+        registry.with_external_names()
+    } else {
+        registry
+    }));
+    let provider_health = cluster.as_ref().map_or_else(
+        || Arc::new(ProviderHealth::default()),
+        |c| Arc::clone(&c.health),
+    );
 
     let applier = Arc::new(Applier {
         backends: Backends::new(Arc::clone(&store)),
@@ -179,6 +205,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         registry: Arc::clone(&registry),
         store: Arc::clone(&store),
         manifests: Arc::clone(&manifest_status),
+        provider: Arc::clone(&provider_health),
     });
     let admin_task = tokio::spawn({
         let stop = stop_admin.clone();
@@ -195,23 +222,43 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         conn::serve(admin_listener, admin_limits, handler, stop)
     });
 
-    let mut provider = Provider::files(config.manifests.clone(), contents, MANIFEST_POLL_INTERVAL);
+    let kubernetes = cluster.is_some();
+    let mut provider = match (&mut cluster, contents) {
+        (Some(cluster), _) => Provider::Kubernetes(cluster.start(Arc::clone(&topology))),
+        (None, contents) => Provider::files(
+            config.manifests.clone(),
+            contents.unwrap_or_default(),
+            MANIFEST_POLL_INTERVAL,
+        ),
+    };
+    let ready_on_load = Arc::clone(&ready);
     let watcher = tokio::spawn(async move {
         let mut serving = snapshot;
         while let Some(update) = provider.next().await {
             match update {
-                Update::Applied { snapshot, files } => {
-                    if *snapshot != *serving {
+                Update::Applied {
+                    snapshot,
+                    files,
+                    left_out,
+                } => {
+                    let changed = *snapshot != *serving;
+                    if changed {
                         tracing::info!(
                             brokers = snapshot.brokers.len(),
                             triggers = snapshot.triggers.len(),
-                            "Manifests changed; applying."
+                            services = snapshot.services.len(),
+                            "Desired state changed; applying."
                         );
                         applier.apply(&snapshot).await;
                         serving = snapshot;
                     }
-                    if let Some(files) = files {
-                        manifest_sets.applied(files).await;
+                    match files {
+                        Some(files) => manifest_sets.applied(files).await,
+                        None => {
+                            manifest_status.objects_loaded(&left_out, changed, &manifests::now());
+                            // Ready once the cluster's objects were served once.
+                            ready_on_load.store(true, Ordering::Release);
+                        }
                     }
                 }
                 Update::Rejected { errors } => manifest_sets.rejected(&errors),
@@ -224,12 +271,17 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Arc::clone(&routes),
         stop_backlog.clone(),
     ));
-    ready.store(true, Ordering::Release);
+    if !kubernetes {
+        ready.store(true, Ordering::Release);
+    }
 
     shutdown_signal().await;
     tracing::info!("Shutting down: refusing new events, draining deliveries.");
     ready.store(false, Ordering::Release);
     watcher.abort();
+    if let Some(cluster) = &cluster {
+        cluster.stop();
+    }
     stop_backlog.cancel();
     stop_ingress.cancel();
     if tokio::time::timeout(config.drain_timeout, ingress_task)
@@ -266,7 +318,7 @@ struct Applier {
     topology: Arc<ArcSwap<Topology>>,
     dispatcher: Arc<Dispatcher>,
     registry: Arc<std::sync::Mutex<Registry>>,
-    launcher: Arc<launch::LocalLauncher>,
+    launcher: Arc<dyn RevisionLauncher>,
 }
 
 impl Applier {

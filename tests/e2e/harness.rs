@@ -47,6 +47,21 @@ impl Gateway {
         Self::launch(manifests, data, extra, None, "/healthz").await
     }
 
+    /// Starts with its ingress on `ingress` (`127.0.0.1:PORT`), for flags that name it.
+    pub async fn start_on(manifests: &Path, data: &Path, extra: &[&str], ingress: &str) -> Gateway {
+        let mut gw = Gateway {
+            child: None,
+            ingress: format!("http://{ingress}"),
+            admin: format!("http://127.0.0.1:{}", free_port()),
+            manifests: manifests.to_owned(),
+            data: data.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            nofile: None,
+        };
+        gw.spawn_until("/readyz").await;
+        gw
+    }
+
     /// Starts with the file-descriptor limit lowered to `nofile` (soft and hard).
     pub async fn start_with_nofile(
         manifests: &Path,

@@ -7,6 +7,7 @@ mod durability;
 mod hardening;
 mod harness;
 mod ingress;
+mod kubernetes;
 mod manifests;
 mod pods;
 mod serving;

@@ -9,11 +9,17 @@ pub const DOCUMENT_FIELD: &str = "(document)";
 /// Field name used for problems with a whole file or directory (unreadable, not UTF-8).
 pub const FILE_FIELD: &str = "(file)";
 
+/// `document` of a problem with an object read from the Kubernetes API: `file` is then
+/// `{kind} {namespace}/{name}` and the problem displays as `{kind} {namespace}/{name}
+/// {field}: {reason}`.
+pub const API_OBJECT: usize = usize::MAX;
+
 /// Why a manifest set was rejected, located precisely enough to fix it.
 ///
-/// Displays as `{file} document {document}: {field}: {reason}`.
+/// Displays as `{file} document {document}: {field}: {reason}`, or for an API object
+/// ([`API_OBJECT`]) as `{kind} {namespace}/{name} {field}: {reason}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
-#[error("{} document {document}: {field}: {reason}", file.display())]
+#[error("{}", located(file, *document, field, reason))]
 pub struct ManifestError {
     /// The manifest file (or the directory, when it could not be read).
     pub file: PathBuf,
@@ -41,14 +47,20 @@ pub struct ManifestWarning {
 
 impl fmt::Display for ManifestWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} document {}: {}: {}",
-            self.file.display(),
+        f.write_str(&located(
+            &self.file,
             self.document,
-            self.field,
-            self.reason
-        )
+            &self.field,
+            &self.reason,
+        ))
+    }
+}
+
+fn located(file: &Path, document: usize, field: &str, reason: &str) -> String {
+    if document == API_OBJECT {
+        format!("{} {field}: {reason}", file.display())
+    } else {
+        format!("{} document {document}: {field}: {reason}", file.display())
     }
 }
 
@@ -64,6 +76,16 @@ impl Origin {
         Self {
             file: file.to_path_buf(),
             document,
+        }
+    }
+
+    /// Where the document is, for a message naming it: `file document N`, or for an API
+    /// object its `{kind} {namespace}/{name}`.
+    pub(crate) fn describe(&self) -> String {
+        if self.document == API_OBJECT {
+            self.file.display().to_string()
+        } else {
+            format!("{} document {}", self.file.display(), self.document)
         }
     }
 

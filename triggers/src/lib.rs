@@ -32,7 +32,7 @@ mod validate;
 pub use duration::{parse_go_duration, parse_iso8601};
 pub use error::{ManifestError, ManifestWarning};
 pub use filter::{Attributes, Filter};
-pub use load::{DirContents, load_dirs, load_documents};
+pub use load::{DirContents, ObjectsLoad, load_dirs, load_documents, load_objects, object_label};
 pub use snapshot::{
     Backend, BackoffPolicy, BrokerConfig, ContainerSpec, DEFAULT_BACKOFF_DELAY,
     DEFAULT_BACKOFF_POLICY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RETRY, DEFAULT_TIMEOUT, DeliveryConfig,

@@ -50,6 +50,92 @@ pub fn load_documents(files: &[(PathBuf, String)]) -> Result<Snapshot, Vec<Manif
     }
 }
 
+/// What [`load_objects`] made of a set of API objects.
+#[derive(Debug)]
+pub struct ObjectsLoad {
+    /// The snapshot of every object that is valid on its own and with the others.
+    pub snapshot: Snapshot,
+    /// Why each left-out object was left out (file `{kind} {namespace}/{name}`, document
+    /// [`API_OBJECT`](crate::error::API_OBJECT)).
+    pub errors: Vec<ManifestError>,
+}
+
+/// Loads objects read from the Kubernetes API (each a JSON object with `apiVersion`, `kind`
+/// and `metadata`). Unlike a file set, one invalid object does not reject the others: the
+/// objects that have errors are left out and the rest is validated again, until what is left
+/// is valid (at most once per object).
+pub fn load_objects(objects: &[Value]) -> ObjectsLoad {
+    let located: Vec<(PathBuf, &Value)> = objects
+        .iter()
+        .map(|object| (PathBuf::from(object_label(object)), object))
+        .collect();
+    let mut left_out: HashSet<PathBuf> = HashSet::new();
+    let mut errors = Vec::new();
+    loop {
+        let mut parsed = Parsed::default();
+        for (label, object) in &located {
+            if left_out.contains(label) {
+                continue;
+            }
+            let origin = Origin::new(label, crate::error::API_OBJECT);
+            let declared = declared_object(object);
+            match parse_document((*object).clone()) {
+                Ok(manifest) => parsed.manifests.push(Located { origin, manifest }),
+                Err((field, reason)) => {
+                    parsed.rejected.extend(declared);
+                    parsed.errors.push(origin.error(field, reason));
+                }
+            }
+        }
+        let (snapshot, more) = validate::snapshot(&parsed.manifests, &parsed.rejected);
+        let mut round = parsed.errors;
+        round.extend(more);
+        if round.is_empty() {
+            return ObjectsLoad {
+                snapshot,
+                errors: dedup(errors),
+            };
+        }
+        let before = left_out.len();
+        for error in &round {
+            left_out.insert(error.file.clone());
+        }
+        errors.extend(round);
+        if left_out.len() == before {
+            // An error not tied to one object (cannot happen today): serve nothing new.
+            return ObjectsLoad {
+                snapshot: Snapshot::default(),
+                errors: dedup(errors),
+            };
+        }
+    }
+}
+
+/// `{kind} {namespace}/{name}` of an API object, as its errors name it.
+pub fn object_label(object: &Value) -> String {
+    let field = |path: &[&str]| {
+        path.iter()
+            .try_fold(object, |v, key| v.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let kind = field(&["kind"]);
+    let api_version = field(&["apiVersion"]);
+    let group = api_version.split_once('/').map_or("", |(group, _)| group);
+    let kind = if group.is_empty() {
+        kind
+    } else {
+        format!("{kind}.{group}")
+    };
+    let namespace = object
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_NAMESPACE);
+    format!("{kind} {namespace}/{}", field(&["metadata", "name"]))
+}
+
 /// A manifest and where it was found.
 #[derive(Debug, Clone)]
 pub(crate) struct Located {

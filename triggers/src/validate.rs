@@ -289,11 +289,10 @@ fn check_names(manifests: &[Located], report: &mut Report) {
             Some(origin) => scope.error(
                 "metadata.name",
                 format!(
-                    "duplicate {kind} {}/{}; first defined in {} document {}",
+                    "duplicate {kind} {}/{}; first defined in {}",
                     meta.namespace(),
                     meta.name,
-                    origin.file.display(),
-                    origin.document
+                    origin.describe(),
                 ),
             ),
             None => {

@@ -152,9 +152,8 @@ fn owned_service<'m>(
                 name_field,
                 format!(
                     "the Service {namespace}/{name} this Trigger creates collides with the one \
-                     that {by} in {} document {}",
-                    first.origin.file.display(),
-                    first.origin.document
+                     that {by} in {}",
+                    first.origin.describe(),
                 ),
             );
         }

@@ -1,0 +1,406 @@
+//! The Kubernetes provider: one reflector per watched kind, and a builder that turns what they
+//! hold into snapshots through the same `triggers` validation as manifest files.
+//!
+//! - Brokers count when their `eventing.knative.dev/broker.class` is `tidegate`; Knative
+//!   Triggers when their Broker is one of those. tidegate Triggers, Knative Services, ConfigMaps
+//!   and Secrets all count (Secrets of the Helm release and service account token types are
+//!   not listed).
+//! - A Knative Service controlled by a tidegate Trigger of the set is that Trigger's inline
+//!   Service: the Trigger declares it, so the object itself is not loaded twice.
+//! - Revisions and traffic are Knative's: a Service's latest revision is
+//!   `status.latestCreatedRevisionName` and its split is its Route's `status.traffic`, as
+//!   Knative resolved them.
+//! - An invalid object is left out alone ([`triggers::load_objects`]); its errors are kept in
+//!   [`Loaded`] for the controllers to write into its status.
+//! - A watch that fails is retried with backoff (kube-runtime's default: 0.8 s growing to
+//!   30 s); the reflector keeps the last objects, so the snapshot served stays, and
+//!   [`ProviderHealth`] says what fails.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures::StreamExt as _;
+use kube::Client;
+use kube::api::DynamicObject;
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt as _, watcher as watch_stream};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use triggers::{ManifestError, Snapshot, TrafficRevision, TrafficTarget};
+
+use super::api::{Kind, Kinds, TIDEGATE_TRIGGER_API_VERSION, explain};
+use crate::runtime::provider::{ProviderHealth, Update};
+
+/// The Broker annotation naming its implementation.
+pub const BROKER_CLASS_ANNOTATION: &str = "eventing.knative.dev/broker.class";
+/// The broker class tidegate implements.
+pub const BROKER_CLASS: &str = "tidegate";
+/// Changes closer together than this make one snapshot.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// A reflector's store and a counter bumped on every change it sees.
+#[derive(Clone)]
+pub struct Watched {
+    pub store: Store<DynamicObject>,
+    pub changes: watch::Receiver<u64>,
+}
+
+/// Every watched kind's objects.
+#[derive(Clone)]
+pub struct Stores {
+    pub broker: Watched,
+    pub trigger: Watched,
+    pub tidegate_trigger: Watched,
+    pub service: Watched,
+    pub route: Watched,
+    pub pod_autoscaler: Watched,
+    pub config_map: Watched,
+    pub secret: Watched,
+    pub endpoint_slice: Watched,
+}
+
+impl Stores {
+    fn all(&self) -> [&Watched; 9] {
+        [
+            &self.broker,
+            &self.trigger,
+            &self.tidegate_trigger,
+            &self.service,
+            &self.route,
+            &self.pod_autoscaler,
+            &self.config_map,
+            &self.secret,
+            &self.endpoint_slice,
+        ]
+    }
+
+    /// Waits until every reflector has listed its kind once.
+    pub async fn ready(&self) {
+        for watched in self.all() {
+            let _ = watched.store.wait_until_ready().await;
+        }
+    }
+}
+
+/// Starts one reflector task per watched kind.
+pub fn start(client: &Client, kinds: &Kinds, health: &Arc<ProviderHealth>) -> Stores {
+    let reflect = |kind: &Kind, config: watcher::Config| {
+        let writer = Writer::new(kind.resource.clone());
+        let store = writer.as_reader();
+        let (tx, changes) = watch::channel(0u64);
+        tokio::spawn(drive(
+            kind.clone(),
+            kind.all(client),
+            config,
+            writer,
+            tx,
+            Arc::clone(health),
+        ));
+        Watched { store, changes }
+    };
+    let plain = watcher::Config::default;
+    Stores {
+        broker: reflect(&kinds.broker, plain()),
+        trigger: reflect(&kinds.trigger, plain()),
+        tidegate_trigger: reflect(&kinds.tidegate_trigger, plain()),
+        service: reflect(&kinds.service, plain()),
+        route: reflect(&kinds.route, plain()),
+        pod_autoscaler: reflect(&kinds.pod_autoscaler, plain()),
+        config_map: reflect(&kinds.config_map, plain()),
+        secret: reflect(
+            &kinds.secret,
+            plain().fields("type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token"),
+        ),
+        endpoint_slice: reflect(&kinds.endpoint_slice, plain()),
+    }
+}
+
+async fn drive(
+    kind: Kind,
+    api: kube::Api<DynamicObject>,
+    config: watcher::Config,
+    writer: Writer<DynamicObject>,
+    changes: watch::Sender<u64>,
+    health: Arc<ProviderHealth>,
+) {
+    let source = kind.describe();
+    let stream = reflector::reflector(writer, watch_stream(api, config).default_backoff());
+    let mut stream = std::pin::pin!(stream);
+    let mut failing = false;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(Event::Init | Event::InitApply(_)) => {}
+            Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_)) => {
+                if failing {
+                    tracing::info!(kind = %source, "Kubernetes watch recovered.");
+                    failing = false;
+                    health.set(&source, None);
+                }
+                changes.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            Err(error) => {
+                let why = watch_error(&kind, &error);
+                if !failing {
+                    tracing::warn!(kind = %source, error = %why, "Kubernetes watch failing; retrying with backoff, serving the objects last seen.");
+                }
+                failing = true;
+                health.set(&source, Some(why));
+            }
+        }
+    }
+}
+
+fn watch_error(kind: &Kind, error: &watcher::Error) -> String {
+    match error {
+        watcher::Error::InitialListFailed(e) => explain(kind, "list", e),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            explain(kind, "watch", e)
+        }
+        watcher::Error::WatchError(status) => {
+            explain(kind, "watch", &kube::Error::Api(status.clone()))
+        }
+        other => format!("cannot watch {}: {other}", kind.describe()),
+    }
+}
+
+/// The outcome of the last load, shared with the controllers.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The snapshot served.
+    pub snapshot: Arc<Snapshot>,
+    /// Errors of each left-out object, by [`triggers::object_label`].
+    pub errors: HashMap<String, Vec<ManifestError>>,
+    /// `(apiVersion, kind, namespace, name)` of the Brokers and Triggers tidegate serves or
+    /// reports on (valid or not).
+    pub objects: Vec<(String, String, String, String)>,
+    /// `resourceVersion` of every object loaded, by [`triggers::object_label`]: a controller
+    /// acts on an object only once this load has seen the version it reconciles.
+    pub versions: HashMap<String, String>,
+}
+
+impl Loaded {
+    /// Whether this load saw `object` as it is now.
+    pub fn has_seen(&self, object: &Value) -> bool {
+        let version = object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
+        version.is_some()
+            && self
+                .versions
+                .get(&triggers::object_label(object))
+                .map(String::as_str)
+                == version
+    }
+}
+
+/// Builds a snapshot after every change (debounced) and sends it as an [`Update`]; `loaded`
+/// holds the last one for the controllers, and `generation` counts loads.
+pub fn provider(
+    stores: Stores,
+    loaded: Arc<ArcSwap<Loaded>>,
+    generation: watch::Sender<u64>,
+) -> mpsc::Receiver<Update> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        stores.ready().await;
+        let mut changes: Vec<watch::Receiver<u64>> =
+            stores.all().iter().map(|w| w.changes.clone()).collect();
+        loop {
+            for c in &mut changes {
+                c.mark_unchanged();
+            }
+            let load = build(&stores);
+            for (label, errors) in &load.errors {
+                for error in errors {
+                    tracing::warn!(object = %label, %error, "Kubernetes object left out.");
+                }
+            }
+            loaded.store(Arc::clone(&load));
+            generation.send_modify(|n| *n = n.wrapping_add(1));
+            if tx
+                .send(Update::Applied {
+                    snapshot: Arc::clone(&load.snapshot),
+                    files: None,
+                    left_out: load.errors.values().flatten().cloned().collect(),
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let any =
+                futures::future::select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
+            if any.await.0.is_err() {
+                return;
+            }
+            tokio::time::sleep(DEBOUNCE).await;
+        }
+    });
+    rx
+}
+
+/// One snapshot of what the stores hold.
+pub fn build(stores: &Stores) -> Arc<Loaded> {
+    let values = |w: &Watched| -> Vec<Value> {
+        w.store
+            .state()
+            .iter()
+            .filter_map(|o| serde_json::to_value(o.as_ref()).ok())
+            .collect()
+    };
+    let brokers: Vec<Value> = values(&stores.broker)
+        .into_iter()
+        .filter(|b| annotation(b, BROKER_CLASS_ANNOTATION) == Some(BROKER_CLASS))
+        .collect();
+    let ours: HashSet<(String, String)> = brokers.iter().map(key).collect();
+    let triggers: Vec<Value> = values(&stores.trigger)
+        .into_iter()
+        .filter(|t| {
+            let (namespace, _) = key(t);
+            let broker = t
+                .pointer("/spec/broker")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            ours.contains(&(namespace, broker.to_owned()))
+        })
+        .collect();
+    let tidegate_triggers = values(&stores.tidegate_trigger);
+    let trigger_uids: HashSet<&str> = tidegate_triggers
+        .iter()
+        .filter_map(|t| t.pointer("/metadata/uid").and_then(Value::as_str))
+        .collect();
+    let services = values(&stores.service);
+    let inline: HashSet<(String, String)> = services
+        .iter()
+        .filter(|s| {
+            controller_uid(s, TIDEGATE_TRIGGER_API_VERSION, "Trigger")
+                .is_some_and(|uid| trigger_uids.contains(uid))
+        })
+        .map(key)
+        .collect();
+    let served: Vec<(String, String, String, String)> = brokers
+        .iter()
+        .chain(triggers.iter())
+        .chain(tidegate_triggers.iter())
+        .map(|o| {
+            let (namespace, name) = key(o);
+            let field = |f: &str| {
+                o.get(f)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (field("apiVersion"), field("kind"), namespace, name)
+        })
+        .collect();
+    let mut objects: Vec<Value> = Vec::new();
+    objects.extend(values(&stores.config_map));
+    objects.extend(values(&stores.secret));
+    objects.extend(brokers);
+    objects.extend(triggers);
+    objects.extend(tidegate_triggers.iter().cloned());
+    objects.extend(
+        services
+            .iter()
+            .filter(|s| !inline.contains(&key(s)))
+            .cloned(),
+    );
+    let versions: HashMap<String, String> = objects
+        .iter()
+        .filter_map(|o| {
+            let version = o.pointer("/metadata/resourceVersion")?.as_str()?;
+            Some((triggers::object_label(o), version.to_owned()))
+        })
+        .collect();
+    // The API server's form: `kind` and `apiVersion` are there (DynamicObject keeps them).
+    let mut load = triggers::load_objects(&objects);
+
+    let by_key: HashMap<(String, String), &Value> = services.iter().map(|s| (key(s), s)).collect();
+    let routes: HashMap<(String, String), Value> = values(&stores.route)
+        .into_iter()
+        .map(|r| (key(&r), r))
+        .collect();
+    for service in &mut load.snapshot.services {
+        let k = (service.namespace.clone(), service.name.clone());
+        let object = by_key.get(&k);
+        if let Some(latest) = object
+            .and_then(|o| o.pointer("/status/latestCreatedRevisionName"))
+            .and_then(Value::as_str)
+        {
+            service.template_name = Some(latest.to_owned());
+        }
+        if let Some(traffic) = routes.get(&k).and_then(route_traffic) {
+            service.traffic = traffic;
+        }
+    }
+    let mut errors: HashMap<String, Vec<ManifestError>> = HashMap::new();
+    for error in load.errors {
+        errors
+            .entry(error.file.display().to_string())
+            .or_default()
+            .push(error);
+    }
+    Arc::new(Loaded {
+        snapshot: Arc::new(load.snapshot),
+        errors,
+        objects: served,
+        versions,
+    })
+}
+
+/// A Route's `status.traffic` as Knative resolved it: every entry names its revision.
+fn route_traffic(route: &Value) -> Option<Vec<TrafficTarget>> {
+    let entries = route.pointer("/status/traffic")?.as_array()?;
+    let mut traffic = Vec::new();
+    for entry in entries {
+        let revision = entry.get("revisionName")?.as_str()?;
+        traffic.push(TrafficTarget {
+            revision: TrafficRevision::Named(revision.to_owned()),
+            percent: entry
+                .get("percent")
+                .and_then(Value::as_u64)
+                .map_or(0, |p| u32::try_from(p.min(100)).unwrap_or(100)),
+            tag: entry.get("tag").and_then(Value::as_str).map(str::to_owned),
+        });
+    }
+    (!traffic.is_empty()).then_some(traffic)
+}
+
+/// `(namespace, name)` of an object.
+pub fn key(object: &Value) -> (String, String) {
+    let field = |f: &str| {
+        object
+            .pointer(&format!("/metadata/{f}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (field("namespace"), field("name"))
+}
+
+/// A `metadata.annotations` value.
+pub fn annotation<'a>(object: &'a Value, name: &str) -> Option<&'a str> {
+    object
+        .get("metadata")?
+        .get("annotations")?
+        .get(name)?
+        .as_str()
+}
+
+/// The uid of the object's controller, when it is of `api_version` and `kind`.
+pub fn controller_uid<'a>(object: &'a Value, api_version: &str, kind: &str) -> Option<&'a str> {
+    object
+        .pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .filter(|r| {
+            r.get("apiVersion").and_then(Value::as_str) == Some(api_version)
+                && r.get("kind").and_then(Value::as_str) == Some(kind)
+        })?
+        .get("uid")?
+        .as_str()
+}
