@@ -38,9 +38,10 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::api::{FIELD_MANAGER, Kind};
+use super::api::{FIELD_MANAGER, Kind, Kinds};
 use super::controller::{
     APPLIED_ANNOTATION, Context, PRECISE_CLASS, ReconcileError, applied_hash, owner_reference,
+    report_failure,
 };
 use super::pods::{DesiredScales, EndpointPods};
 use super::status::{Cond, conditions_json, now, patch_status, ready};
@@ -104,7 +105,20 @@ fn error_policy(
     Action::requeue(delay)
 }
 
-async fn reconcile(
+pub(crate) async fn reconcile(
+    object: Arc<DynamicObject>,
+    precise: Arc<Precise>,
+) -> Result<Action, ReconcileError> {
+    match pod_autoscaler(Arc::clone(&object), Arc::clone(&precise)).await {
+        Ok(action) => Ok(action),
+        Err(error) => {
+            let ctx = &precise.ctx;
+            Err(report_failure(ctx, &ctx.kinds.pod_autoscaler, &object, error).await)
+        }
+    }
+}
+
+async fn pod_autoscaler(
     object: Arc<DynamicObject>,
     precise: Arc<Precise>,
 ) -> Result<Action, ReconcileError> {
@@ -342,10 +356,12 @@ async fn write(
         status["actualScale"] = json!(a);
     }
     patch_status(api, object, status).await.map_err(|e| {
-        ReconcileError(format!(
-            "cannot patch the status of PodAutoscaler {name}: {}",
-            super::api::api_message(&e)
-        ))
+        ReconcileError::api(
+            &Kinds::default().pod_autoscaler,
+            "patch the status of",
+            name,
+            &e,
+        )
     })
 }
 

@@ -120,14 +120,19 @@ impl Context {
     }
 }
 
-/// A reconcile that must be retried.
+/// A reconcile that must be retried: `reason` is the condition reason and Event reason it is
+/// reported with (`Forbidden` for an RBAC refusal, `Conflict`, `ApiError`).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ReconcileError(pub String);
+#[error("{message}")]
+pub struct ReconcileError {
+    pub reason: &'static str,
+    pub message: String,
+}
 
 impl ReconcileError {
     pub(crate) fn api(kind: &Kind, verb: &str, name: &str, error: &kube::Error) -> Self {
-        let what = match status_code(error) {
+        let code = status_code(error);
+        let what = match code {
             Some(403) => format!(
                 "RBAC: tidegate's service account may not {verb} {} {name}: {}",
                 kind.describe(),
@@ -139,8 +144,53 @@ impl ReconcileError {
                 api_message(error)
             ),
         };
-        Self(what)
+        let reason = match code {
+            Some(403) => "Forbidden",
+            Some(409) => "Conflict",
+            _ => "ApiError",
+        };
+        Self {
+            reason,
+            message: what,
+        }
     }
+}
+
+/// Reports a failed reconcile where Kubernetes users look: `Ready=False` with the error's
+/// reason on the object (other conditions kept) and a Warning Event, then hands the error on
+/// for the retry. Failures to report are only logged: the retry reports again.
+pub async fn report_failure(
+    ctx: &Context,
+    kind: &Kind,
+    object: &DynamicObject,
+    error: ReconcileError,
+) -> ReconcileError {
+    ctx.warn(kind, object, error.reason, &error.message).await;
+    let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    let previous = object.data.pointer("/status/conditions");
+    let mut kept: Vec<Value> = previous
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter()
+                .filter(|c| c.get("type").and_then(Value::as_str) != Some("Ready"))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let ready = conditions_json(
+        &[Cond::failed("Ready", error.reason, error.message.clone())],
+        previous,
+        &now(),
+    );
+    if let Value::Array(mut ready) = ready {
+        ready.append(&mut kept);
+        kept = ready;
+    }
+    let status = json!({"conditions": kept});
+    if let Err(e) = patch_status(&kind.namespaced(&ctx.client, &namespace), object, status).await {
+        tracing::debug!(error = %api_message(&e), "Could not report a failed reconcile in the status.");
+    }
+    error
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -373,7 +423,17 @@ fn load_errors(loaded: &Loaded, object: &DynamicObject) -> Option<String> {
     )
 }
 
-async fn reconcile_tidegate_trigger(
+pub(crate) async fn reconcile_tidegate_trigger(
+    object: Arc<DynamicObject>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    match tidegate_trigger(Arc::clone(&object), Arc::clone(&ctx)).await {
+        Ok(action) => Ok(action),
+        Err(error) => Err(report_failure(&ctx, &ctx.kinds.tidegate_trigger, &object, error).await),
+    }
+}
+
+async fn tidegate_trigger(
     object: Arc<DynamicObject>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {

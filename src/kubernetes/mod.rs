@@ -20,6 +20,9 @@ pub mod pods;
 pub mod status;
 pub mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -262,7 +262,7 @@ impl DesiredScales {
             .copied()
     }
 
-    fn set(&self, namespace: &str, revision: &str, desired: Option<u32>) {
+    pub(crate) fn set(&self, namespace: &str, revision: &str, desired: Option<u32>) {
         let key = (namespace.to_owned(), revision.to_owned());
         let changed = {
             let mut scales = self.lock();

@@ -1,0 +1,521 @@
+//! The reconcilers against a scripted API server (kube-rs's `tower-test` mocking): each test
+//! answers the requests a reconcile makes, in order, and checks what is sent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response, StatusCode};
+use kube::Client;
+use kube::api::DynamicObject;
+use kube::client::Body;
+use kube::runtime::reflector::store::Writer;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::api::{Kinds, preflight};
+use super::autoscaler::{self, Precise};
+use super::controller::{self, Context};
+use super::pods::{DesiredScales, EndpointPods};
+use super::watch::{Loaded, Watched};
+use crate::topology::Topology;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One request as the server saw it.
+struct Seen {
+    method: String,
+    uri: String,
+    content_type: String,
+    body: Value,
+}
+
+/// Answers the next request with `status` and `body`, returning what was asked.
+async fn answer(handle: &mut Handle, status: u16, body: Value) -> Seen {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .expect("a request within 5 s")
+        .expect("the client is still there");
+    let method = request.method().to_string();
+    let uri = request.uri().to_string();
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = request.into_body().collect_bytes().await.expect("body");
+    let body_json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    send.send_response(
+        Response::builder()
+            .status(StatusCode::from_u16(status).expect("status"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string().into_bytes()))
+            .expect("response"),
+    );
+    Seen {
+        method,
+        uri,
+        content_type,
+        body: body_json,
+    }
+}
+
+/// No further request within 200 ms.
+async fn quiet(handle: &mut Handle) {
+    let next = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+    assert!(
+        !matches!(next, Ok(Some(_))),
+        "an unexpected request was made: {:?}",
+        next.ok()
+            .flatten()
+            .map(|(r, _)| format!("{} {}", r.method(), r.uri()))
+    );
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "reason": reason, "message": message})
+}
+
+fn mock() -> (Client, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, "default"), handle)
+}
+
+fn trigger(service: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "tidegate.dev/v1alpha1", "kind": "Trigger",
+        "metadata": {"name": "orders", "namespace": "default", "uid": "u-1", "resourceVersion": "7", "generation": 3},
+        "spec": {"broker": "default", "service": service},
+    }))
+    .expect("trigger")
+}
+
+fn context(client: Client, object: &DynamicObject) -> Arc<Context> {
+    let value = serde_json::to_value(object).expect("json");
+    let label = triggers::object_label(&value);
+    let version = object.metadata.resource_version.clone().unwrap_or_default();
+    let loaded = Loaded {
+        versions: HashMap::from([(label, version)]),
+        ..Loaded::default()
+    };
+    Arc::new(Context::new(
+        client,
+        Kinds::default(),
+        Arc::new(ArcSwap::from_pointee(loaded)),
+        Arc::new(ArcSwap::from_pointee(Topology::default())),
+        "http://tidegate.test".into(),
+        Some("tidegate-0".into()),
+    ))
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+const SERVICE_URL: &str = "/apis/serving.knative.dev/v1/namespaces/default/services/orders";
+const STATUS_URL: &str = "/apis/tidegate.dev/v1alpha1/namespaces/default/triggers/orders/status";
+
+fn request(seen: &Seen) -> (&str, &str) {
+    (
+        seen.method.as_str(),
+        seen.uri.split('?').next().unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn the_trigger_s_service_is_applied_with_the_trigger_as_controller() {
+    let (client, mut handle) = mock();
+    let object =
+        trigger(json!({"spec": {"template": {"spec": {"containers": [{"image": "app:1"}]}}}}));
+    let ctx = context(client, &object);
+    let run = tokio::spawn(controller::reconcile_tidegate_trigger(
+        Arc::new(object),
+        Arc::clone(&ctx),
+    ));
+
+    let get = answer(
+        &mut handle,
+        404,
+        status(
+            404,
+            "NotFound",
+            "services.serving.knative.dev \"orders\" not found",
+        ),
+    )
+    .await;
+    assert_eq!(request(&get), ("GET", SERVICE_URL));
+    let apply = answer(
+        &mut handle,
+        200,
+        json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": "orders", "namespace": "default"}}),
+    )
+    .await;
+    assert_eq!(apply.method, "PATCH");
+    assert_eq!(
+        apply.uri,
+        format!("{SERVICE_URL}?&force=true&fieldManager=tidegate")
+    );
+    assert_eq!(apply.content_type, "application/apply-patch+yaml");
+    let owner = &apply.body["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["uid"], "u-1");
+    assert_eq!(owner["kind"], "Trigger");
+    assert_eq!(owner["controller"], true);
+    assert_eq!(
+        apply.body["metadata"]["labels"]["tidegate.dev/trigger"],
+        "orders"
+    );
+    assert_eq!(
+        apply.body["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/class"],
+        "precise.tidegate.dev"
+    );
+    let patch = answer(&mut handle, 200, json!({})).await;
+    assert_eq!(request(&patch), ("PATCH", STATUS_URL));
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert_eq!(patch.body["status"]["observedGeneration"], 3);
+    assert_eq!(condition(&patch.body, "ServiceReady")["status"], "Unknown");
+    assert_eq!(condition(&patch.body, "Ready")["status"], "Unknown");
+    run.await.expect("join").expect("reconciled");
+    quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn a_service_the_trigger_does_not_own_is_never_applied() {
+    let (client, mut handle) = mock();
+    let object =
+        trigger(json!({"spec": {"template": {"spec": {"containers": [{"image": "app:1"}]}}}}));
+    let ctx = context(client, &object);
+    let run = tokio::spawn(controller::reconcile_tidegate_trigger(
+        Arc::new(object),
+        Arc::clone(&ctx),
+    ));
+
+    let foreign = json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "orders", "namespace": "default", "uid": "s-9",
+                     "ownerReferences": [{"apiVersion": "tidegate.dev/v1alpha1", "kind": "Trigger", "name": "other", "uid": "u-2", "controller": true}]}});
+    let get = answer(&mut handle, 200, foreign).await;
+    assert_eq!(request(&get), ("GET", SERVICE_URL));
+    let event = answer(&mut handle, 201, json!({})).await;
+    assert_eq!(
+        request(&event),
+        ("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+    );
+    assert_eq!(event.body["reason"], "ServiceNotOwned");
+    assert_eq!(event.body["type"], "Warning");
+    assert_eq!(event.body["regarding"]["name"], "orders");
+    let patch = answer(&mut handle, 200, json!({})).await;
+    assert_eq!(request(&patch), ("PATCH", STATUS_URL));
+    let ready = condition(&patch.body, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("ServiceNotOwned"))
+    );
+    run.await.expect("join").expect("reconciled");
+    quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn an_rbac_refusal_is_a_clear_condition_an_event_and_a_retry_with_backoff() {
+    let (client, mut handle) = mock();
+    let object =
+        trigger(json!({"spec": {"template": {"spec": {"containers": [{"image": "app:1"}]}}}}));
+    let ctx = context(client, &object);
+    let object = Arc::new(object);
+    let run = tokio::spawn(controller::reconcile_tidegate_trigger(
+        Arc::clone(&object),
+        Arc::clone(&ctx),
+    ));
+
+    answer(&mut handle, 404, status(404, "NotFound", "not found")).await;
+    let forbidden = "services.serving.knative.dev \"orders\" is forbidden: User \"system:serviceaccount:tidegate-system:tidegate\" cannot patch resource \"services\"";
+    let apply = answer(&mut handle, 403, status(403, "Forbidden", forbidden)).await;
+    assert_eq!(apply.method, "PATCH");
+    let event = answer(&mut handle, 201, json!({})).await;
+    assert_eq!(event.body["reason"], "Forbidden");
+    let patch = answer(&mut handle, 200, json!({})).await;
+    assert_eq!(request(&patch), ("PATCH", STATUS_URL));
+    let ready = condition(&patch.body, "Ready");
+    assert_eq!(ready["reason"], "Forbidden");
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("RBAC: tidegate's service account may not apply services.serving.knative.dev (serving.knative.dev/v1 Service) orders"),
+        "{message}"
+    );
+    let error = run.await.expect("join").expect_err("the reconcile fails");
+    assert_eq!(error.reason, "Forbidden");
+    // error_policy: retried, each time later.
+    let key = triggers::object_label(&serde_json::to_value(object.as_ref()).expect("json"));
+    let first = ctx.backoff(&key);
+    let second = ctx.backoff(&key);
+    assert_eq!(
+        (first, second),
+        (Duration::from_millis(500), Duration::from_secs(1))
+    );
+    quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn a_conflict_writing_the_status_is_retried() {
+    let (client, mut handle) = mock();
+    let object =
+        trigger(json!({"spec": {"template": {"spec": {"containers": [{"image": "app:1"}]}}}}));
+    let ctx = context(client, &object);
+    let run = tokio::spawn(controller::reconcile_tidegate_trigger(
+        Arc::new(object),
+        Arc::clone(&ctx),
+    ));
+    answer(&mut handle, 404, status(404, "NotFound", "not found")).await;
+    answer(&mut handle, 200, json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": "orders"}})).await;
+    let conflict = answer(
+        &mut handle,
+        409,
+        status(409, "Conflict", "the object has been modified"),
+    )
+    .await;
+    assert_eq!(request(&conflict), ("PATCH", STATUS_URL));
+    let event = answer(&mut handle, 201, json!({})).await;
+    assert_eq!(event.body["reason"], "Conflict");
+    answer(&mut handle, 200, json!({})).await;
+    let error = run.await.expect("join").expect_err("retried");
+    assert_eq!(error.reason, "Conflict");
+}
+
+#[tokio::test]
+async fn the_start_check_names_the_missing_crd_and_the_refused_permission() {
+    let (client, mut handle) = mock();
+    let kinds = Kinds::default();
+    let run = tokio::spawn(async move { preflight(&client, &kinds, Duration::from_secs(5)).await });
+    for _ in 0..Kinds::default().watched().len() {
+        let (request, send) = handle.next_request().await.expect("a list");
+        let uri = request.uri().to_string();
+        assert!(uri.contains("limit=1"), "{uri}");
+        let (code, body) = if uri.starts_with("/apis/serving.knative.dev/v1/services") {
+            (
+                404,
+                status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+            )
+        } else if uri.starts_with("/api/v1/secrets") {
+            (403, status(403, "Forbidden", "secrets is forbidden"))
+        } else {
+            (
+                200,
+                json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+            )
+        };
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .body(Body::from(body.to_string().into_bytes()))
+                .expect("response"),
+        );
+    }
+    let error = format!("{:#}", run.await.expect("join").expect_err("refused"));
+    assert!(
+        error.contains(
+            "the CRD services.serving.knative.dev (serving.knative.dev/v1 Service) is not installed"
+        ),
+        "{error}"
+    );
+    assert!(
+        error.contains("RBAC: tidegate's service account may not list secrets (v1 Secret)"),
+        "{error}"
+    );
+}
+
+fn precise_context(
+    client: Client,
+    object: &DynamicObject,
+    desired: Option<u32>,
+) -> (Arc<Precise>, CancellationToken) {
+    let ctx = context(client, object);
+    let writer: Writer<DynamicObject> = Writer::new(Kinds::default().endpoint_slice.resource);
+    let (_tx, changes) = tokio::sync::watch::channel(0u64);
+    let stop = CancellationToken::new();
+    let pods = EndpointPods::start(
+        Watched {
+            store: writer.as_reader(),
+            changes,
+        },
+        stop.clone(),
+    );
+    let (scales, _rx) = DesiredScales::new();
+    if let Some(d) = desired {
+        scales.set("default", "orders-00001", Some(d));
+    }
+    (
+        Arc::new(Precise {
+            ctx,
+            scales,
+            pods,
+            advertise: "10.0.0.5:8080".parse().expect("addr"),
+        }),
+        stop,
+    )
+}
+
+fn pod_autoscaler() -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "autoscaling.internal.knative.dev/v1alpha1", "kind": "PodAutoscaler",
+        "metadata": {"name": "orders-00001", "namespace": "default", "uid": "pa-1", "resourceVersion": "3", "generation": 1,
+                     "annotations": {"autoscaling.knative.dev/class": "precise.tidegate.dev"}},
+        "spec": {"containerConcurrency": 1, "protocolType": "http1",
+                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "orders-00001-deployment"}},
+    }))
+    .expect("pa")
+}
+
+fn deployment(replicas: i32) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": "orders-00001-deployment", "namespace": "default"},
+           "spec": {"replicas": replicas, "selector": {"matchLabels": {"serving.knative.dev/revisionUID": "r-1"}},
+                    "template": {"metadata": {"labels": {"serving.knative.dev/revisionUID": "r-1"}}, "spec": {"containers": [{"name": "c", "image": "app:1"}]}}}})
+}
+
+#[tokio::test]
+async fn the_precise_pod_autoscaler_owns_the_revision_services_scales_the_deployment_and_reports() {
+    let (client, mut handle) = mock();
+    let pa = pod_autoscaler();
+    let (precise, stop) = precise_context(client, &pa, Some(2));
+    let run = tokio::spawn(autoscaler::reconcile(Arc::new(pa), Arc::clone(&precise)));
+
+    let get = answer(&mut handle, 200, deployment(0)).await;
+    assert_eq!(
+        request(&get),
+        (
+            "GET",
+            "/apis/apps/v1/namespaces/default/deployments/orders-00001-deployment"
+        )
+    );
+    for (path, what) in [
+        (
+            "/api/v1/namespaces/default/services/orders-00001-private",
+            "private",
+        ),
+        ("/api/v1/namespaces/default/services/orders-00001", "public"),
+        (
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/orders-00001-tidegate",
+            "slice",
+        ),
+    ] {
+        let get = answer(&mut handle, 404, status(404, "NotFound", "not found")).await;
+        assert_eq!(request(&get), ("GET", path), "{what}");
+        let apply = answer(
+            &mut handle,
+            200,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}}),
+        )
+        .await;
+        assert_eq!(request(&apply), ("PATCH", path), "{what}");
+        assert_eq!(apply.content_type, "application/apply-patch+yaml");
+        assert_eq!(
+            apply.body["metadata"]["ownerReferences"][0]["uid"], "pa-1",
+            "{what}"
+        );
+        match what {
+            "private" => {
+                assert_eq!(
+                    apply.body["spec"]["selector"]["serving.knative.dev/revisionUID"],
+                    "r-1"
+                );
+                assert_eq!(apply.body["spec"]["ports"][0]["targetPort"], 8012);
+            }
+            "public" => assert!(apply.body["spec"].get("selector").is_none()),
+            _ => {
+                assert_eq!(apply.body["endpoints"][0]["addresses"][0], "10.0.0.5");
+                assert_eq!(apply.body["ports"][0]["port"], 8080);
+                assert_eq!(
+                    apply.body["metadata"]["labels"]["kubernetes.io/service-name"],
+                    "orders-00001"
+                );
+            }
+        }
+    }
+    let scale = answer(&mut handle, 200, json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "orders-00001-deployment"}, "spec": {"replicas": 2}})).await;
+    assert_eq!(
+        request(&scale),
+        (
+            "PATCH",
+            "/apis/apps/v1/namespaces/default/deployments/orders-00001-deployment/scale"
+        )
+    );
+    assert_eq!(scale.body, json!({"spec": {"replicas": 2}}));
+    let patch = answer(&mut handle, 200, json!({})).await;
+    assert_eq!(
+        request(&patch),
+        (
+            "PATCH",
+            "/apis/autoscaling.internal.knative.dev/v1alpha1/namespaces/default/podautoscalers/orders-00001/status"
+        )
+    );
+    let status = &patch.body["status"];
+    assert_eq!(status["desiredScale"], 2);
+    assert_eq!(status["actualScale"], 0);
+    assert_eq!(status["serviceName"], "orders-00001");
+    assert_eq!(status["metricsServiceName"], "orders-00001-private");
+    assert_eq!(condition(&patch.body, "SKSReady")["status"], "True");
+    assert_eq!(
+        condition(&patch.body, "ScaleTargetInitialized")["status"],
+        "Unknown"
+    );
+    let active = condition(&patch.body, "Active");
+    assert_eq!(
+        (active["status"].as_str(), active["reason"].as_str()),
+        (Some("Unknown"), Some("Queued"))
+    );
+    assert_eq!(
+        condition(&patch.body, "Ready")["status"],
+        "Unknown",
+        "never False while activating: Knative would fail the revision"
+    );
+    run.await.expect("join").expect("reconciled");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_pod_autoscaler_of_another_class_is_left_to_knative() {
+    let (client, mut handle) = mock();
+    let mut pa = pod_autoscaler();
+    pa.metadata.annotations = Some(
+        [(
+            "autoscaling.knative.dev/class".to_owned(),
+            "kpa.autoscaling.knative.dev".to_owned(),
+        )]
+        .into(),
+    );
+    let (precise, stop) = precise_context(client, &pa, Some(2));
+    autoscaler::reconcile(Arc::new(pa), precise)
+        .await
+        .expect("nothing to do");
+    quiet(&mut handle).await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_private_service_the_pod_autoscaler_does_not_control_is_reported_not_owned() {
+    let (client, mut handle) = mock();
+    let pa = pod_autoscaler();
+    let (precise, stop) = precise_context(client, &pa, Some(1));
+    let run = tokio::spawn(autoscaler::reconcile(Arc::new(pa), Arc::clone(&precise)));
+    answer(&mut handle, 200, deployment(0)).await;
+    answer(&mut handle, 200, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "orders-00001-private", "namespace": "default"}})).await;
+    let event = answer(&mut handle, 201, json!({})).await;
+    assert_eq!(event.body["reason"], "NotOwned");
+    let patch = answer(&mut handle, 200, json!({})).await;
+    let sks = condition(&patch.body, "SKSReady");
+    assert_eq!(
+        (sks["status"].as_str(), sks["reason"].as_str()),
+        (Some("False"), Some("NotOwned"))
+    );
+    assert_eq!(condition(&patch.body, "Ready")["status"], "False");
+    run.await.expect("join").expect("reported");
+    quiet(&mut handle).await;
+    stop.cancel();
+}
