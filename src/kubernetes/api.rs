@@ -13,6 +13,61 @@ pub const FIELD_MANAGER: &str = "tidegate";
 /// `apiVersion` of tidegate's own Trigger.
 pub const TIDEGATE_TRIGGER_API_VERSION: &str = "tidegate.dev/v1alpha1";
 
+/// Every permission tidegate's calls need, as `group/resource verb` (the core group is empty):
+/// `deploy/kubernetes/rbac.yaml` grants exactly these (a test compares them).
+pub const PERMISSIONS: &[&str] = &[
+    // Watches (list + watch; get for the controllers' reads).
+    "tidegate.dev/triggers get",
+    "tidegate.dev/triggers list",
+    "tidegate.dev/triggers watch",
+    "eventing.knative.dev/brokers get",
+    "eventing.knative.dev/brokers list",
+    "eventing.knative.dev/brokers watch",
+    "eventing.knative.dev/triggers get",
+    "eventing.knative.dev/triggers list",
+    "eventing.knative.dev/triggers watch",
+    "serving.knative.dev/services get",
+    "serving.knative.dev/services list",
+    "serving.knative.dev/services watch",
+    "serving.knative.dev/routes get",
+    "serving.knative.dev/routes list",
+    "serving.knative.dev/routes watch",
+    "autoscaling.internal.knative.dev/podautoscalers get",
+    "autoscaling.internal.knative.dev/podautoscalers list",
+    "autoscaling.internal.knative.dev/podautoscalers watch",
+    "/configmaps get",
+    "/configmaps list",
+    "/configmaps watch",
+    "/secrets get",
+    "/secrets list",
+    "/secrets watch",
+    "discovery.k8s.io/endpointslices get",
+    "discovery.k8s.io/endpointslices list",
+    "discovery.k8s.io/endpointslices watch",
+    // Status of what tidegate implements.
+    "tidegate.dev/triggers/status patch",
+    "eventing.knative.dev/brokers/status patch",
+    "eventing.knative.dev/triggers/status patch",
+    "autoscaling.internal.knative.dev/podautoscalers/status patch",
+    // Owner references with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
+    "tidegate.dev/triggers/finalizers update",
+    "autoscaling.internal.knative.dev/podautoscalers/finalizers update",
+    // Server-side apply of owned objects (create when absent, patch when present).
+    "serving.knative.dev/services create",
+    "serving.knative.dev/services patch",
+    "/services get",
+    "/services create",
+    "/services patch",
+    "discovery.k8s.io/endpointslices create",
+    "discovery.k8s.io/endpointslices patch",
+    // Scaling precise revisions.
+    "apps/deployments get",
+    "apps/deployments/scale patch",
+    // Events (kube-runtime's recorder creates, then patches a repeated one as a series).
+    "events.k8s.io/events create",
+    "events.k8s.io/events patch",
+];
+
 /// One kind tidegate lists and watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kind {

@@ -519,3 +519,134 @@ async fn a_private_service_the_pod_autoscaler_does_not_control_is_reported_not_o
     quiet(&mut handle).await;
     stop.cancel();
 }
+
+/// Every YAML document under `deploy/kubernetes/`, by file.
+fn deploy_documents() -> Vec<(std::path::PathBuf, Vec<Value>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let mut files = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read deploy/kubernetes") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+                    .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+                files.push((path, docs));
+            }
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
+#[test]
+fn every_deploy_manifest_parses_and_names_its_kind() {
+    let files = deploy_documents();
+    assert!(files.len() >= 10, "{files:?}");
+    for (path, docs) in &files {
+        assert!(!docs.is_empty(), "{} is empty", path.display());
+        for doc in docs {
+            assert!(
+                doc["apiVersion"].is_string() && doc["kind"].is_string(),
+                "{}: {doc}",
+                path.display()
+            );
+        }
+    }
+    let kustomization = files
+        .iter()
+        .find(|(p, _)| p.ends_with("kustomization.yaml"))
+        .expect("kustomization.yaml");
+    let root = kustomization.0.parent().expect("dir");
+    for resource in kustomization.1[0]["resources"]
+        .as_array()
+        .expect("resources")
+    {
+        let path = root.join(resource.as_str().expect("path"));
+        assert!(
+            path.is_file(),
+            "kustomization names {}, which is missing",
+            path.display()
+        );
+    }
+    // The Deployment: probes on the admin port, non-root, read-only root file system.
+    let deployment = files
+        .iter()
+        .flat_map(|(_, d)| d)
+        .find(|d| d["kind"] == "Deployment")
+        .expect("Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+    assert!(container["resources"]["requests"]["cpu"].is_string());
+}
+
+#[test]
+fn the_deploy_examples_load_as_tidegate_reads_them() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/examples");
+    let snapshot = triggers::load_dirs(&[dir]).unwrap_or_else(|errors| {
+        panic!(
+            "{}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert_eq!(snapshot.brokers.len(), 1);
+    assert_eq!(snapshot.triggers.len(), 2);
+    let invoices = snapshot
+        .services
+        .iter()
+        .find(|s| s.name == "invoices")
+        .expect("the Trigger's Service");
+    assert_eq!(
+        invoices.template.scaling.class,
+        triggers::ScalingClass::Precise
+    );
+    assert_eq!(invoices.template.container_concurrency, 1);
+}
+
+#[test]
+fn the_rbac_rules_grant_the_verbs_tidegate_uses_and_no_more() {
+    let files = deploy_documents();
+    let role = files
+        .iter()
+        .flat_map(|(_, d)| d)
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("ClusterRole");
+    let mut granted: Vec<String> = Vec::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        for group in rule["apiGroups"].as_array().expect("groups") {
+            for resource in rule["resources"].as_array().expect("resources") {
+                for verb in rule["verbs"].as_array().expect("verbs") {
+                    granted.push(format!(
+                        "{}/{} {}",
+                        group.as_str().unwrap_or_default(),
+                        resource.as_str().unwrap_or_default(),
+                        verb.as_str().unwrap_or_default()
+                    ));
+                }
+            }
+        }
+    }
+    granted.sort();
+    let mut used: Vec<String> = super::api::PERMISSIONS
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect();
+    used.sort();
+    assert_eq!(
+        granted, used,
+        "deploy/kubernetes/rbac.yaml and api::PERMISSIONS differ"
+    );
+}
