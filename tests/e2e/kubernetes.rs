@@ -600,3 +600,119 @@ async fn a_missing_crd_stops_the_start_and_a_lost_api_server_keeps_the_last_stat
         "the last Brokers keep accepting events"
     );
 }
+
+/// A Knative Trigger on a tidegate Broker delivers to a Knative Service (not created by
+/// tidegate) whose EndpointSlices list one pod that refuses connections and one that works:
+/// nothing is lost (refused requests never reached a pod and go to the other), and the
+/// Trigger's status is written as Knative's broker implementations write it. A Trigger on a
+/// Broker of another class is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_knative_trigger_delivers_through_endpoint_slices_and_fails_over_refused_pods() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emulator = Emulator::start(&[]).await;
+    let gw = gateway(&emulator, dir.path()).await;
+    emulator.create(BROKERS, broker()).await;
+    emulator
+        .create(BROKERS, json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+            "metadata": {"name": "other", "namespace": "default",
+                         "annotations": {"eventing.knative.dev/broker.class": "MTChannelBasedBroker"}}}))
+        .await;
+    let revision = "audit-00001";
+    emulator
+        .create(SERVICES, json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "audit", "namespace": "default"},
+            "spec": {"template": {"metadata": {"annotations": {"autoscaling.knative.dev/class": "precise.tidegate.dev", "autoscaling.knative.dev/min-scale": "1"}},
+                                  "spec": {"containerConcurrency": 2, "containers": [{"image": "example.com/audit:1"}]}}},
+            "status": {"latestCreatedRevisionName": revision, "latestReadyRevisionName": revision,
+                       "conditions": [{"type": "Ready", "status": "True"}]}}))
+        .await;
+    emulator
+        .create(ROUTES, json!({"apiVersion": "serving.knative.dev/v1", "kind": "Route",
+            "metadata": {"name": "audit", "namespace": "default"},
+            "status": {"traffic": [{"revisionName": revision, "percent": 100, "latestRevision": true}]}}))
+        .await;
+    let pod = SampleService::start(&[]).await;
+    let pod_port: u16 = pod
+        .url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let refused = free_port();
+    for (name, port) in [("x1", refused), ("x2", pod_port)] {
+        emulator
+            .create(SLICES, json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": format!("{revision}-private-{name}"), "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": format!("{revision}-private")}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+                "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}))
+            .await;
+    }
+    for (name, broker) in [("audit", "default"), ("elsewhere", "other")] {
+        emulator
+            .create("eventing.knative.dev/v1/triggers", json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"broker": broker, "filters": [{"prefix": {"type": "audit."}}],
+                         "delivery": {"retry": 10, "backoffDelay": "PT0.1S"},
+                         "subscriber": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "audit"}}}}))
+            .await;
+    }
+    let trigger = emulator
+        .wait_for(
+            "eventing.knative.dev/v1/triggers",
+            "audit",
+            "the Knative Trigger Ready",
+            |t| condition_is(t, "Ready", "True"),
+        )
+        .await;
+    for c in ["BrokerReady", "SubscriberResolved", "DependencyReady"] {
+        assert!(condition_is(&trigger, c, "True"), "{c} in {trigger}");
+    }
+    assert_eq!(
+        trigger["status"]["subscriberUri"],
+        "http://audit.default.svc.cluster.local"
+    );
+
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        let response = publish(
+            &client,
+            &gw.broker_url("default", "default"),
+            &format!("a-{i}"),
+            "audit.entry",
+            &[],
+        )
+        .await;
+        assert_eq!(response.status(), 202);
+    }
+    eventually("all 20 events at the working pod", || async {
+        let events = pod.events().await;
+        (0..20).all(|i| events.iter().any(|e| e["id"] == format!("a-{i}")))
+    })
+    .await;
+    for _ in 0..10 {
+        let response = client
+            .get(format!("{}/", gw.ingress))
+            .header("host", "audit.default.example.com")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            response.status(),
+            200,
+            "routed by host to a pod that answers"
+        );
+    }
+    let elsewhere = emulator
+        .get("eventing.knative.dev/v1/triggers", "elsewhere")
+        .await
+        .expect("exists");
+    assert!(
+        elsewhere.get("status").is_none_or(Value::is_null),
+        "another class's Trigger is not tidegate's: {elsewhere}"
+    );
+    let other = emulator.get(BROKERS, "other").await.expect("exists");
+    assert!(other.get("status").is_none_or(Value::is_null), "{other}");
+}
