@@ -432,6 +432,7 @@ fn load_dirs_reads_sorted_yaml_files_only() {
 
 mod eventing_config;
 mod knative_config;
+mod objects;
 mod pods;
 mod rejections;
 mod services;
