@@ -336,6 +336,13 @@ pub fn build(stores: &Stores) -> Arc<Loaded> {
             service.traffic = traffic;
         }
     }
+    // In a cluster a core Service has an address: its cluster DNS name.
+    for trigger in &mut load.snapshot.triggers {
+        in_cluster(&mut trigger.subscriber);
+        if let Some(sink) = &mut trigger.delivery.dead_letter_sink {
+            in_cluster(sink);
+        }
+    }
     let mut errors: HashMap<String, Vec<ManifestError>> = HashMap::new();
     for error in load.errors {
         errors
@@ -349,6 +356,13 @@ pub fn build(stores: &Stores) -> Arc<Loaded> {
         objects: served,
         versions,
     })
+}
+
+/// A core `v1` Service ref as the URL cluster DNS gives it.
+fn in_cluster(destination: &mut triggers::Destination) {
+    if let Some(url) = destination.kubernetes_url() {
+        *destination = triggers::Destination::Uri(url);
+    }
 }
 
 /// A Route's `status.traffic` as Knative resolved it: every entry names its revision.
