@@ -226,6 +226,7 @@ pub async fn run(
 ) {
     let kinds = ctx.kinds.clone();
     let client = ctx.client.clone();
+    let loads_for_events = loads.clone();
     let tidegate = {
         let kind = kinds.tidegate_trigger.clone();
         let stream = every_load(loads.clone(), kind.clone(), Arc::clone(&ctx));
@@ -259,23 +260,70 @@ pub async fn run(
     };
     let knative_triggers = {
         let kind = kinds.trigger.clone();
-        let stream = every_load(loads, kind.clone(), Arc::clone(&ctx));
+        let stream = every_load(loads.clone(), kind.clone(), Arc::clone(&ctx));
         Controller::new_with(
             kind.all(&client),
             watcher::Config::default(),
             kind.resource.clone(),
         )
         .reconcile_on(stream)
-        .graceful_shutdown_on(stop.cancelled_owned())
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile_knative_trigger, error_policy, Arc::clone(&ctx))
         .for_each(|_| async {})
     };
-    tokio::join!(tidegate, brokers, knative_triggers);
+    let left_out = report_left_out(Arc::clone(&ctx), loads_for_events, stop);
+    tokio::join!(tidegate, brokers, knative_triggers, left_out);
 }
 
-/// After every load, every object of `kind` (read from the load's own stores is not possible
-/// here, so from a list of the reflected state the controller keeps: the refs of the objects
-/// in the last load).
+/// A Warning Event, once per distinct problem, on each left-out object whose status is not
+/// tidegate's to write (Knative Services, ConfigMaps, Secrets): Triggers and Brokers say it in
+/// their status instead.
+async fn report_left_out(
+    ctx: Arc<Context>,
+    mut loads: watch_channel::Receiver<u64>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut reported: std::collections::HashSet<(String, String)> = Default::default();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = loads.changed() => if changed.is_err() { return },
+        }
+        let loaded = ctx.loaded.load_full();
+        let mut now_failing = std::collections::HashSet::new();
+        for (label, errors) in &loaded.errors {
+            let Some(reference) = loaded.references.get(label) else {
+                continue;
+            };
+            let message = errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let key = (label.clone(), message.clone());
+            if !reported.contains(&key) {
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "InvalidSpec".into(),
+                    note: Some(truncate(
+                        &format!("tidegate does not serve this object: {message}"),
+                        1024,
+                    )),
+                    action: "Load".into(),
+                    secondary: None,
+                };
+                if let Err(error) = ctx.recorder.publish(&event, reference).await {
+                    tracing::debug!(%error, "Could not record a Kubernetes Event.");
+                }
+            }
+            now_failing.insert(key);
+        }
+        reported = now_failing;
+    }
+}
+
+/// After every load, every object of `kind` the load saw (their validity and their Broker's
+/// readiness come from it).
 fn every_load(
     loads: watch_channel::Receiver<u64>,
     kind: Kind,

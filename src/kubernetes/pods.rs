@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kube::api::DynamicObject;
@@ -307,6 +308,8 @@ impl RevisionLauncher for KubernetesLauncher {
                     scales: Arc::clone(&self.scales),
                     namespace: revision.namespace.clone(),
                     revision: Arc::clone(revision),
+                    activation: template.scaling.activation_scale,
+                    last: AtomicU32::new(0),
                 }) as Arc<dyn Scaler>,
                 Arc::clone(&revision.changed),
                 stop.clone(),
@@ -326,10 +329,20 @@ struct ScaleRecorder {
     scales: Arc<DesiredScales>,
     namespace: String,
     revision: Arc<Revision>,
+    /// `activation-scale`: the fewest pods asked for when scaling up from zero.
+    activation: u32,
+    last: AtomicU32,
 }
 
 impl Scaler for ScaleRecorder {
     fn scale(&self, desired: u32) {
+        let from_zero = self.last.load(Ordering::Relaxed) == 0;
+        let desired = if from_zero && desired > 0 {
+            desired.max(self.activation)
+        } else {
+            desired
+        };
+        self.last.store(desired, Ordering::Relaxed);
         self.revision.set_desired(desired);
         self.scales
             .set(&self.namespace, &self.revision.name, Some(desired));

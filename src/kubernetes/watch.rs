@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::api::DynamicObject;
 use kube::runtime::reflector::{self, Store, store::Writer};
@@ -176,6 +177,9 @@ pub struct Loaded {
     /// `(apiVersion, kind, namespace, name)` of the Brokers and Triggers tidegate serves or
     /// reports on (valid or not).
     pub objects: Vec<(String, String, String, String)>,
+    /// References of the left-out objects that have no status tidegate writes (Knative
+    /// Services, ConfigMaps, Secrets), for Events on them.
+    pub references: HashMap<String, ObjectReference>,
     /// `resourceVersion` of every object loaded, by [`triggers::object_label`]: a controller
     /// acts on an object only once this load has seen the version it reconciles.
     pub versions: HashMap<String, String>,
@@ -335,6 +339,12 @@ pub fn build(stores: &Stores) -> Arc<Loaded> {
         if let Some(traffic) = routes.get(&k).and_then(route_traffic) {
             service.traffic = traffic;
         }
+        if service.template.scaling.class != triggers::ScalingClass::Precise {
+            // Knative's classes: the endpoints are the pods' queue-proxies or Knative's
+            // activator, which enforce containerConcurrency themselves; an activator endpoint
+            // must not be held to one pod's limit.
+            service.template.container_concurrency = 0;
+        }
     }
     // In a cluster a core Service has an address: its cluster DNS name.
     for trigger in &mut load.snapshot.triggers {
@@ -350,10 +360,34 @@ pub fn build(stores: &Stores) -> Arc<Loaded> {
             .or_default()
             .push(error);
     }
+    let references = objects
+        .iter()
+        .filter(|o| {
+            let kind = o.get("kind").and_then(Value::as_str);
+            matches!(kind, Some("Service" | "ConfigMap" | "Secret"))
+                && errors.contains_key(&triggers::object_label(o))
+        })
+        .map(|o| {
+            let field = |path: &str| o.pointer(path).and_then(Value::as_str).map(str::to_owned);
+            (
+                triggers::object_label(o),
+                ObjectReference {
+                    api_version: field("/apiVersion"),
+                    kind: field("/kind"),
+                    namespace: field("/metadata/namespace"),
+                    name: field("/metadata/name"),
+                    uid: field("/metadata/uid"),
+                    resource_version: field("/metadata/resourceVersion"),
+                    ..ObjectReference::default()
+                },
+            )
+        })
+        .collect();
     Arc::new(Loaded {
         snapshot: Arc::new(load.snapshot),
         errors,
         objects: served,
+        references,
         versions,
     })
 }

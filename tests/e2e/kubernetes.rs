@@ -470,6 +470,11 @@ async fn a_taken_name_and_an_invalid_service_are_reported_and_nothing_is_overwri
         "spec": {"template": {"spec": {"containers": [{"image": "example.com/other:1"}]}}}});
     emulator.create(SERVICES, foreign).await;
     emulator
+        .create(SERVICES, json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "broken", "namespace": "default"},
+            "spec": {"template": {"spec": {"containers": [{"image": "example.com/b:1", "ports": [{"containerPort": 9091}]}]}}}}))
+        .await;
+    emulator
         .create(TRIGGERS, tidegate_trigger("taken", json!({"spec": {"template": {"spec": {"containers": [{"image": "example.com/mine:1"}]}}}})))
         .await;
     emulator
@@ -523,7 +528,9 @@ async fn a_taken_name_and_an_invalid_service_are_reported_and_nothing_is_overwri
                 e["reason"] == r && e["regarding"]["name"] == name && e["type"] == "Warning"
             })
         };
-        reason("ServiceNotOwned", "taken") && reason("InvalidSpec", "bad")
+        reason("ServiceNotOwned", "taken")
+            && reason("InvalidSpec", "bad")
+            && reason("InvalidSpec", "broken")
     })
     .await;
 }
