@@ -232,7 +232,9 @@ async fn a_trigger_with_a_service_is_created_scaled_from_zero_served_and_cleaned
             TRIGGERS,
             tidegate_trigger(
                 "orders",
-                json!({"spec": {"template": {"spec": {"containerConcurrency": 1, "containers": [{"image": "example.com/orders:1"}]}}}}),
+                json!({"spec": {"template": {
+                    "metadata": {"annotations": {"autoscaling.knative.dev/scale-down-delay": "1s"}},
+                    "spec": {"containerConcurrency": 1, "containers": [{"image": "example.com/orders:1"}]}}}}),
             ),
         )
         .await;
@@ -444,6 +446,21 @@ async fn a_trigger_with_a_service_is_created_scaled_from_zero_served_and_cleaned
         .await
         .expect("request through tidegate");
     assert_eq!(response.status(), 200);
+
+    // Idle again: after the scale-down delay the Deployment goes back to zero.
+    emulator
+        .wait_for(
+            DEPLOYMENTS,
+            &format!("{revision}-deployment"),
+            "the Deployment back at 0 once idle",
+            |d| d["spec"]["replicas"] == 0,
+        )
+        .await;
+    emulator
+        .wait_for(PAS, revision, "desiredScale 0", |pa| {
+            pa["status"]["desiredScale"] == 0
+        })
+        .await;
 
     // Deleting the Trigger deletes its Service (garbage collection); tidegate stops serving it.
     emulator.delete(TRIGGERS, "orders").await;
