@@ -32,6 +32,9 @@ pub const PERMISSIONS: &[&str] = &[
     "serving.knative.dev/routes get",
     "serving.knative.dev/routes list",
     "serving.knative.dev/routes watch",
+    "serving.knative.dev/revisions get",
+    "serving.knative.dev/revisions list",
+    "serving.knative.dev/revisions watch",
     "autoscaling.internal.knative.dev/podautoscalers get",
     "autoscaling.internal.knative.dev/podautoscalers list",
     "autoscaling.internal.knative.dev/podautoscalers watch",
@@ -121,6 +124,7 @@ pub struct Kinds {
     pub tidegate_trigger: Kind,
     pub service: Kind,
     pub route: Kind,
+    pub revision: Kind,
     pub pod_autoscaler: Kind,
     pub config_map: Kind,
     pub secret: Kind,
@@ -162,6 +166,12 @@ impl Default for Kinds {
                 "routes",
                 Some("routes.serving.knative.dev"),
             ),
+            revision: Kind::new(
+                "serving.knative.dev/v1",
+                "Revision",
+                "revisions",
+                Some("revisions.serving.knative.dev"),
+            ),
             pod_autoscaler: Kind::new(
                 "autoscaling.internal.knative.dev/v1alpha1",
                 "PodAutoscaler",
@@ -184,13 +194,14 @@ impl Default for Kinds {
 
 impl Kinds {
     /// The kinds listed and watched (the rest are only written or read by name).
-    pub fn watched(&self) -> [&Kind; 9] {
+    pub fn watched(&self) -> [&Kind; 10] {
         [
             &self.broker,
             &self.trigger,
             &self.tidegate_trigger,
             &self.service,
             &self.route,
+            &self.revision,
             &self.pod_autoscaler,
             &self.config_map,
             &self.secret,

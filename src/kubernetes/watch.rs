@@ -57,6 +57,7 @@ pub struct Stores {
     pub tidegate_trigger: Watched,
     pub service: Watched,
     pub route: Watched,
+    pub revision: Watched,
     pub pod_autoscaler: Watched,
     pub config_map: Watched,
     pub secret: Watched,
@@ -64,13 +65,14 @@ pub struct Stores {
 }
 
 impl Stores {
-    fn all(&self) -> [&Watched; 9] {
+    fn all(&self) -> [&Watched; 10] {
         [
             &self.broker,
             &self.trigger,
             &self.tidegate_trigger,
             &self.service,
             &self.route,
+            &self.revision,
             &self.pod_autoscaler,
             &self.config_map,
             &self.secret,
@@ -109,6 +111,7 @@ pub fn start(client: &Client, kinds: &Kinds, health: &Arc<ProviderHealth>) -> St
         tidegate_trigger: reflect(&kinds.tidegate_trigger, plain()),
         service: reflect(&kinds.service, plain()),
         route: reflect(&kinds.route, plain()),
+        revision: reflect(&kinds.revision, plain()),
         pod_autoscaler: reflect(&kinds.pod_autoscaler, plain()),
         config_map: reflect(&kinds.config_map, plain()),
         secret: reflect(
@@ -323,6 +326,21 @@ pub fn build(stores: &Stores) -> Arc<Loaded> {
     let mut load = triggers::load_objects(&objects);
 
     let by_key: HashMap<(String, String), &Value> = services.iter().map(|s| (key(s), s)).collect();
+    let revisions: HashMap<(String, String), Value> = values(&stores.revision)
+        .into_iter()
+        .map(|r| (key(&r), r))
+        .collect();
+    // What a revision's template may refer to: ConfigMaps and Secrets, Knative's config.
+    let context: Vec<Value> = objects
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.get("kind").and_then(Value::as_str),
+                Some("ConfigMap" | "Secret")
+            )
+        })
+        .cloned()
+        .collect();
     let routes: HashMap<(String, String), Value> = values(&stores.route)
         .into_iter()
         .map(|r| (key(&r), r))
@@ -338,6 +356,29 @@ pub fn build(stores: &Stores) -> Arc<Loaded> {
         }
         if let Some(traffic) = routes.get(&k).and_then(route_traffic) {
             service.traffic = traffic;
+        }
+        let older: Vec<String> = service
+            .traffic
+            .iter()
+            .filter_map(|t| match &t.revision {
+                TrafficRevision::Named(name) if Some(name) != service.template_name.as_ref() => {
+                    Some(name.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for name in older {
+            if let Some(template) = revisions
+                .get(&(k.0.clone(), name.clone()))
+                .and_then(|r| revision_template(r, &k.1, &context))
+            {
+                service.revisions.insert(name, template);
+            }
+        }
+        // Pod spec fields are Knative's to apply here: none is "ignored locally".
+        service.template.pod.ignored_locally.clear();
+        for template in service.revisions.values_mut() {
+            template.pod.ignored_locally.clear();
         }
         if service.template.scaling.class != triggers::ScalingClass::Precise {
             // Knative's classes: the endpoints are the pods' queue-proxies or Knative's
@@ -390,6 +431,36 @@ pub fn build(stores: &Stores) -> Arc<Loaded> {
         references,
         versions,
     })
+}
+
+/// What a Knative Revision runs, read as the template of a Service `service` that names it,
+/// through the same validation; `None` when it does not validate (the current template is
+/// used then).
+fn revision_template(
+    revision: &Value,
+    service: &str,
+    context: &[Value],
+) -> Option<triggers::RevisionTemplate> {
+    let (namespace, name) = key(revision);
+    let mut metadata = serde_json::json!({"name": name});
+    for field in ["annotations", "labels"] {
+        if let Some(v) = revision.pointer(&format!("/metadata/{field}")) {
+            metadata[field] = v.clone();
+        }
+    }
+    let document = serde_json::json!({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": service, "namespace": namespace},
+        "spec": {"template": {"metadata": metadata, "spec": revision.get("spec")?}},
+    });
+    let mut objects = context.to_vec();
+    objects.push(document);
+    let load = triggers::load_objects(&objects);
+    load.snapshot
+        .services
+        .into_iter()
+        .find(|s| s.namespace == namespace && s.name == service)
+        .map(|s| s.template)
 }
 
 /// A core `v1` Service ref as the URL cluster DNS gives it.

@@ -243,6 +243,19 @@ impl Registry {
             }
             live.running.stop();
         }
+        // An older revision Knative knows runs its own template.
+        let own;
+        let service = match service.revisions.get(name) {
+            Some(template) => {
+                own = ServiceConfig {
+                    template: template.clone(),
+                    revisions: Default::default(),
+                    ..service.clone()
+                };
+                &own
+            }
+            None => service,
+        };
         let template = &service.template;
         let revision = Revision::new(
             &service.namespace,

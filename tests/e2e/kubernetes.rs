@@ -740,3 +740,62 @@ async fn a_knative_trigger_delivers_through_endpoint_slices_and_fails_over_refus
     let other = emulator.get(BROKERS, "other").await.expect("exists");
     assert!(other.get("status").is_none_or(Value::is_null), "{other}");
 }
+
+/// A traffic split over two Knative revisions: each revision runs with its own Revision's
+/// settings (here `containerConcurrency`), and the split and tags are the Route's.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_revision_of_a_split_runs_with_its_own_revision_s_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emulator = Emulator::start(&[]).await;
+    let gw = gateway(&emulator, dir.path()).await;
+    let template = |cc: u32| {
+        json!({"metadata": {"annotations": {"autoscaling.knative.dev/class": "precise.tidegate.dev"}},
+                                    "spec": {"containerConcurrency": cc, "containers": [{"image": "example.com/split:1"}]}})
+    };
+    emulator
+        .create(
+            SERVICES,
+            json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "split", "namespace": "default"},
+            "spec": {"template": template(5)},
+            "status": {"latestCreatedRevisionName": "split-00002"}}),
+        )
+        .await;
+    for (name, cc) in [("split-00001", 3), ("split-00002", 5)] {
+        let mut revision = template(cc);
+        revision["apiVersion"] = json!("serving.knative.dev/v1");
+        revision["kind"] = json!("Revision");
+        revision["metadata"]["name"] = json!(name);
+        revision["metadata"]["namespace"] = json!("default");
+        emulator
+            .create("serving.knative.dev/v1/revisions", revision)
+            .await;
+    }
+    emulator
+        .create(ROUTES, json!({"apiVersion": "serving.knative.dev/v1", "kind": "Route",
+            "metadata": {"name": "split", "namespace": "default"},
+            "status": {"traffic": [{"revisionName": "split-00001", "percent": 80},
+                                   {"revisionName": "split-00002", "percent": 20, "tag": "canary"}]}}))
+        .await;
+    eventually(
+        "both revisions with their own containerConcurrency",
+        || async {
+            let revisions = gw.revisions().await;
+            let cc = |name: &str| {
+                revisions
+                    .iter()
+                    .find(|r| r["revision"] == name)
+                    .map(|r| r["container_concurrency"].clone())
+            };
+            cc("split-00001") == Some(json!(3)) && cc("split-00002") == Some(json!(5))
+        },
+    )
+    .await;
+    assert!(
+        gw.revisions()
+            .await
+            .iter()
+            .all(|r| r.get("ignored_locally").is_none()),
+        "nothing is ignored on Kubernetes"
+    );
+}

@@ -109,6 +109,9 @@ pub struct ServiceConfig {
     pub fingerprint: u64,
     /// How requests are split; empty sends 100 % to the latest revision.
     pub traffic: Vec<TrafficTarget>,
+    /// What older revisions named in `traffic` run, by revision name, where it is known
+    /// (Kubernetes mode: Knative's Revision objects); a revision not listed runs `template`.
+    pub revisions: BTreeMap<String, RevisionTemplate>,
 }
 
 /// The template a revision is made from.

@@ -212,6 +212,7 @@ pub(super) fn service_config(
         template_name,
         fingerprint,
         traffic,
+        revisions: BTreeMap::new(),
     })
 }
 

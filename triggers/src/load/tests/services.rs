@@ -181,6 +181,7 @@ fn full_service() {
                 tag: Some("old".into()),
             },
         ],
+        revisions: BTreeMap::new(),
     };
     assert_eq!(billing, expected);
     let pod = &billing.template.pod;
