@@ -122,6 +122,7 @@ pub async fn attempt(
     timeout: Duration,
 ) -> Result<Option<CloudEvent>, AttemptError> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut headers = HeaderMap::new();
     let (url, _slot) = match endpoint {
         Endpoint::Url(url) => (Cow::Borrowed(url.as_str()), None),
         Endpoint::Service {
@@ -140,6 +141,9 @@ pub async fn attempt(
                 DispatchError::Timeout(_) => AttemptError::Timeout(timeout),
                 full @ DispatchError::QueueFull(..) => AttemptError::Network(full.to_string()),
             })?;
+            for (name, value) in revision.upstream_headers() {
+                headers.insert(name.clone(), value.clone());
+            }
             (
                 Cow::Owned(format!("http://{}{path}", slot.address())),
                 Some(slot),
@@ -147,7 +151,6 @@ pub async fn attempt(
         }
     };
     let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let mut headers = HeaderMap::new();
     let body = brokers::http::encode_binary(event, &mut headers);
     headers.insert("prefer", HeaderValue::from_static("reply"));
     for name in FORWARDED_TRACING {

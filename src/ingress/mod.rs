@@ -29,6 +29,9 @@ pub async fn serve(
         async move {
             let fault = request.body().fault();
             let request = request.map(Body::new);
+            if let Some(answer) = proxy.network_probe(&request) {
+                return answer;
+            }
             match proxy.route_for(&request) {
                 Ok(Some(route)) => {
                     proxy::forward(&proxy, &route, request, Some(peer), &fault).await

@@ -71,6 +71,9 @@ pub struct ProxyState {
     pub upstream: Arc<Upstream>,
     /// hyper's pooled client, for upgrades.
     pub client: Client<HttpConnector, Body>,
+    /// Route by `Knative-Serving-Revision` / `Knative-Serving-Namespace` (Kubernetes mode,
+    /// where Knative's ingress sends them); off, the headers are passed on like any other.
+    pub revision_headers: bool,
 }
 
 impl ProxyState {
@@ -85,7 +88,37 @@ impl ProxyState {
             domain: domain.into(),
             upstream: Arc::new(Upstream::default()),
             client,
+            revision_headers: false,
         }
+    }
+
+    /// The answer to a Knative ingress probe (`K-Network-Probe: probe`, Kubernetes mode): 200
+    /// echoing `K-Network-Hash`, as Knative's activator and queue-proxy answer it, so an
+    /// ingress that probes its backends sees tidegate programmed even at zero pods.
+    pub fn network_probe(&self, request: &Request<Body>) -> Option<Response<Body>> {
+        if !self.revision_headers
+            || request
+                .headers()
+                .get("k-network-probe")
+                .map(HeaderValue::as_bytes)
+                != Some(b"probe")
+        {
+            return None;
+        }
+        Some(match request.headers().get("k-network-hash") {
+            Some(hash) if !hash.is_empty() => {
+                let mut response = Response::new(Body::empty());
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static("k-network-hash"), hash.clone());
+                response
+            }
+            _ => error_with_field(
+                StatusCode::BAD_REQUEST,
+                "no K-Network-Hash header".into(),
+                Some("k-network-hash"),
+            ),
+        })
     }
 
     /// The route for a request's authority, if it names a service; for a request whose
@@ -96,10 +129,12 @@ impl ProxyState {
     pub fn route_for(&self, request: &Request<Body>) -> Result<Option<Arc<Route>>, String> {
         // Knative's ingress names the revision it chose for the request (Kubernetes mode).
         let headers = request.headers();
-        if let (Some(revision), Some(namespace)) = (
-            headers.get(KNATIVE_REVISION_HEADER),
-            headers.get(KNATIVE_NAMESPACE_HEADER),
-        ) && let (Ok(revision), Ok(namespace)) = (revision.to_str(), namespace.to_str())
+        if self.revision_headers
+            && let (Some(revision), Some(namespace)) = (
+                headers.get(KNATIVE_REVISION_HEADER),
+                headers.get(KNATIVE_NAMESPACE_HEADER),
+            )
+            && let (Ok(revision), Ok(namespace)) = (revision.to_str(), namespace.to_str())
         {
             return Ok(self.routes.load().by_revision(namespace, revision).cloned());
         }
@@ -232,6 +267,9 @@ pub async fn forward(
         if !prepared {
             // Prepared only once it has a slot: a queued request stays as small as it came.
             prepare_request(&mut upstream, peer, upgrade);
+            for (name, value) in revision.upstream_headers() {
+                upstream.headers_mut().insert(name.clone(), value.clone());
+            }
             prepared = true;
         }
         let sent = if upgrade {

@@ -113,7 +113,9 @@ pub(crate) async fn reconcile(
         Ok(action) => Ok(action),
         Err(error) => {
             let ctx = &precise.ctx;
-            Err(report_failure(ctx, &ctx.kinds.pod_autoscaler, &object, error).await)
+            // Unknown, not False: Knative fails a revision whose PodAutoscaler is not Ready
+            // before its initial scale, and an API error is worth a retry, not that.
+            Err(report_failure(ctx, &ctx.kinds.pod_autoscaler, &object, error, "Unknown").await)
         }
     }
 }
@@ -252,8 +254,9 @@ async fn pod_autoscaler(
     let unreachable =
         value.pointer("/spec/reachability").and_then(Value::as_str) == Some("Unreachable");
     let current = deployment.spec.replicas.unwrap_or(0);
-    let desired = if unreachable {
-        // No route reaches the revision: min-scale no longer holds (Knative's rule).
+    let desired = if unreachable && was_initialized {
+        // No route reaches the revision: once it reached its initial scale, min-scale no
+        // longer holds (Knative's rule).
         Some(0)
     } else {
         precise.scales.get(&namespace, &name)
@@ -276,7 +279,25 @@ async fn pod_autoscaler(
     }
     let want = desired.map_or(current, |d| i32::try_from(d).unwrap_or(i32::MAX));
     let initialized = was_initialized || actual >= initial;
-    conditions.push(Cond::ok("SKSReady"));
+    // Knative's ingress reaches the revision through tidegate: only a revision tidegate
+    // serves (its Service loaded, the revision in its split) is reachable.
+    let served = ctx.loaded.load().snapshot.services.iter().any(|s| {
+        s.namespace == namespace
+            && (s.template_name.as_deref() == Some(name.as_str())
+                || s.revisions.contains_key(&name)
+                || s.traffic.iter().any(
+                    |t| matches!(&t.revision, triggers::TrafficRevision::Named(n) if *n == name),
+                ))
+    });
+    conditions.push(if served {
+        Cond::ok("SKSReady")
+    } else {
+        Cond::unknown(
+            "SKSReady",
+            "NotServed",
+            "tidegate does not serve this revision (yet): see the Knative Service's events and tidegate's /api/v1/manifests",
+        )
+    });
     conditions.push(if initialized {
         Cond::ok("ScaleTargetInitialized")
     } else {
@@ -349,12 +370,9 @@ async fn write(
         "serviceName": name,
         "metricsServiceName": format!("{name}-private"),
     });
-    if let Some(d) = desired {
-        status["desiredScale"] = json!(d);
-    }
-    if let Some(a) = actual {
-        status["actualScale"] = json!(a);
-    }
+    // null removes a scale no longer known.
+    status["desiredScale"] = json!(desired);
+    status["actualScale"] = json!(actual);
     patch_status(api, object, status).await.map_err(|e| {
         ReconcileError::api(
             &Kinds::default().pod_autoscaler,

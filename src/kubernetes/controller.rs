@@ -85,8 +85,24 @@ impl Context {
         }
     }
 
-    /// A Warning Event on `object` (failures to record it are only logged).
+    /// A Warning Event on `object`, unless its `Ready` condition already says the same
+    /// (a problem is reported once, not on every reconcile); failures to record it are only
+    /// logged.
     pub async fn warn(&self, kind: &Kind, object: &DynamicObject, reason: &str, note: &str) {
+        let ready = object
+            .data
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+            });
+        if ready.is_some_and(|c| {
+            c.get("reason").and_then(Value::as_str) == Some(reason)
+                && c.get("message").and_then(Value::as_str) == Some(note)
+        }) {
+            return;
+        }
         let reference = object.object_ref(&kind.resource);
         let event = Event {
             type_: EventType::Warning,
@@ -107,6 +123,10 @@ impl Context {
     /// The next retry delay for `key`: 0.5 s doubling to 60 s.
     pub fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.lock();
+        if failures.len() >= 10_000 {
+            // Objects deleted while failing leave entries behind: start over rather than grow.
+            failures.clear();
+        }
         let n = failures.entry(key.to_owned()).or_default();
         *n = n.saturating_add(1);
         Duration::from_millis(500u64.saturating_mul(1 << (*n - 1).min(7)))
@@ -117,6 +137,16 @@ impl Context {
         self.failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// When to look again at an object whose status was written: soon while something is not
+/// ready (a backend connecting, a Service coming up), rarely otherwise.
+fn requeue_for(conditions: &[Cond]) -> Action {
+    if conditions.iter().all(Cond::is_true) {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(30))
     }
 }
 
@@ -156,14 +186,16 @@ impl ReconcileError {
     }
 }
 
-/// Reports a failed reconcile where Kubernetes users look: `Ready=False` with the error's
-/// reason on the object (other conditions kept) and a Warning Event, then hands the error on
-/// for the retry. Failures to report are only logged: the retry reports again.
+/// Reports a failed reconcile where Kubernetes users look: `Ready` set to `ready` (`False`,
+/// or `Unknown` where False has consequences, as on a PodAutoscaler) with the error's reason
+/// (other conditions kept) and a Warning Event, then hands the error on for the retry.
+/// Failures to report are only logged: the retry reports again.
 pub async fn report_failure(
     ctx: &Context,
     kind: &Kind,
     object: &DynamicObject,
     error: ReconcileError,
+    ready: &'static str,
 ) -> ReconcileError {
     ctx.warn(kind, object, error.reason, &error.message).await;
     let namespace = object.metadata.namespace.clone().unwrap_or_default();
@@ -177,11 +209,11 @@ pub async fn report_failure(
                 .collect()
         })
         .unwrap_or_default();
-    let ready = conditions_json(
-        &[Cond::failed("Ready", error.reason, error.message.clone())],
-        previous,
-        &now(),
-    );
+    let condition = Cond {
+        status: ready,
+        ..Cond::failed("Ready", error.reason, error.message.clone())
+    };
+    let ready = conditions_json(&[condition], previous, &now());
     if let Value::Array(mut ready) = ready {
         ready.append(&mut kept);
         kept = ready;
@@ -477,7 +509,9 @@ pub(crate) async fn reconcile_tidegate_trigger(
 ) -> Result<Action, ReconcileError> {
     match tidegate_trigger(Arc::clone(&object), Arc::clone(&ctx)).await {
         Ok(action) => Ok(action),
-        Err(error) => Err(report_failure(&ctx, &ctx.kinds.tidegate_trigger, &object, error).await),
+        Err(error) => {
+            Err(report_failure(&ctx, &ctx.kinds.tidegate_trigger, &object, error, "False").await)
+        }
     }
 }
 
@@ -558,19 +592,17 @@ async fn tidegate_trigger(
         .await
         .map_err(|e| ReconcileError::api(kind, "patch the status of", &name, &e))?;
     ctx.succeeded(&key);
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(requeue_for(&conditions))
 }
 
 fn trigger_status(object: &DynamicObject, conditions: &[Cond], uri: Option<String>) -> Value {
     let previous = object.data.pointer("/status/conditions");
-    let mut status = json!({
+    json!({
         "conditions": conditions_json(conditions, previous, &now()),
         "observedGeneration": object.metadata.generation.unwrap_or(0),
-    });
-    if let Some(uri) = uri {
-        status["subscriberUri"] = json!(uri);
-    }
-    status
+        // null removes a URI that no longer resolves.
+        "subscriberUri": uri,
+    })
 }
 
 fn service_ready(service: Option<&Value>) -> Cond {
@@ -786,7 +818,7 @@ async fn reconcile_broker(
         .await
         .map_err(|e| ReconcileError::api(kind, "patch the status of", &name, &e))?;
     ctx.succeeded(&key);
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(requeue_for(&conditions))
 }
 
 async fn reconcile_knative_trigger(
@@ -830,5 +862,5 @@ async fn reconcile_knative_trigger(
         .await
         .map_err(|e| ReconcileError::api(kind, "patch the status of", &name, &e))?;
     ctx.succeeded(&key);
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(requeue_for(&conditions))
 }

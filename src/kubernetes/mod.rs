@@ -38,6 +38,15 @@ use api::Kinds;
 use pods::{DesiredScales, EndpointPods, KubernetesLauncher};
 use watch::{Loaded, Stores};
 
+/// Tells the controllers that a snapshot was applied.
+pub struct Applied(tokio::sync::watch::Sender<u64>);
+
+impl Applied {
+    pub fn applied(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 /// How `serve --kubernetes` reaches the cluster and is reached from it.
 #[derive(Debug, Clone)]
 pub struct KubernetesConfig {
@@ -104,11 +113,13 @@ impl Cluster {
         })
     }
 
-    /// Starts the provider and the controllers; the updates are the provider's.
-    pub fn start(&mut self, topology: Arc<ArcSwap<Topology>>) -> mpsc::Receiver<Update> {
+    /// Starts the provider and the controllers; the updates are the provider's, and the
+    /// runtime calls [`Applied::applied`] once it applied each one (the controllers then
+    /// read the new snapshot and topology).
+    pub fn start(&mut self, topology: Arc<ArcSwap<Topology>>) -> (mpsc::Receiver<Update>, Applied) {
         let loaded = Arc::new(ArcSwap::from_pointee(Loaded::default()));
         let (loads_tx, loads) = tokio::sync::watch::channel(0u64);
-        let updates = watch::provider(self.stores.clone(), Arc::clone(&loaded), loads_tx);
+        let updates = watch::provider(self.stores.clone(), Arc::clone(&loaded));
         let ctx = Arc::new(controller::Context::new(
             self.client.clone(),
             self.kinds.clone(),
@@ -127,7 +138,7 @@ impl Cluster {
             });
             tokio::spawn(autoscaler::run(precise, decisions, self.stop.clone()));
         }
-        updates
+        (updates, Applied(loads_tx))
     }
 
     /// Stops the controllers and the endpoint follower.

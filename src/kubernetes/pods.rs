@@ -25,6 +25,7 @@ use triggers::{ScalingClass, ServiceConfig};
 
 use super::watch::Watched;
 use crate::autoscaler::task::{DemandSource, Scaler};
+use crate::ingress::proxy::{KNATIVE_NAMESPACE_HEADER, KNATIVE_REVISION_HEADER};
 use crate::revision::Revision;
 use crate::revision::queue::PodId;
 use crate::revision::registry::{RevisionLauncher, RunningRevision};
@@ -205,7 +206,12 @@ fn endpoints<'a>(
             let port = ports.and_then(|ports| {
                 ports
                     .iter()
-                    .find(|p| matches!(p.get("name").and_then(Value::as_str), Some("http" | "h2c")))
+                    .find(|p| {
+                        matches!(
+                            p.get("name").and_then(Value::as_str),
+                            Some("http" | "http2" | "h2c")
+                        )
+                    })
                     .or_else(|| ports.first())
                     .and_then(|p| p.get("port"))
                     .and_then(Value::as_u64)
@@ -295,6 +301,19 @@ impl RevisionLauncher for KubernetesLauncher {
     fn start(&self, revision: &Arc<Revision>, service: &ServiceConfig) -> Box<dyn RunningRevision> {
         let template = &service.template;
         let class = template.scaling.class;
+        // As Knative's ingress sends them: Knative's activator finds the revision by these.
+        if let (Ok(name), Ok(namespace)) = (
+            http::HeaderValue::from_str(&revision.name),
+            http::HeaderValue::from_str(&revision.namespace),
+        ) {
+            revision.set_upstream_headers(vec![
+                (http::HeaderName::from_static(KNATIVE_REVISION_HEADER), name),
+                (
+                    http::HeaderName::from_static(KNATIVE_NAMESPACE_HEADER),
+                    namespace,
+                ),
+            ]);
+        }
         self.pods
             .track(revision, endpoints_service(&revision.name, class));
         let stop = CancellationToken::new();

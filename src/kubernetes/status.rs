@@ -83,9 +83,6 @@ pub fn conditions_json(conditions: &[Cond], previous: Option<&Value>, now: &str)
             if let Some(message) = &c.message {
                 v["message"] = json!(message);
             }
-            if c.type_ != "Ready" && !c.is_true() {
-                v["severity"] = json!("Error");
-            }
             v
         })
         .collect();
@@ -117,9 +114,11 @@ pub fn differs(current: Option<&Value>, status: &Value) -> bool {
     let Value::Object(fields) = status else {
         return true;
     };
+    // `null` deletes a field in a merge patch: it matches an absent one.
+    let present = |v: Option<&Value>| v.filter(|v| !v.is_null()).map(strip);
     fields
         .iter()
-        .any(|(k, v)| current.get(k).map(strip) != Some(strip(v)))
+        .any(|(k, v)| present(current.get(k)) != present(Some(v)))
 }
 
 /// Merge-patches `status` of `object` when it changed.

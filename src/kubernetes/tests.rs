@@ -336,6 +336,17 @@ fn precise_context(
     desired: Option<u32>,
 ) -> (Arc<Precise>, CancellationToken) {
     let ctx = context(client, object);
+    // tidegate serves the revision: its Knative Service is loaded with it as the latest.
+    let service = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: orders, namespace: default}\nspec:\n  template:\n    spec:\n      containers: [{image: app:1}]\n";
+    let mut snapshot =
+        triggers::load_documents(&[("s.yaml".into(), service.to_owned())]).expect("service");
+    snapshot.services[0].template_name = Some("orders-00001".into());
+    let loaded = Loaded {
+        snapshot: Arc::new(snapshot),
+        versions: ctx.loaded.load().versions.clone(),
+        ..Loaded::default()
+    };
+    ctx.loaded.store(Arc::new(loaded));
     let writer: Writer<DynamicObject> = Writer::new(Kinds::default().endpoint_slice.resource);
     let (_tx, changes) = tokio::sync::watch::channel(0u64);
     let stop = CancellationToken::new();
@@ -343,6 +354,7 @@ fn precise_context(
         Watched {
             store: writer.as_reader(),
             changes,
+            resource: Kinds::default().endpoint_slice.resource,
         },
         stop.clone(),
     );

@@ -42,11 +42,34 @@ pub const BROKER_CLASS: &str = "tidegate";
 /// Changes closer together than this make one snapshot.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// A reflector's store and a counter bumped on every change it sees.
+/// A reflector's store, the kind it holds, and a counter bumped on every change it sees.
 #[derive(Clone)]
 pub struct Watched {
     pub store: Store<DynamicObject>,
     pub changes: watch::Receiver<u64>,
+    pub resource: kube::core::ApiResource,
+}
+
+impl Watched {
+    /// Every object as JSON with its `apiVersion` and `kind` (the API server leaves them out
+    /// of list items for built-in kinds; watch events have them).
+    pub fn values(&self) -> Vec<Value> {
+        self.store
+            .state()
+            .iter()
+            .filter_map(|o| {
+                let mut value = serde_json::to_value(o.as_ref()).ok()?;
+                let object = value.as_object_mut()?;
+                object
+                    .entry("apiVersion")
+                    .or_insert_with(|| Value::String(self.resource.api_version.clone()));
+                object
+                    .entry("kind")
+                    .or_insert_with(|| Value::String(self.resource.kind.clone()));
+                Some(value)
+            })
+            .collect()
+    }
 }
 
 /// Every watched kind's objects.
@@ -102,7 +125,11 @@ pub fn start(client: &Client, kinds: &Kinds, health: &Arc<ProviderHealth>) -> St
             tx,
             Arc::clone(health),
         ));
-        Watched { store, changes }
+        Watched {
+            store,
+            changes,
+            resource: kind.resource.clone(),
+        }
     };
     let plain = watcher::Config::default;
     Stores {
@@ -204,17 +231,18 @@ impl Loaded {
 }
 
 /// Builds a snapshot after every change (debounced) and sends it as an [`Update`]; `loaded`
-/// holds the last one for the controllers, and `generation` counts loads.
-pub fn provider(
-    stores: Stores,
-    loaded: Arc<ArcSwap<Loaded>>,
-    generation: watch::Sender<u64>,
-) -> mpsc::Receiver<Update> {
+/// holds the last one for the controllers (who hear of it once the runtime applied it).
+pub fn provider(stores: Stores, loaded: Arc<ArcSwap<Loaded>>) -> mpsc::Receiver<Update> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         stores.ready().await;
-        let mut changes: Vec<watch::Receiver<u64>> =
-            stores.all().iter().map(|w| w.changes.clone()).collect();
+        // EndpointSlices and PodAutoscalers are not part of the snapshot.
+        let mut changes: Vec<watch::Receiver<u64>> = stores
+            .all()
+            .iter()
+            .filter(|w| !matches!(w.resource.kind.as_str(), "EndpointSlice" | "PodAutoscaler"))
+            .map(|w| w.changes.clone())
+            .collect();
         loop {
             for c in &mut changes {
                 c.mark_unchanged();
@@ -226,7 +254,6 @@ pub fn provider(
                 }
             }
             loaded.store(Arc::clone(&load));
-            generation.send_modify(|n| *n = n.wrapping_add(1));
             if tx
                 .send(Update::Applied {
                     snapshot: Arc::clone(&load.snapshot),
@@ -251,13 +278,7 @@ pub fn provider(
 
 /// One snapshot of what the stores hold.
 pub fn build(stores: &Stores) -> Arc<Loaded> {
-    let values = |w: &Watched| -> Vec<Value> {
-        w.store
-            .state()
-            .iter()
-            .filter_map(|o| serde_json::to_value(o.as_ref()).ok())
-            .collect()
-    };
+    let values = Watched::values;
     let brokers: Vec<Value> = values(&stores.broker)
         .into_iter()
         .filter(|b| annotation(b, BROKER_CLASS_ANNOTATION) == Some(BROKER_CLASS))
@@ -315,6 +336,8 @@ pub fn build(stores: &Stores) -> Arc<Loaded> {
             .filter(|s| !inline.contains(&key(s)))
             .cloned(),
     );
+    // Where two objects collide, which one is left out does not depend on hash order.
+    objects.sort_by_cached_key(triggers::object_label);
     let versions: HashMap<String, String> = objects
         .iter()
         .filter_map(|o| {
@@ -322,8 +345,50 @@ pub fn build(stores: &Stores) -> Arc<Loaded> {
             Some((triggers::object_label(o), version.to_owned()))
         })
         .collect();
-    // The API server's form: `kind` and `apiVersion` are there (DynamicObject keeps them).
     let mut load = triggers::load_objects(&objects);
+    // A tidegate Trigger left out (a mistake in an edit) still has the Knative Service it
+    // created: that Service keeps being served, from the object itself.
+    let left_out: HashSet<&str> = tidegate_triggers
+        .iter()
+        .filter(|t| {
+            load.errors
+                .iter()
+                .any(|e| e.file.to_str() == Some(triggers::object_label(t).as_str()))
+        })
+        .filter_map(|t| t.pointer("/metadata/uid").and_then(Value::as_str))
+        .collect();
+    let orphans: Vec<&Value> = services
+        .iter()
+        .filter(|s| {
+            controller_uid(s, TIDEGATE_TRIGGER_API_VERSION, "Trigger")
+                .is_some_and(|uid| left_out.contains(uid))
+        })
+        .collect();
+    if !orphans.is_empty() {
+        let kept_errors: Vec<ManifestError> = load
+            .errors
+            .iter()
+            .filter(|e| {
+                tidegate_triggers.iter().any(|t| {
+                    t.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .is_some_and(|uid| left_out.contains(uid))
+                        && e.file.to_str() == Some(triggers::object_label(t).as_str())
+                })
+            })
+            .cloned()
+            .collect();
+        objects.retain(|o| {
+            !(o.get("apiVersion").and_then(Value::as_str) == Some(TIDEGATE_TRIGGER_API_VERSION)
+                && o.pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .is_some_and(|uid| left_out.contains(uid)))
+        });
+        objects.extend(orphans.into_iter().cloned());
+        objects.sort_by_cached_key(triggers::object_label);
+        load = triggers::load_objects(&objects);
+        load.errors.extend(kept_errors);
+    }
 
     let by_key: HashMap<(String, String), &Value> = services.iter().map(|s| (key(s), s)).collect();
     let revisions: HashMap<(String, String), Value> = values(&stores.revision)

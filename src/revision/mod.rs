@@ -61,6 +61,10 @@ pub struct Revision {
     /// `ceil(demand / step)` changes, when demand leaves or reaches zero, or while no pod is
     /// ready. 0 wakes it on every change.
     wake_step: AtomicU64,
+    /// Headers every request to a pod of this revision carries (set once by the launcher;
+    /// Kubernetes mode names the revision as Knative's ingress does, which Knative's
+    /// activator needs).
+    upstream_headers: std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
 }
 
 /// Counts of a revision at one instant.
@@ -122,7 +126,18 @@ impl Revision {
             backlog: AtomicU64::new(0),
             wake_step: AtomicU64::new(0f64.to_bits()),
             proxied,
+            upstream_headers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the headers every request to a pod carries; only the first call counts.
+    pub fn set_upstream_headers(&self, headers: Vec<(http::HeaderName, http::HeaderValue)>) {
+        let _ = self.upstream_headers.set(headers);
+    }
+
+    /// Headers every request to a pod carries.
+    pub fn upstream_headers(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        self.upstream_headers.get().map_or(&[], Vec::as_slice)
     }
 
     fn lock(&self) -> MutexGuard<'_, Dispatch> {

@@ -151,6 +151,13 @@ impl Registry {
                         Target::Fixed(self.ensure(service, &name, launcher, &mut keep))
                     }
                 };
+                // A revision named in the split or by a tag is reachable by its name too
+                // (Knative's ingress names it); a 0 % untagged one is not.
+                if let Target::Fixed(revision) = &target
+                    && (percent > 0 || tag.is_some())
+                {
+                    table.insert_revision(revision);
+                }
                 if let Some(tag) = tag {
                     tags.push((tag, target.clone()));
                 }
@@ -172,11 +179,6 @@ impl Registry {
                         targets: vec![(target, 100)],
                     }),
                 );
-            }
-        }
-        for (namespace, name) in &keep {
-            if let Some(live) = self.live.get(&(namespace.clone(), name.clone())) {
-                table.insert_revision(&live.revision);
             }
         }
         self.routes.store(Arc::new(table));

@@ -193,7 +193,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             budget: events::IngestBudget::new(config.ingest_memory_bytes),
             unknown_broker: metrics.ingest_unknown_broker.clone(),
         },
-        proxy::ProxyState::new(Arc::clone(&routes), &config.domain),
+        proxy::ProxyState {
+            revision_headers: cluster.is_some(),
+            ..proxy::ProxyState::new(Arc::clone(&routes), &config.domain)
+        },
         stop_ingress.clone(),
     ));
     let stop_admin = CancellationToken::new();
@@ -223,12 +226,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
 
     let kubernetes = cluster.is_some();
-    let mut provider = match (&mut cluster, contents) {
-        (Some(cluster), _) => Provider::Kubernetes(cluster.start(Arc::clone(&topology))),
-        (None, contents) => Provider::files(
-            config.manifests.clone(),
-            contents.unwrap_or_default(),
-            MANIFEST_POLL_INTERVAL,
+    let (mut provider, applied_hook) = match (&mut cluster, contents) {
+        (Some(cluster), _) => {
+            let (updates, applied) = cluster.start(Arc::clone(&topology));
+            (Provider::Kubernetes(updates), Some(applied))
+        }
+        (None, contents) => (
+            Provider::files(
+                config.manifests.clone(),
+                contents.unwrap_or_default(),
+                MANIFEST_POLL_INTERVAL,
+            ),
+            None,
         ),
     };
     let ready_on_load = Arc::clone(&ready);
@@ -256,6 +265,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                         Some(files) => manifest_sets.applied(files).await,
                         None => {
                             manifest_status.objects_loaded(&left_out, changed, &manifests::now());
+                            if let Some(hook) = &applied_hook {
+                                hook.applied();
+                            }
                             // Ready once the cluster's objects were served once.
                             ready_on_load.store(true, Ordering::Release);
                         }

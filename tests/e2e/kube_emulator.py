@@ -9,7 +9,8 @@ merge-patch/delete of declared resources) plus what kube-rs needs and kmock lack
 - the scale subresource, answered as autoscaling/v1 Scale;
 - deletion cascading to objects whose ownerReferences name the deleted uid (a stand-in for the
   garbage collector);
-- Kubernetes' reason strings (NotFound, AlreadyExists), which kube-rs matches on.
+- Kubernetes' reason strings (NotFound, AlreadyExists), which kube-rs matches on;
+- list items of built-in kinds without apiVersion and kind, as a real API server sends them.
 
 Not emulated: selectors (label and field selectors are ignored: clients filter themselves),
 resourceVersion conflicts, status/spec separation, admission, pruning, RBAC.
@@ -61,6 +62,14 @@ class Emulator(kmock.KubernetesEmulator):
             await self._cascade(uid)
         return response
 
+    async def _serve_list(self, request):
+        # As a real API server: list items of built-in kinds carry no apiVersion and kind.
+        payload = await super()._serve_list(request)
+        if str(request.resource).split('/')[0] in BUILT_IN_GROUPS:
+            payload['items'] = [{k: v for k, v in item.items() if k not in ('apiVersion', 'kind')}
+                                for item in payload['items']]
+        return payload
+
     async def _scale(self, request, key):
         if key not in self.objects or self.objects[key].deleted:
             raise kmock.KubernetesObjectNotFoundError()
@@ -91,6 +100,8 @@ class Emulator(kmock.KubernetesEmulator):
         if isinstance(exc, kmock.KubernetesError):
             exc = attrs.evolve(exc, reason=REASONS.get(exc.reason, exc.reason), details={'name': ''})
         return await super()._render_error(exc)
+
+BUILT_IN_GROUPS = {'v1', 'apps', 'discovery.k8s.io', 'events.k8s.io'}
 
 RESOURCES = {  # group/version/plural -> (kind, subresources); undeclared = "CRD not installed"
     'tidegate.dev/v1alpha1/triggers': ('Trigger', {'status'}),

@@ -447,6 +447,48 @@ async fn a_trigger_with_a_service_is_created_scaled_from_zero_served_and_cleaned
         .expect("request through tidegate");
     assert_eq!(response.status(), 200);
 
+    // Knative's ingress probes its backends: tidegate answers as queue-proxy does.
+    let probe = client
+        .get(format!("{}/", gw.ingress))
+        .header("k-network-probe", "probe")
+        .header("k-network-hash", "h-42")
+        .send()
+        .await
+        .expect("probe");
+    assert_eq!(probe.status(), 200);
+    assert_eq!(
+        crate::harness::header(&probe, "k-network-hash"),
+        Some("h-42")
+    );
+
+    // An edit that makes the Trigger invalid says so, and its Service stays served.
+    emulator
+        .patch(TRIGGERS, "orders", json!({"spec": {"filtres": []}}))
+        .await;
+    let invalid = emulator
+        .wait_for(TRIGGERS, "orders", "InvalidSpec after a bad edit", |t| {
+            condition(t, "Ready").is_some_and(|c| c["reason"] == "InvalidSpec")
+        })
+        .await;
+    let message = condition(&invalid, "Ready")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("spec.filtres"), "{message}");
+    let response = client
+        .get(format!("{}/again", gw.ingress))
+        .header("knative-serving-revision", revision)
+        .header("knative-serving-namespace", "default")
+        .send()
+        .await
+        .expect("request through tidegate");
+    assert_eq!(
+        response.status(),
+        200,
+        "the Service of an invalid Trigger is still served"
+    );
+    assert!(emulator.get(SERVICES, "orders").await.is_some());
+
     // Idle again: after the scale-down delay the Deployment goes back to zero.
     emulator
         .wait_for(
@@ -468,8 +510,8 @@ async fn a_trigger_with_a_service_is_created_scaled_from_zero_served_and_cleaned
         emulator.get(SERVICES, "orders").await.is_none()
     })
     .await;
-    eventually("the gateway to drop the Trigger", || async {
-        gw.triggers().await.is_empty()
+    eventually("the gateway to drop the Service", || async {
+        gw.revisions().await.is_empty()
     })
     .await;
 }
