@@ -21,7 +21,10 @@ struct Emulator {
 impl Emulator {
     /// Starts it with every resource declared except `omit` (CRDs "not installed").
     async fn start(omit: &[&str]) -> Emulator {
-        let port = free_port();
+        Self::start_on(free_port(), omit).await
+    }
+
+    async fn start_on(port: u16, omit: &[&str]) -> Emulator {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/kube_emulator.py");
         let child = Command::new("python3")
             .arg(script)
@@ -595,9 +598,11 @@ async fn a_taken_name_and_an_invalid_service_are_reported_and_nothing_is_overwri
 }
 
 /// A CRD missing at start is a clear error naming it; the API server going away later keeps
-/// the last objects served and `/readyz` says what fails.
+/// the last objects served and `/readyz` says what fails; one that is not up yet at start is
+/// waited for (not ready until it answers).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_crd_stops_the_start_and_a_lost_api_server_keeps_the_last_state() {
+async fn a_missing_crd_stops_the_start_an_absent_api_server_is_waited_for_and_a_lost_one_keeps_the_last_state()
+ {
     let dir = tempfile::tempdir().expect("tempdir");
     let emulator = Emulator::start(&["serving.knative.dev/v1/services"]).await;
     let kubeconfig = emulator.kubeconfig(dir.path());
@@ -665,6 +670,38 @@ async fn a_missing_crd_stops_the_start_and_a_lost_api_server_keeps_the_last_stat
         202,
         "the last Brokers keep accepting events"
     );
+
+    // Started while the API server is down: not ready, saying why, until it answers.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let absent = Emulator {
+        child: Command::new("true").spawn().expect("placeholder"),
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let kubeconfig = absent.kubeconfig(dir.path());
+    let gw = Gateway::start_unready(
+        &dir.path().join("unused"),
+        &dir.path().join("data"),
+        &["--kubernetes", "--kubeconfig", &kubeconfig],
+    )
+    .await;
+    let readyz = reqwest::get(format!("{}/readyz", gw.admin))
+        .await
+        .expect("readyz");
+    assert_eq!(readyz.status(), 503);
+    let emulator = Emulator::start_on(port, &[]).await;
+    emulator.create(BROKERS, broker()).await;
+    eventually("ready once the API server answers", || async {
+        reqwest::get(format!("{}/readyz", gw.admin))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    eventually("the Broker served", || async {
+        !gw.brokers().await.is_empty()
+    })
+    .await;
+    drop(absent);
 }
 
 /// A Knative Trigger on a tidegate Broker delivers to a Knative Service (not created by
