@@ -93,8 +93,12 @@ impl Cluster {
         let health = Arc::new(ProviderHealth::default());
         let stores = watch::start(&client, &kinds, &health);
         let stop = CancellationToken::new();
-        let pods = EndpointPods::start(stores.endpoint_slice.clone(), stop.clone());
         let (scales, decisions) = DesiredScales::new();
+        let pods = EndpointPods::start(
+            stores.endpoint_slice.clone(),
+            Some(scales.changed.clone()),
+            stop.clone(),
+        );
         let launcher = Arc::new(KubernetesLauncher {
             pods: Arc::clone(&pods),
             scales: Arc::clone(&scales),

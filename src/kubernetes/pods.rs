@@ -60,14 +60,22 @@ enum Change {
 pub struct EndpointPods {
     slices: Watched,
     tracked: Mutex<HashMap<(String, String), Tracked>>,
+    /// `(namespace, revision)` of each revision whose pods changed (the PodAutoscaler
+    /// reconciler reports `actualScale` from them).
+    changed: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
 }
 
 impl EndpointPods {
-    /// Follows `slices` until `stop`.
-    pub fn start(slices: Watched, stop: CancellationToken) -> Arc<Self> {
+    /// Follows `slices` until `stop`, telling `changed` which revisions' pods changed.
+    pub fn start(
+        slices: Watched,
+        changed: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
         let pods = Arc::new(Self {
             slices,
             tracked: Mutex::new(HashMap::new()),
+            changed,
         });
         let mut changes: watch::Receiver<u64> = pods.slices.changes.clone();
         let weak = Arc::downgrade(&pods);
@@ -164,6 +172,11 @@ impl EndpointPods {
                 });
             }
         }
+        let mut touched: Vec<(String, String)> = changes
+            .iter()
+            .map(|(r, _)| (r.namespace.clone(), r.name.clone()))
+            .collect();
+        touched.dedup();
         for (revision, change) in changes {
             match change {
                 Change::Ready(id, address) => {
@@ -172,6 +185,11 @@ impl EndpointPods {
                 }
                 Change::Draining(id) => revision.pod_draining(id),
                 Change::Gone(id) => revision.pod_gone(id),
+            }
+        }
+        if let Some(changed) = &self.changed {
+            for key in touched {
+                let _ = changed.send(key);
             }
         }
     }
@@ -244,7 +262,7 @@ fn endpoints<'a>(
 /// reconciler; `changed` carries `(namespace, revision)` of each change.
 pub struct DesiredScales {
     scales: Mutex<HashMap<(String, String), u32>>,
-    changed: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    pub(crate) changed: tokio::sync::mpsc::UnboundedSender<(String, String)>,
 }
 
 impl DesiredScales {

@@ -356,6 +356,7 @@ fn precise_context(
             changes,
             resource: Kinds::default().endpoint_slice.resource,
         },
+        None,
         stop.clone(),
     );
     let (scales, _rx) = DesiredScales::new();

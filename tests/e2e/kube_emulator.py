@@ -15,8 +15,9 @@ merge-patch/delete of declared resources) plus what kube-rs needs and kmock lack
 Not emulated: selectors (label and field selectors are ignored: clients filter themselves),
 resourceVersion conflicts, status/spec separation, admission, pruning, RBAC.
 
-Usage: python3 kube_emulator.py PORT [group/version/plural ...]
-  The listed resources are left undeclared (their CRD "is not installed"). Prints "ready PORT".
+Usage: python3 kube_emulator.py PORT [group/version/plural | forbid:group/version/plural ...]
+  Listed resources are left undeclared (their CRD "is not installed"); forbid: ones are answered
+  403 Forbidden (an RBAC refusal). Prints "ready PORT".
 """
 import asyncio, datetime, itertools, sys, uuid
 import aiohttp.web, attrs, kmock
@@ -27,12 +28,22 @@ REASONS = {'Object Not Found': 'NotFound', 'Resource Not Found': 'NotFound', 'No
            'Endpoint Not Found': 'NotFound', 'Object Already Exists': 'AlreadyExists'}
 A = enums.action
 
+def _path(resource):
+    """`group/version/plural` (`v1/plural` for the core group), as RESOURCES names them."""
+    parts = [resource.group, resource.version, resource.plural]
+    return '/'.join(p for p in parts if p)
+
 def _now():
     return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 @attrs.define(kw_only=True)
 class Emulator(kmock.KubernetesEmulator):
     async def _handle(self, request):
+        if request.resource is not None and _path(request.resource) in FORBIDDEN:
+            return aiohttp.web.json_response(status=403, data={
+                'apiVersion': 'v1', 'kind': 'Status', 'status': 'Failure', 'code': 403, 'reason': 'Forbidden',
+                'message': f'{request.resource.plural} is forbidden: User "system:serviceaccount:tidegate-system:tidegate" '
+                           f'cannot {str(request.method.value).lower()} resource "{request.resource.plural}"'})
         key = (request.resource, request.namespace, request.name)
         if request.resource is not None and request.subresource == 'scale':
             return await self._scale(request, key)
@@ -65,7 +76,7 @@ class Emulator(kmock.KubernetesEmulator):
     async def _serve_list(self, request):
         # As a real API server: list items of built-in kinds carry no apiVersion and kind.
         payload = await super()._serve_list(request)
-        if str(request.resource).split('/')[0] in BUILT_IN_GROUPS:
+        if (request.resource.group or 'v1') in BUILT_IN_GROUPS:
             payload['items'] = [{k: v for k, v in item.items() if k not in ('apiVersion', 'kind')}
                                 for item in payload['items']]
         return payload
@@ -101,6 +112,8 @@ class Emulator(kmock.KubernetesEmulator):
             exc = attrs.evolve(exc, reason=REASONS.get(exc.reason, exc.reason), details={'name': ''})
         return await super()._render_error(exc)
 
+FORBIDDEN = set()  # resources answered 403 (an RBAC refusal), from "forbid:group/version/plural"
+
 BUILT_IN_GROUPS = {'v1', 'apps', 'discovery.k8s.io', 'events.k8s.io'}
 
 RESOURCES = {  # group/version/plural -> (kind, subresources); undeclared = "CRD not installed"
@@ -129,4 +142,6 @@ async def main(port, omit=()):
         await asyncio.Event().wait()
 
 if __name__ == '__main__':
-    asyncio.run(main(int(sys.argv[1]), omit=set(sys.argv[2:])))
+    args = sys.argv[2:]
+    FORBIDDEN.update(a.removeprefix('forbid:') for a in args if a.startswith('forbid:'))
+    asyncio.run(main(int(sys.argv[1]), omit={a for a in args if not a.startswith('forbid:')}))

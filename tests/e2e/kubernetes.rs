@@ -209,6 +209,39 @@ async fn gateway(emulator: &Emulator, dir: &Path) -> Gateway {
     .await
 }
 
+/// Runs `tidegate serve --kubernetes` expected to stop by itself; fails the test (and kills
+/// it) if it is still running after [`WAIT`].
+async fn serve_until_exit(kubeconfig: &str, dir: &Path) -> std::process::Output {
+    let child = Command::new(bin())
+        .args([
+            "serve",
+            "--kubernetes",
+            "--kubeconfig",
+            kubeconfig,
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--admin-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tidegate");
+    let pid = child.id();
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match tokio::time::timeout(WAIT, waiting).await {
+        Ok(output) => output.expect("join").expect("tidegate output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("tidegate serve --kubernetes did not stop within {WAIT:?}");
+        }
+    }
+}
+
 fn broker() -> Value {
     json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
            "metadata": {"name": "default", "namespace": "default",
@@ -597,42 +630,35 @@ async fn a_taken_name_and_an_invalid_service_are_reported_and_nothing_is_overwri
     .await;
 }
 
-/// A CRD missing at start is a clear error naming it; the API server going away later keeps
+/// A CRD missing or a permission refused at start is a clear error naming it; the API server going away later keeps
 /// the last objects served and `/readyz` says what fails; one that is not up yet at start is
 /// waited for (not ready until it answers).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_crd_stops_the_start_an_absent_api_server_is_waited_for_and_a_lost_one_keeps_the_last_state()
+async fn a_missing_crd_or_permission_stops_the_start_an_absent_api_server_is_waited_for_and_a_lost_one_keeps_the_last_state()
  {
     let dir = tempfile::tempdir().expect("tempdir");
     let emulator = Emulator::start(&["serving.knative.dev/v1/services"]).await;
     let kubeconfig = emulator.kubeconfig(dir.path());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(bin())
-            .args([
-                "serve",
-                "--kubernetes",
-                "--kubeconfig",
-                &kubeconfig,
-                "--data-dir",
-            ])
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{}", free_port()),
-                "--admin-listen",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            .output()
-            .expect("run tidegate")
-    })
-    .await
-    .expect("join");
+    let output = serve_until_exit(&kubeconfig, dir.path()).await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(
             "the CRD services.serving.knative.dev (serving.knative.dev/v1 Service) is not installed"
         ),
+        "{stderr}"
+    );
+    drop(emulator);
+
+    // A permission the service account lacks stops the start too, naming it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emulator = Emulator::start(&["forbid:v1/secrets"]).await;
+    let kubeconfig = emulator.kubeconfig(dir.path());
+    let output = serve_until_exit(&kubeconfig, dir.path()).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("RBAC: tidegate's service account may not list secrets (v1 Secret)"),
         "{stderr}"
     );
     drop(emulator);
