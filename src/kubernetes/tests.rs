@@ -663,3 +663,98 @@ fn the_rbac_rules_grant_the_verbs_tidegate_uses_and_no_more() {
         "deploy/kubernetes/rbac.yaml and api::PERMISSIONS differ"
     );
 }
+
+/// Stores holding `objects` (by kind), as reflectors that listed them.
+fn stores_with(objects: Vec<DynamicObject>) -> super::watch::Stores {
+    let kinds = Kinds::default();
+    let watched = |kind: &super::api::Kind| {
+        let mut writer: Writer<DynamicObject> = Writer::new(kind.resource.clone());
+        for object in &objects {
+            let value = serde_json::to_value(object).expect("json");
+            let of_kind = object
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("test/kind"));
+            if of_kind.map(String::as_str) == Some(kind.resource.kind.as_str())
+                || value["kind"] == kind.resource.kind.as_str()
+            {
+                writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(object.clone()));
+            }
+        }
+        let (_tx, changes) = tokio::sync::watch::channel(0u64);
+        Watched {
+            store: writer.as_reader(),
+            changes,
+            resource: kind.resource.clone(),
+        }
+    };
+    super::watch::Stores {
+        broker: watched(&kinds.broker),
+        trigger: watched(&kinds.trigger),
+        tidegate_trigger: watched(&kinds.tidegate_trigger),
+        service: watched(&kinds.service),
+        route: watched(&kinds.route),
+        revision: watched(&kinds.revision),
+        pod_autoscaler: watched(&kinds.pod_autoscaler),
+        config_map: watched(&kinds.config_map),
+        secret: watched(&kinds.secret),
+        endpoint_slice: watched(&kinds.endpoint_slice),
+    }
+}
+
+#[test]
+fn list_items_without_api_version_and_kind_are_read_as_their_store_s_kind() {
+    // As the API server lists built-in kinds: no apiVersion, no kind on the items.
+    let mut config_map: DynamicObject = serde_json::from_value(json!({
+        "metadata": {"name": "broker-config", "namespace": "default", "resourceVersion": "1",
+                     "annotations": {"test/kind": "ConfigMap"}},
+        "data": {"backend": "embedded"},
+    }))
+    .expect("config map");
+    config_map.types = None;
+    let broker: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+        "metadata": {"name": "default", "namespace": "default", "resourceVersion": "2",
+                     "annotations": {"eventing.knative.dev/broker.class": "tidegate"}},
+        "spec": {"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": "broker-config"}},
+    }))
+    .expect("broker");
+    let loaded = super::watch::build(&stores_with(vec![config_map, broker]));
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert_eq!(loaded.snapshot.brokers.len(), 1);
+}
+
+#[test]
+fn a_left_out_trigger_s_service_is_still_served() {
+    let trigger: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tidegate.dev/v1alpha1", "kind": "Trigger",
+        "metadata": {"name": "orders", "namespace": "default", "uid": "u-1", "resourceVersion": "5"},
+        "spec": {"broker": "default", "filtres": [], "service": {"spec": {"template": {"spec": {"containers": [{"image": "app:1"}]}}}}},
+    }))
+    .expect("trigger");
+    let service: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "orders", "namespace": "default", "resourceVersion": "6",
+                     "ownerReferences": [{"apiVersion": "tidegate.dev/v1alpha1", "kind": "Trigger", "name": "orders", "uid": "u-1", "controller": true}]},
+        "spec": {"template": {"spec": {"containers": [{"image": "app:1"}]}}},
+        "status": {"latestCreatedRevisionName": "orders-00001"},
+    }))
+    .expect("service");
+    let loaded = super::watch::build(&stores_with(vec![trigger, service]));
+    let errors = loaded
+        .errors
+        .get("Trigger.tidegate.dev default/orders")
+        .expect("the Trigger is left out");
+    assert!(
+        errors.iter().any(|e| e.field == "spec.filtres"),
+        "{errors:?}"
+    );
+    let served: Vec<_> = loaded
+        .snapshot
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.template_name.as_deref()))
+        .collect();
+    assert_eq!(served, vec![("orders", Some("orders-00001"))]);
+}

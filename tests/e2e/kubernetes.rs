@@ -739,8 +739,16 @@ async fn a_missing_crd_or_permission_stops_the_start_an_absent_api_server_is_wai
 async fn a_knative_trigger_delivers_through_endpoint_slices_and_fails_over_refused_pods() {
     let dir = tempfile::tempdir().expect("tempdir");
     let emulator = Emulator::start(&[]).await;
+    // Listed at start (list items of built-in kinds carry no apiVersion or kind).
+    emulator
+        .create("v1/configmaps", json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "broker-config", "namespace": "default"}, "data": {"backend": "embedded"}}))
+        .await;
+    let mut with_config = broker();
+    with_config["spec"] =
+        json!({"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": "broker-config"}});
+    emulator.create(BROKERS, with_config).await;
     let gw = gateway(&emulator, dir.path()).await;
-    emulator.create(BROKERS, broker()).await;
     emulator
         .create(BROKERS, json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
             "metadata": {"name": "other", "namespace": "default",
@@ -841,6 +849,13 @@ async fn a_knative_trigger_delivers_through_endpoint_slices_and_fails_over_refus
     assert!(
         elsewhere.get("status").is_none_or(Value::is_null),
         "another class's Trigger is not tidegate's: {elsewhere}"
+    );
+    let events = emulator.list(EVENTS).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["regarding"]["name"] == "default" && e["reason"] == "InvalidSpec"),
+        "the Broker with its ConfigMap is valid: {events:?}"
     );
     let other = emulator.get(BROKERS, "other").await.expect("exists");
     assert!(other.get("status").is_none_or(Value::is_null), "{other}");
