@@ -259,50 +259,30 @@ pub async fn run(
     let kinds = ctx.kinds.clone();
     let client = ctx.client.clone();
     let loads_for_events = loads.clone();
-    let tidegate = {
-        let kind = kinds.tidegate_trigger.clone();
-        let stream = every_load(loads.clone(), kind.clone(), Arc::clone(&ctx));
+    // Each controller also reconciles every object of its kind after each applied load.
+    let controller = |kind: &Kind| {
         Controller::new_with(
             kind.all(&client),
             watcher::Config::default(),
             kind.resource.clone(),
         )
+        .reconcile_on(every_load(loads.clone(), kind.clone(), Arc::clone(&ctx)))
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+    };
+    let tidegate = controller(&kinds.tidegate_trigger)
         .owns_with(
             kinds.service.all(&client),
             kinds.service.resource.clone(),
             watcher::Config::default(),
         )
-        .reconcile_on(stream)
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile_tidegate_trigger, error_policy, Arc::clone(&ctx))
-        .for_each(|_| async {})
-    };
-    let brokers = {
-        let kind = kinds.broker.clone();
-        let stream = every_load(loads.clone(), kind.clone(), Arc::clone(&ctx));
-        Controller::new_with(
-            kind.all(&client),
-            watcher::Config::default(),
-            kind.resource.clone(),
-        )
-        .reconcile_on(stream)
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .for_each(|_| async {});
+    let brokers = controller(&kinds.broker)
         .run(reconcile_broker, error_policy, Arc::clone(&ctx))
-        .for_each(|_| async {})
-    };
-    let knative_triggers = {
-        let kind = kinds.trigger.clone();
-        let stream = every_load(loads.clone(), kind.clone(), Arc::clone(&ctx));
-        Controller::new_with(
-            kind.all(&client),
-            watcher::Config::default(),
-            kind.resource.clone(),
-        )
-        .reconcile_on(stream)
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .for_each(|_| async {});
+    let knative_triggers = controller(&kinds.trigger)
         .run(reconcile_knative_trigger, error_policy, Arc::clone(&ctx))
-        .for_each(|_| async {})
-    };
+        .for_each(|_| async {});
     let left_out = report_left_out(Arc::clone(&ctx), loads_for_events, stop);
     tokio::join!(tidegate, brokers, knative_triggers, left_out);
 }

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kube::api::DynamicObject;
@@ -29,7 +28,7 @@ use crate::ingress::proxy::{KNATIVE_NAMESPACE_HEADER, KNATIVE_REVISION_HEADER};
 use crate::revision::Revision;
 use crate::revision::queue::PodId;
 use crate::revision::registry::{RevisionLauncher, RunningRevision};
-use crate::runtime::launch::{RevisionDemand, policy, wake_step};
+use crate::runtime::launch::{ActivationScale, RevisionDemand, policy, wake_step};
 
 /// The label an EndpointSlice names its Service with.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -345,8 +344,7 @@ impl RevisionLauncher for KubernetesLauncher {
                     scales: Arc::clone(&self.scales),
                     namespace: revision.namespace.clone(),
                     revision: Arc::clone(revision),
-                    activation: template.scaling.activation_scale,
-                    last: AtomicU32::new(0),
+                    activation: ActivationScale::new(template.scaling.activation_scale),
                 }) as Arc<dyn Scaler>,
                 Arc::clone(&revision.changed),
                 stop.clone(),
@@ -366,20 +364,12 @@ struct ScaleRecorder {
     scales: Arc<DesiredScales>,
     namespace: String,
     revision: Arc<Revision>,
-    /// `activation-scale`: the fewest pods asked for when scaling up from zero.
-    activation: u32,
-    last: AtomicU32,
+    activation: ActivationScale,
 }
 
 impl Scaler for ScaleRecorder {
     fn scale(&self, desired: u32) {
-        let from_zero = self.last.load(Ordering::Relaxed) == 0;
-        let desired = if from_zero && desired > 0 {
-            desired.max(self.activation)
-        } else {
-            desired
-        };
-        self.last.store(desired, Ordering::Relaxed);
+        let desired = self.activation.apply(desired);
         self.revision.set_desired(desired);
         self.scales
             .set(&self.namespace, &self.revision.name, Some(desired));

@@ -62,8 +62,7 @@ impl RevisionLauncher for LocalLauncher {
             revision: Arc::clone(revision),
             pods: Arc::clone(&pods),
             reserved: policy.reserved_instances,
-            activation: template.scaling.activation_scale,
-            last: AtomicU32::new(0),
+            activation: ActivationScale::new(template.scaling.activation_scale),
         });
         tokio::spawn(autoscaler::task::run(
             policy,
@@ -357,13 +356,27 @@ struct PodScaler {
     revision: Arc<Revision>,
     pods: Arc<RevisionPods>,
     reserved: u32,
+    activation: ActivationScale,
+}
+
+/// `autoscaling.knative.dev/activation-scale`: the fewest pods asked for when scaling up
+/// from zero.
+pub(crate) struct ActivationScale {
     activation: u32,
-    /// The last scale applied.
+    /// The last scale asked for.
     last: AtomicU32,
 }
 
-impl Scaler for PodScaler {
-    fn scale(&self, desired: u32) {
+impl ActivationScale {
+    pub(crate) fn new(activation: u32) -> Self {
+        Self {
+            activation,
+            last: AtomicU32::new(0),
+        }
+    }
+
+    /// The scale to ask for when the autoscaler decides `desired`.
+    pub(crate) fn apply(&self, desired: u32) -> u32 {
         let from_zero = self.last.load(Ordering::Relaxed) == 0;
         let desired = if from_zero && desired > 0 {
             desired.max(self.activation)
@@ -371,6 +384,13 @@ impl Scaler for PodScaler {
             desired
         };
         self.last.store(desired, Ordering::Relaxed);
+        desired
+    }
+}
+
+impl Scaler for PodScaler {
+    fn scale(&self, desired: u32) {
+        let desired = self.activation.apply(desired);
         self.revision.set_desired(desired);
         self.pods.scale(desired.max(self.reserved));
     }
