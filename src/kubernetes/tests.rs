@@ -720,7 +720,7 @@ fn list_items_without_api_version_and_kind_are_read_as_their_store_s_kind() {
         "spec": {"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": "broker-config"}},
     }))
     .expect("broker");
-    let loaded = super::watch::build(&stores_with(vec![config_map, broker]));
+    let loaded = super::watch::build(&stores_with(vec![config_map, broker]), None).expect("a load");
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     assert_eq!(loaded.snapshot.brokers.len(), 1);
 }
@@ -741,7 +741,7 @@ fn a_left_out_trigger_s_service_is_still_served() {
         "status": {"latestCreatedRevisionName": "orders-00001"},
     }))
     .expect("service");
-    let loaded = super::watch::build(&stores_with(vec![trigger, service]));
+    let loaded = super::watch::build(&stores_with(vec![trigger, service]), None).expect("a load");
     let errors = loaded
         .errors
         .get("Trigger.tidegate.dev default/orders")
@@ -757,4 +757,59 @@ fn a_left_out_trigger_s_service_is_still_served() {
         .map(|s| (s.name.as_str(), s.template_name.as_deref()))
         .collect();
     assert_eq!(served, vec![("orders", Some("orders-00001"))]);
+}
+
+#[test]
+fn only_referenced_config_maps_are_read_and_an_unchanged_input_makes_no_new_load() {
+    let config_map = |name: &str, version: &str| {
+        serde_json::from_value::<DynamicObject>(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": version},
+            "data": {"backend": "embedded"},
+        }))
+        .expect("config map")
+    };
+    let broker: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+        "metadata": {"name": "default", "namespace": "default", "resourceVersion": "2",
+                     "annotations": {"eventing.knative.dev/broker.class": "tidegate"}},
+        "spec": {"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": "broker-config"}},
+    }))
+    .expect("broker");
+    let first = super::watch::build(
+        &stores_with(vec![
+            config_map("broker-config", "1"),
+            config_map("leader-lock", "1"),
+            broker.clone(),
+        ]),
+        None,
+    )
+    .expect("a load");
+    assert_eq!(first.snapshot.brokers.len(), 1);
+    assert!(
+        !first
+            .inputs
+            .iter()
+            .any(|(_, _, name, _)| name == "leader-lock"),
+        "an unreferenced ConfigMap is not read: {:?}",
+        first.inputs
+    );
+    let churn = stores_with(vec![
+        config_map("broker-config", "1"),
+        config_map("leader-lock", "9"),
+        broker.clone(),
+    ]);
+    assert!(
+        super::watch::build(&churn, Some(&first)).is_none(),
+        "nothing read changed"
+    );
+    let edited = stores_with(vec![
+        config_map("broker-config", "2"),
+        config_map("leader-lock", "9"),
+        broker,
+    ]);
+    assert!(
+        super::watch::build(&edited, Some(&first)).is_some(),
+        "the Broker's ConfigMap changed"
+    );
 }

@@ -54,9 +54,15 @@ impl Watched {
     /// Every object as JSON with its `apiVersion` and `kind` (the API server leaves them out
     /// of list items for built-in kinds; watch events have them).
     pub fn values(&self) -> Vec<Value> {
+        self.values_where(|_| true)
+    }
+
+    /// [`Watched::values`] of the objects `wanted` keeps.
+    pub fn values_where(&self, wanted: impl Fn(&DynamicObject) -> bool) -> Vec<Value> {
         self.store
             .state()
             .iter()
+            .filter(|o| wanted(o))
             .filter_map(|o| {
                 let mut value = serde_json::to_value(o.as_ref()).ok()?;
                 let object = value.as_object_mut()?;
@@ -210,6 +216,8 @@ pub struct Loaded {
     /// References of the left-out objects that have no status tidegate writes (Knative
     /// Services, ConfigMaps, Secrets), for Events on them.
     pub references: HashMap<String, ObjectReference>,
+    /// What this load read, to tell whether the next one would differ.
+    pub inputs: Inputs,
     /// `resourceVersion` of every object loaded, by [`triggers::object_label`]: a controller
     /// acts on an object only once this load has seen the version it reconciles.
     pub versions: HashMap<String, String>,
@@ -243,16 +251,30 @@ pub fn provider(stores: Stores, loaded: Arc<ArcSwap<Loaded>>) -> mpsc::Receiver<
             .filter(|w| !matches!(w.resource.kind.as_str(), "EndpointSlice" | "PodAutoscaler"))
             .map(|w| w.changes.clone())
             .collect();
+        let mut first_done = false;
         loop {
             for c in &mut changes {
                 c.mark_unchanged();
             }
-            let load = build(&stores);
+            let previous = loaded.load_full();
+            // The first load is always sent: the gateway is ready once it is applied.
+            let previous = first_done.then_some(previous.as_ref());
+            let Some(load) = build(&stores, previous) else {
+                // Nothing the snapshot reads changed (an unreferenced ConfigMap, a status).
+                let any =
+                    futures::future::select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
+                if any.await.0.is_err() {
+                    return;
+                }
+                tokio::time::sleep(DEBOUNCE).await;
+                continue;
+            };
             for (label, errors) in &load.errors {
                 for error in errors {
                     tracing::warn!(object = %label, %error, "Kubernetes object left out.");
                 }
             }
+            first_done = true;
             loaded.store(Arc::clone(&load));
             if tx
                 .send(Update::Applied {
@@ -276,8 +298,89 @@ pub fn provider(stores: Stores, loaded: Arc<ArcSwap<Loaded>>) -> mpsc::Receiver<
     rx
 }
 
-/// One snapshot of what the stores hold.
-pub fn build(stores: &Stores) -> Arc<Loaded> {
+/// Namespaces whose ConfigMaps are Knative's configuration, always read.
+const KNATIVE_NAMESPACES: [&str; 2] = ["knative-serving", "knative-eventing"];
+
+/// Every string under a `name` or `secretName` key of `value`: a superset of the ConfigMaps
+/// and Secrets it refers to (Broker `spec.config`, `configMapKeyRef`, `secretKeyRef`,
+/// `envFrom`, volumes, projected sources).
+fn referenced_names<'a>(value: &'a Value, names: &mut HashSet<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("name" | "secretName", Value::String(name)) => {
+                        names.insert(name);
+                    }
+                    _ => referenced_names(v, names),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| referenced_names(v, names)),
+        _ => {}
+    }
+}
+
+/// `(kind, namespace, name, resourceVersion)` of every object a load reads, sorted: equal for
+/// two moments means the same snapshot.
+type Inputs = Vec<(String, String, String, String)>;
+
+fn inputs(stores: &Stores, wanted: &dyn Fn(&DynamicObject) -> bool) -> Inputs {
+    let mut inputs = Inputs::new();
+    for w in stores.all() {
+        if matches!(w.resource.kind.as_str(), "EndpointSlice" | "PodAutoscaler") {
+            continue;
+        }
+        let filter = matches!(w.resource.kind.as_str(), "ConfigMap" | "Secret");
+        for o in w.store.state() {
+            if filter && !wanted(&o) {
+                continue;
+            }
+            let m = &o.metadata;
+            inputs.push((
+                w.resource.kind.clone(),
+                m.namespace.clone().unwrap_or_default(),
+                m.name.clone().unwrap_or_default(),
+                m.resource_version.clone().unwrap_or_default(),
+            ));
+        }
+    }
+    inputs.sort();
+    inputs
+}
+
+/// One snapshot of what the stores hold; `None` when nothing it reads changed since
+/// `previous`.
+pub fn build(stores: &Stores, previous: Option<&Loaded>) -> Option<Arc<Loaded>> {
+    // ConfigMaps and Secrets: Knative's configuration, and those something refers to.
+    let referring: Vec<Arc<DynamicObject>> = [
+        &stores.broker,
+        &stores.trigger,
+        &stores.tidegate_trigger,
+        &stores.service,
+        &stores.revision,
+    ]
+    .iter()
+    .flat_map(|w| w.store.state())
+    .collect();
+    let mut names: HashSet<&str> = HashSet::new();
+    for o in &referring {
+        referenced_names(&o.data, &mut names);
+    }
+    let wanted = |o: &DynamicObject| {
+        o.metadata
+            .namespace
+            .as_deref()
+            .is_some_and(|ns| KNATIVE_NAMESPACES.contains(&ns))
+            || o.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| names.contains(n))
+    };
+    let inputs = inputs(stores, &wanted);
+    if previous.is_some_and(|p| p.inputs == inputs) {
+        return None;
+    }
     let values = Watched::values;
     let brokers: Vec<Value> = values(&stores.broker)
         .into_iter()
@@ -325,8 +428,8 @@ pub fn build(stores: &Stores) -> Arc<Loaded> {
         })
         .collect();
     let mut objects: Vec<Value> = Vec::new();
-    objects.extend(values(&stores.config_map));
-    objects.extend(values(&stores.secret));
+    objects.extend(stores.config_map.values_where(wanted));
+    objects.extend(stores.secret.values_where(wanted));
     objects.extend(brokers);
     objects.extend(triggers);
     objects.extend(tidegate_triggers.iter().cloned());
@@ -489,13 +592,14 @@ pub fn build(stores: &Stores) -> Arc<Loaded> {
             )
         })
         .collect();
-    Arc::new(Loaded {
+    Some(Arc::new(Loaded {
         snapshot: Arc::new(load.snapshot),
         errors,
         objects: served,
         references,
         versions,
-    })
+        inputs,
+    }))
 }
 
 /// What a Knative Revision runs, read as the template of a Service `service` that names it,
