@@ -813,3 +813,32 @@ fn only_referenced_config_maps_are_read_and_an_unchanged_input_makes_no_new_load
         "the Broker's ConfigMap changed"
     );
 }
+
+#[test]
+fn a_secret_named_by_a_broker_s_config_map_is_read() {
+    let objects: Vec<DynamicObject> = [
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "nats-config", "namespace": "default", "resourceVersion": "1"},
+               "data": {"backend": "nats", "url": "nats://127.0.0.1:4222", "auth.secret.ref.name": "nats-creds"}}),
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "nats-creds", "namespace": "default", "resourceVersion": "1"},
+               "stringData": {"token": "t"}}),
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "unrelated", "namespace": "default", "resourceVersion": "1"}}),
+        json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+               "metadata": {"name": "default", "namespace": "default", "resourceVersion": "2",
+                            "annotations": {"eventing.knative.dev/broker.class": "tidegate"}},
+               "spec": {"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": "nats-config"}}}),
+    ]
+    .into_iter()
+    .map(|v| serde_json::from_value(v).expect("object"))
+    .collect();
+    let loaded = super::watch::build(&stores_with(objects), None).expect("a load");
+    let read: Vec<&str> = loaded
+        .inputs
+        .iter()
+        .filter(|i| i.0 == "Secret")
+        .map(|i| i.2.as_str())
+        .collect();
+    assert_eq!(read, vec!["nats-creds"]);
+}

@@ -325,15 +325,23 @@ fn referenced_names<'a>(value: &'a Value, names: &mut HashSet<&'a str>) {
 /// two moments means the same snapshot.
 type Inputs = Vec<(String, String, String, String)>;
 
-fn inputs(stores: &Stores, wanted: &dyn Fn(&DynamicObject) -> bool) -> Inputs {
+fn inputs(
+    stores: &Stores,
+    wanted_config_map: &dyn Fn(&DynamicObject) -> bool,
+    wanted_secret: &dyn Fn(&DynamicObject) -> bool,
+) -> Inputs {
     let mut inputs = Inputs::new();
     for w in stores.all() {
         if matches!(w.resource.kind.as_str(), "EndpointSlice" | "PodAutoscaler") {
             continue;
         }
-        let filter = matches!(w.resource.kind.as_str(), "ConfigMap" | "Secret");
+        let wanted: &dyn Fn(&DynamicObject) -> bool = match w.resource.kind.as_str() {
+            "ConfigMap" => wanted_config_map,
+            "Secret" => wanted_secret,
+            _ => &|_| true,
+        };
         for o in w.store.state() {
-            if filter && !wanted(&o) {
+            if !wanted(&o) {
                 continue;
             }
             let m = &o.metadata;
@@ -367,7 +375,7 @@ pub fn build(stores: &Stores, previous: Option<&Loaded>) -> Option<Arc<Loaded>> 
     for o in &referring {
         referenced_names(&o.data, &mut names);
     }
-    let wanted = |o: &DynamicObject| {
+    let named = |o: &DynamicObject, names: &HashSet<&str>| {
         o.metadata
             .namespace
             .as_deref()
@@ -377,7 +385,22 @@ pub fn build(stores: &Stores, previous: Option<&Loaded>) -> Option<Arc<Loaded>> 
                 .as_deref()
                 .is_some_and(|n| names.contains(n))
     };
-    let inputs = inputs(stores, &wanted);
+    // A Broker's ConfigMap may name the Secret of its credentials (`auth.secret.ref.name`).
+    let config_maps = stores.config_map.store.state();
+    let mut secret_names = names.clone();
+    for cm in &config_maps {
+        if named(cm, &names)
+            && let Some(secret) = cm
+                .data
+                .pointer("/data/auth.secret.ref.name")
+                .and_then(Value::as_str)
+        {
+            secret_names.insert(secret.trim());
+        }
+    }
+    let wanted_config_map = |o: &DynamicObject| named(o, &names);
+    let wanted_secret = |o: &DynamicObject| named(o, &secret_names);
+    let inputs = inputs(stores, &wanted_config_map, &wanted_secret);
     if previous.is_some_and(|p| p.inputs == inputs) {
         return None;
     }
@@ -428,8 +451,8 @@ pub fn build(stores: &Stores, previous: Option<&Loaded>) -> Option<Arc<Loaded>> 
         })
         .collect();
     let mut objects: Vec<Value> = Vec::new();
-    objects.extend(stores.config_map.values_where(wanted));
-    objects.extend(stores.secret.values_where(wanted));
+    objects.extend(stores.config_map.values_where(wanted_config_map));
+    objects.extend(stores.secret.values_where(wanted_secret));
     objects.extend(brokers);
     objects.extend(triggers);
     objects.extend(tidegate_triggers.iter().cloned());
