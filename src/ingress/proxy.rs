@@ -136,7 +136,16 @@ impl ProxyState {
             )
             && let (Ok(revision), Ok(namespace)) = (revision.to_str(), namespace.to_str())
         {
-            return Ok(self.routes.load().by_revision(namespace, revision).cloned());
+            // A revision tidegate does not (yet) serve: 503 with Retry-After from `forward`,
+            // never the events router.
+            let route = self.routes.load().by_revision(namespace, revision).cloned();
+            return Ok(Some(route.unwrap_or_else(|| {
+                Arc::new(Route {
+                    namespace: namespace.to_owned(),
+                    service: revision.to_owned(),
+                    targets: Vec::new(),
+                })
+            })));
         }
         let host = request_authority(request)?;
         Ok(host.and_then(|host| self.routes.load().by_host(host, &self.domain).cloned()))

@@ -95,9 +95,8 @@ fn trigger(service: Value) -> DynamicObject {
 fn context(client: Client, object: &DynamicObject) -> Arc<Context> {
     let value = serde_json::to_value(object).expect("json");
     let label = triggers::object_label(&value);
-    let version = object.metadata.resource_version.clone().unwrap_or_default();
     let loaded = Loaded {
-        versions: HashMap::from([(label, version)]),
+        versions: HashMap::from([(label, super::watch::digest_value(&value))]),
         ..Loaded::default()
     };
     Arc::new(Context::new(
@@ -761,11 +760,16 @@ fn a_left_out_trigger_s_service_is_still_served() {
 
 #[test]
 fn only_referenced_config_maps_are_read_and_an_unchanged_input_makes_no_new_load() {
+    // A version bump alone (no content change) is what a status write or a no-op update does.
     let config_map = |name: &str, version: &str| {
+        let mut data = json!({"backend": "embedded"});
+        if version == "edited" {
+            data["max_bytes"] = json!("1Gi");
+        }
         serde_json::from_value::<DynamicObject>(json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": "default", "resourceVersion": version},
-            "data": {"backend": "embedded"},
+            "data": data,
         }))
         .expect("config map")
     };
@@ -795,16 +799,16 @@ fn only_referenced_config_maps_are_read_and_an_unchanged_input_makes_no_new_load
         first.inputs
     );
     let churn = stores_with(vec![
-        config_map("broker-config", "1"),
-        config_map("leader-lock", "9"),
+        config_map("broker-config", "5"),
+        config_map("leader-lock", "edited"),
         broker.clone(),
     ]);
     assert!(
         super::watch::build(&churn, Some(&first)).is_none(),
-        "nothing read changed"
+        "an unread ConfigMap changed, and a read one only got a new version"
     );
     let edited = stores_with(vec![
-        config_map("broker-config", "2"),
+        config_map("broker-config", "edited"),
         config_map("leader-lock", "9"),
         broker,
     ]);

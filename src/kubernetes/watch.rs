@@ -17,6 +17,7 @@
 //!   [`ProviderHealth`] says what fails.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash as _, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,23 +219,110 @@ pub struct Loaded {
     pub references: HashMap<String, ObjectReference>,
     /// What this load read, to tell whether the next one would differ.
     pub inputs: Inputs,
-    /// `resourceVersion` of every object loaded, by [`triggers::object_label`]: a controller
-    /// acts on an object only once this load has seen the version it reconciles.
-    pub versions: HashMap<String, String>,
+    /// [`digest_value`] of every object loaded, by [`triggers::object_label`]: a controller
+    /// acts on an object only once a load has seen it as it is (status aside).
+    pub versions: HashMap<String, u64>,
 }
 
 impl Loaded {
-    /// Whether this load saw `object` as it is now.
+    /// Whether this load saw `object` as it is now (its status aside).
     pub fn has_seen(&self, object: &Value) -> bool {
-        let version = object
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str);
-        version.is_some()
-            && self
-                .versions
-                .get(&triggers::object_label(object))
-                .map(String::as_str)
-                == version
+        self.versions.get(&triggers::object_label(object)) == Some(&digest_value(object))
+    }
+}
+
+/// The status fields a load reads (of Knative Services); the rest of a status is not part of
+/// what an object means to a snapshot.
+const STATUS_READ: [&str; 2] = ["latestCreatedRevisionName", "traffic"];
+
+/// A digest of what a load reads of an object: everything but `resourceVersion`,
+/// `managedFields`, `generation` and the status fields it does not read. Status writes
+/// (tidegate's own among them) change no digest, so they make no new load.
+pub fn digest_value(object: &Value) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Value::Object(map) = object {
+        for (k, v) in sorted(map) {
+            match k.as_str() {
+                "metadata" => {
+                    if let Value::Object(meta) = v {
+                        for (mk, mv) in sorted(meta) {
+                            if !matches!(
+                                mk.as_str(),
+                                "resourceVersion" | "managedFields" | "generation"
+                            ) {
+                                mk.hash(&mut h);
+                                hash_value(mv, &mut h);
+                            }
+                        }
+                    }
+                }
+                "status" => hash_status(v, &mut h),
+                _ => {
+                    k.hash(&mut h);
+                    hash_value(v, &mut h);
+                }
+            }
+        }
+    }
+    h.finish()
+}
+
+/// [`digest_value`] of a reflected object, without serializing it.
+fn digest(object: &DynamicObject) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let m = &object.metadata;
+    m.uid.hash(&mut h);
+    m.labels.hash(&mut h);
+    m.annotations.hash(&mut h);
+    m.deletion_timestamp.is_some().hash(&mut h);
+    for r in m.owner_references.iter().flatten() {
+        (&r.api_version, &r.kind, &r.name, &r.uid, r.controller).hash(&mut h);
+    }
+    if let Value::Object(map) = &object.data {
+        for (k, v) in sorted(map) {
+            if k == "status" {
+                hash_status(v, &mut h);
+            } else {
+                k.hash(&mut h);
+                hash_value(v, &mut h);
+            }
+        }
+    }
+    h.finish()
+}
+
+fn hash_status(status: &Value, h: &mut impl Hasher) {
+    for field in STATUS_READ {
+        if let Some(v) = status.get(field) {
+            field.hash(h);
+            hash_value(v, h);
+        }
+    }
+}
+
+fn sorted(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
+fn hash_value(value: &Value, h: &mut impl Hasher) {
+    match value {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, b).hash(h),
+        Value::Number(n) => (2u8, n.as_u64(), n.as_i64(), n.as_f64().map(f64::to_bits)).hash(h),
+        Value::String(s) => (3u8, s).hash(h),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(h);
+            items.iter().for_each(|v| hash_value(v, h));
+        }
+        Value::Object(map) => {
+            (5u8, map.len()).hash(h);
+            for (k, v) in sorted(map) {
+                k.hash(h);
+                hash_value(v, h);
+            }
+        }
     }
 }
 
@@ -321,9 +409,9 @@ fn referenced_names<'a>(value: &'a Value, names: &mut HashSet<&'a str>) {
     }
 }
 
-/// `(kind, namespace, name, resourceVersion)` of every object a load reads, sorted: equal for
-/// two moments means the same snapshot.
-type Inputs = Vec<(String, String, String, String)>;
+/// `(kind, namespace, name, digest)` of every object a load reads, sorted: equal for two
+/// moments means the same snapshot.
+type Inputs = Vec<(String, String, String, u64)>;
 
 fn inputs(
     stores: &Stores,
@@ -349,7 +437,7 @@ fn inputs(
                 w.resource.kind.clone(),
                 m.namespace.clone().unwrap_or_default(),
                 m.name.clone().unwrap_or_default(),
-                m.resource_version.clone().unwrap_or_default(),
+                digest(&o),
             ));
         }
     }
@@ -464,12 +552,9 @@ pub fn build(stores: &Stores, previous: Option<&Loaded>) -> Option<Arc<Loaded>> 
     );
     // Where two objects collide, which one is left out does not depend on hash order.
     objects.sort_by_cached_key(triggers::object_label);
-    let versions: HashMap<String, String> = objects
+    let versions: HashMap<String, u64> = objects
         .iter()
-        .filter_map(|o| {
-            let version = o.pointer("/metadata/resourceVersion")?.as_str()?;
-            Some((triggers::object_label(o), version.to_owned()))
-        })
+        .map(|o| (triggers::object_label(o), digest_value(o)))
         .collect();
     let mut load = triggers::load_objects(&objects);
     // A tidegate Trigger left out (a mistake in an edit) still has the Knative Service it

@@ -153,10 +153,16 @@ impl Registry {
                 };
                 // A revision named in the split or by a tag is reachable by its name too
                 // (Knative's ingress names it); a 0 % untagged one is not.
-                if let Target::Fixed(revision) = &target
-                    && (percent > 0 || tag.is_some())
-                {
-                    table.insert_revision(revision);
+                if percent > 0 || tag.is_some() {
+                    match &target {
+                        Target::Fixed(revision) => table.insert_revision(revision),
+                        // Before Knative resolved the split (Kubernetes mode), its ingress
+                        // may already name the latest revision.
+                        Target::Latest(candidates) if self.external_names => {
+                            candidates.iter().for_each(|r| table.insert_revision(r));
+                        }
+                        Target::Latest(_) => {}
+                    }
                 }
                 if let Some(tag) = tag {
                     tags.push((tag, target.clone()));
