@@ -846,3 +846,44 @@ fn a_secret_named_by_a_broker_s_config_map_is_read() {
         .collect();
     assert_eq!(read, vec!["nats-creds"]);
 }
+
+/// Prints what building a snapshot costs (not a test of speed: run it with
+/// `cargo nextest run --run-ignored only measure_snapshot_load --no-capture`).
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn measure_snapshot_load() {
+    let mut objects = Vec::new();
+    for i in 0..1000 {
+        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("cm-{i}"), "namespace": "default", "resourceVersion": "1"},
+            "data": {"a": "b".repeat(200)}}));
+    }
+    for i in 0..200 {
+        objects.push(json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": format!("svc-{i}"), "namespace": "default", "resourceVersion": "1"},
+            "spec": {"template": {"spec": {"containerConcurrency": 2,
+                "containers": [{"image": "app:1", "env": [{"name": "A", "value": "b"}]}]}}}}));
+    }
+    let objects = objects
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("object"))
+        .collect();
+    let stores = stores_with(objects);
+    let rounds = 10;
+    let start = tokio::time::Instant::now();
+    let mut last = None;
+    for _ in 0..rounds {
+        last = super::watch::build(&stores, None);
+    }
+    let full = start.elapsed() / rounds;
+    let last = last.expect("a load");
+    assert_eq!(last.snapshot.services.len(), 200);
+    let start = tokio::time::Instant::now();
+    for _ in 0..rounds {
+        assert!(super::watch::build(&stores, Some(&last)).is_none());
+    }
+    let unchanged = start.elapsed() / rounds;
+    eprintln!(
+        "snapshot load, 200 Services + 1000 unrelated ConfigMaps: full {full:?}, unchanged check {unchanged:?}"
+    );
+}

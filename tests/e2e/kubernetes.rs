@@ -711,10 +711,16 @@ async fn a_missing_crd_or_permission_stops_the_start_an_absent_api_server_is_wai
         &["--kubernetes", "--kubeconfig", &kubeconfig],
     )
     .await;
-    let readyz = reqwest::get(format!("{}/readyz", gw.admin))
-        .await
-        .expect("readyz");
-    assert_eq!(readyz.status(), 503);
+    eventually("/readyz 503 saying why", || async {
+        let Ok(readyz) = reqwest::get(format!("{}/readyz", gw.admin)).await else {
+            return false;
+        };
+        let status = readyz.status();
+        let body = readyz.text().await.unwrap_or_default();
+        assert_ne!(status, 200, "ready without an API server: {body}");
+        body.contains("desired state: ")
+    })
+    .await;
     let emulator = Emulator::start_on(port, &[]).await;
     emulator.create(BROKERS, broker()).await;
     eventually("ready once the API server answers", || async {
