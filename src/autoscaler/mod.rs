@@ -3,11 +3,14 @@
 //!
 //! - [`policy`]: the knobs of one revision, with Knative's defaults.
 //! - [`kpa`]: Knative's KPA — windows, panic mode, rate limits, scale to zero.
+//! - [`hpa`]: the Kubernetes HPA's algorithm on cpu or memory (`hpa.autoscaling.knative.dev`),
+//!   with scale to zero; not wired to revisions yet.
 //! - [`precise`]: `precise.tidegate.dev` — exact demand over `containerConcurrency`, on every change.
 //! - [`task`]: the thin per-revision task that feeds a decision function and calls a [`task::Scaler`].
 //! - [`simulate`]: discrete-event simulation over [`crate::revision::queue::DispatchQueue`],
 //!   driven by the [`trace`]s.
 
+pub mod hpa;
 pub mod kpa;
 pub mod policy;
 pub mod precise;
