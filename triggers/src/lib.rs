@@ -22,6 +22,7 @@ pub mod error;
 pub mod filter;
 pub mod load;
 pub mod manifest;
+pub mod schedule;
 pub mod snapshot;
 pub mod watch;
 
