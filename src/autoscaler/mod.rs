@@ -6,6 +6,7 @@
 //! - [`hpa`]: the Kubernetes HPA's algorithm on cpu or memory (`hpa.autoscaling.knative.dev`),
 //!   with scale to zero; not wired to revisions yet.
 //! - [`precise`]: `precise.tidegate.dev` — exact demand over `containerConcurrency`, on every change.
+//! - [`schedule`]: scheduled windows composed with a class's bounds (not wired yet).
 //! - [`task`]: the thin per-revision task that feeds a decision function and calls a [`task::Scaler`].
 //! - [`simulate`]: discrete-event simulation over [`crate::revision::queue::DispatchQueue`],
 //!   driven by the [`trace`]s.
@@ -14,6 +15,7 @@ pub mod hpa;
 pub mod kpa;
 pub mod policy;
 pub mod precise;
+pub mod schedule;
 pub mod simulate;
 pub mod task;
 pub mod trace;
