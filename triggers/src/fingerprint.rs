@@ -55,6 +55,8 @@ pub(crate) fn template_fingerprint(template: &RevisionTemplate, name: Option<&st
         scale_to_zero_retention,
         backlog_target,
         reserved_instances,
+        // Written in the annotations, which are hashed.
+        schedule: _,
         queue_depth,
         activation_scale,
         scale_to_zero,

@@ -435,6 +435,7 @@ mod knative_config;
 mod objects;
 mod pods;
 mod rejections;
+mod schedule;
 mod services;
 mod tidegate_triggers;
 

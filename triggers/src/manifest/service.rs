@@ -61,6 +61,9 @@ pub const SCALE_TO_ZERO_RETENTION_ANNOTATION: &str =
 pub const BACKLOG_TARGET_ANNOTATION: &str = "tidegate.dev/backlog-target";
 /// Template annotation: pods kept beyond what demand asks for, an integer ≥ 0 (default 0).
 pub const RESERVED_INSTANCES_ANNOTATION: &str = "tidegate.dev/reserved-instances";
+/// Scheduled scaling windows: a YAML or JSON list of `{start, end, timezone, minScale,
+/// maxScale}`.
+pub const SCHEDULE_ANNOTATION: &str = "tidegate.dev/schedule";
 /// Template annotation: requests the gateway queues per revision before refusing more, an
 /// integer > 0 (default 10 000).
 pub const QUEUE_DEPTH_ANNOTATION: &str = "tidegate.dev/queue-depth";

@@ -186,6 +186,8 @@ pub struct ScalingSpec {
     pub backlog_target: u32,
     /// Pods kept beyond what demand asks for.
     pub reserved_instances: u32,
+    /// `tidegate.dev/schedule`: windows that raise the floor and may lower the ceiling.
+    pub schedule: Vec<crate::schedule::Window>,
     /// Requests queued per revision before more are refused.
     pub queue_depth: usize,
     /// Fewest pods started when scaling up from zero.
@@ -258,6 +260,7 @@ impl ScalingSpec {
             scale_to_zero_retention: DEFAULT_SCALE_TO_ZERO_RETENTION,
             backlog_target: DEFAULT_BACKLOG_TARGET,
             reserved_instances: DEFAULT_RESERVED_INSTANCES,
+            schedule: Vec::new(),
             queue_depth: DEFAULT_QUEUE_DEPTH,
             activation_scale: DEFAULT_ACTIVATION_SCALE,
             scale_to_zero: true,
