@@ -78,6 +78,9 @@ pub struct Policy {
     pub reserved_instances: u32,
     /// KPA's decision interval.
     pub tick: Duration,
+    /// `tidegate.dev/schedule`: windows that adjust `min_scale`/`max_scale` while open
+    /// ([`Policy::at`]).
+    pub schedule: std::sync::Arc<[triggers::schedule::Window]>,
 }
 
 impl Policy {
@@ -102,6 +105,7 @@ impl Policy {
             backlog_target: DEFAULT_BACKLOG_TARGET,
             reserved_instances: 0,
             tick: DEFAULT_TICK,
+            schedule: std::sync::Arc::new([]),
         }
     }
 
@@ -137,6 +141,24 @@ impl Policy {
     }
 
     /// Clamps `pods` into `[min_scale, max_scale]`.
+    /// The policy in force at wall-clock `at`: the Service's bounds composed with the open
+    /// schedule windows ([`super::schedule::bounds`]); itself when there is no schedule.
+    pub fn at(&self, at: jiff::Timestamp) -> std::borrow::Cow<'_, Policy> {
+        if self.schedule.is_empty() {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let (min_scale, max_scale) =
+            super::schedule::bounds(self.min_scale, self.max_scale, &self.schedule, at);
+        if (min_scale, max_scale) == (self.min_scale, self.max_scale.filter(|m| *m > 0)) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        std::borrow::Cow::Owned(Policy {
+            min_scale,
+            max_scale,
+            ..self.clone()
+        })
+    }
+
     pub fn bound(&self, pods: u32) -> u32 {
         let pods = pods.max(self.min_scale);
         match self.max_scale {

@@ -109,13 +109,17 @@ async fn run_kpa(
                     kpa.record(now, value);
                 }
             }
-            now = tick.tick() => decide_kpa(&mut kpa, now, source.as_ref(), &policy, &mut applier),
+            now = tick.tick() => {
+                let policy = policy.at(jiff::Timestamp::now());
+                decide_kpa(&mut kpa, now, source.as_ref(), &policy, &mut applier);
+            }
             () = changed.notified() => {
                 let demand = source.demand();
                 if source.ready_pods() == 0 && !demand.is_idle() {
                     let now = Instant::now();
                     let arrived = source.requests_total().saturating_sub(counted);
                     kpa.record(now, metric_value(&policy, demand, arrived));
+                    let policy = policy.at(jiff::Timestamp::now());
                     decide_kpa(&mut kpa, now, source.as_ref(), &policy, &mut applier);
                 }
             }
@@ -174,6 +178,8 @@ async fn run_precise(
             () = sleep_until(wakeup.unwrap_or_else(Instant::now)), if wakeup.is_some() => {}
             _ = refresh.tick() => {}
         }
+        // Schedule windows open and close on the wall clock; the refresh tick notices.
+        let policy = policy.at(jiff::Timestamp::now());
         let desired = precise.decide(Instant::now(), source.demand(), &policy);
         applier.apply(desired);
     }

@@ -275,6 +275,7 @@ pub fn policy(template: &RevisionTemplate) -> Policy {
     policy.scale_down_delay = s.scale_down_delay;
     policy.backlog_target = s.backlog_target;
     policy.reserved_instances = s.reserved_instances;
+    policy.schedule = s.schedule.clone().into();
     policy.max_scale_up_rate = s.max_scale_up_rate;
     policy.max_scale_down_rate = s.max_scale_down_rate;
     // The last pod stays for the longer of the grace period and the pod retention period

@@ -574,3 +574,32 @@ async fn forwarded_headers_are_set_hop_by_hop_dropped_and_h2c_accepted() {
     })
     .await;
 }
+
+/// A schedule window that is open raises the floor before any request: its `minScale` pods
+/// run with no traffic at all, and the Service's own bounds (min-scale 0) apply outside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_schedule_window_keeps_its_floor_warm_without_traffic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Opens every minute, closes only at midnight on 29 February: open now.
+    let schedule =
+        r#"[{start: "* * * * *", end: "0 0 29 2 *", timezone: Europe/Berlin, minScale: 2}]"#;
+    let yaml = service(
+        "warm",
+        &[
+            PRECISE,
+            ("autoscaling.knative.dev/min-scale", "0"),
+            ("tidegate.dev/schedule", schedule),
+        ],
+        1,
+        &[],
+        "",
+    )
+    .replace("\"[{", "'[{")
+    .replace("}]\"", "}]'");
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    wait_revision(&gw, "two warm pods without a request", |r| {
+        r["service"] == "warm" && r["ready_pods"] == 2 && r["desired_pods"] == 2
+    })
+    .await;
+}
