@@ -1211,9 +1211,9 @@ fn over_memory(pod: &Spawned, limits: &[(String, Option<usize>, u64)]) -> Option
         })
         .collect();
     // One pass over /proc for every limited container of the pod.
-    let resident = group_resident_bytes(&groups.iter().flatten().copied().collect::<Vec<_>>());
+    let usage = group_usage(&groups.iter().flatten().copied().collect::<Vec<_>>());
     for ((name, _, limit), group) in limits.iter().zip(&groups) {
-        let Some(rss) = group.and_then(|g| resident.get(&g).copied()) else {
+        let Some(rss) = group.and_then(|g| usage.get(&g).map(|u| u.resident_bytes)) else {
             continue;
         };
         if rss > *limit {
@@ -1228,13 +1228,24 @@ fn over_memory(pod: &Spawned, limits: &[(String, Option<usize>, u64)]) -> Option
     None
 }
 
-/// Resident memory of every process in each of the process groups `pgids` (a container's
-/// process and everything it started), from one pass over `/proc/*/stat` (field 24, in
-/// pages). A group with no process is absent.
-fn group_resident_bytes(pgids: &[u32]) -> std::collections::HashMap<u32, u64> {
-    let mut resident = std::collections::HashMap::new();
+/// What the processes of one process group (a container's process and everything it
+/// started) use right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GroupUsage {
+    /// Resident memory, in bytes.
+    pub(crate) resident_bytes: u64,
+    /// CPU time used so far, in clock ticks (`CLK_TCK` per second): user and system time of
+    /// every live process of the group, plus that of the children they waited for (`utime +
+    /// stime + cutime + cstime`).
+    pub(crate) cpu_ticks: u64,
+}
+
+/// [`GroupUsage`] of each of the process groups `pgids`, from one pass over `/proc/*/stat`. A
+/// group with no process is absent.
+pub(crate) fn group_usage(pgids: &[u32]) -> std::collections::HashMap<u32, GroupUsage> {
+    let mut usage = std::collections::HashMap::new();
     if pgids.is_empty() {
-        return resident;
+        return usage;
     }
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
@@ -1242,7 +1253,7 @@ fn group_resident_bytes(pgids: &[u32]) -> std::collections::HashMap<u32, u64> {
         .and_then(|p| u64::try_from(p).ok())
         .unwrap_or(4096);
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return resident;
+        return usage;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -1255,19 +1266,30 @@ fn group_resident_bytes(pgids: &[u32]) -> std::collections::HashMap<u32, u64> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        // After the command in parentheses: state, ppid, pgrp, …, rss is the 22nd field after it.
+        // After the command in parentheses, field N of proc(5) is at index N - 3: pgrp (5),
+        // utime (14), stime (15), cutime (16), cstime (17), rss (24, in pages).
         let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let (Some(group), Some(rss)) = (fields.get(2), fields.get(21)) else {
+        let number = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let Some(group) = fields
+            .get(2)
+            .and_then(|g| g.parse::<u32>().ok())
+            .filter(|g| pgids.contains(g))
+        else {
             continue;
         };
-        if let Some(group) = group.parse::<u32>().ok().filter(|g| pgids.contains(g)) {
-            *resident.entry(group).or_insert(0) += rss.parse::<u64>().unwrap_or(0) * page;
-        }
+        let entry = usage.entry(group).or_insert_with(GroupUsage::default);
+        entry.resident_bytes += number(21) * page;
+        entry.cpu_ticks += number(11) + number(12) + number(13) + number(14);
     }
-    resident
+    usage
 }
 
 /// Doubles from the minimum with each consecutive failure (`failures` ≥ 1), up to the maximum.

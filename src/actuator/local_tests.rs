@@ -585,3 +585,50 @@ async fn a_sidecar_failing_its_readiness_probe_takes_the_pod_out_of_dispatch() {
         .expect("stopped in time");
     assert!(stopped(&pods.status()));
 }
+
+/// A busy process group's cpu time grows by about a core per second, a sleeping one's does not;
+/// both show their resident memory (the samples the HPA class will read).
+#[tokio::test]
+async fn group_usage_counts_cpu_time_and_resident_memory_per_process_group() {
+    use std::os::unix::process::CommandExt as _;
+    let spawn = |script: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", script])
+            .process_group(0)
+            .spawn()
+            .expect("spawn sh")
+    };
+    let mut busy = spawn("while :; do :; done");
+    let mut idle = spawn("sleep 30");
+    let groups = [busy.id(), idle.id()];
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .unwrap_or(100);
+    let before = group_usage(&groups);
+    let started = Instant::now();
+    sleep(Duration::from_millis(600)).await;
+    let after = group_usage(&groups);
+    let wall = started.elapsed().as_secs_f64();
+    let millicores = |pid: u32| {
+        let used = after[&pid].cpu_ticks.saturating_sub(before[&pid].cpu_ticks);
+        used as f64 / ticks as f64 / wall * 1000.0
+    };
+    let (busy_m, idle_m) = (millicores(busy.id()), millicores(idle.id()));
+    for pid in groups {
+        // The whole group: `sleep` may be a child of its shell.
+        let _ = nix::sys::signal::killpg(
+            Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+            Signal::SIGKILL,
+        );
+    }
+    let _ = busy.wait();
+    let _ = idle.wait();
+    assert!(
+        busy_m > 300.0,
+        "a busy loop uses most of a core: {busy_m:.0} m"
+    );
+    assert!(idle_m < 50.0, "a sleeping process uses none: {idle_m:.0} m");
+    assert!(after[&groups[1]].resident_bytes > 0);
+}
