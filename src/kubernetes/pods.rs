@@ -37,7 +37,7 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub fn endpoints_service(revision: &str, class: ScalingClass) -> String {
     match class {
         ScalingClass::Precise => format!("{revision}-private"),
-        ScalingClass::Kpa => revision.to_owned(),
+        ScalingClass::Kpa | ScalingClass::Hpa => revision.to_owned(),
     }
 }
 

@@ -269,10 +269,7 @@ impl Registry {
             &service.namespace,
             &service.name,
             name,
-            match template.scaling.class {
-                triggers::ScalingClass::Kpa => "kpa.autoscaling.knative.dev",
-                triggers::ScalingClass::Precise => "precise.tidegate.dev",
-            },
+            template.scaling.class.annotation_value(),
             Limits {
                 container_concurrency: template.container_concurrency,
                 timeout: template.timeout,

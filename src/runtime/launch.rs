@@ -64,13 +64,17 @@ impl RevisionLauncher for LocalLauncher {
             reserved: policy.reserved_instances,
             activation: ActivationScale::new(template.scaling.activation_scale),
         });
-        tokio::spawn(autoscaler::task::run(
-            policy,
-            Arc::new(RevisionDemand(Arc::clone(revision))) as Arc<dyn DemandSource>,
-            scaler as Arc<dyn Scaler>,
-            Arc::clone(&revision.changed),
-            stop.clone(),
-        ));
+        // The HPA class's pods cannot start here yet (validation blocks them, saying why), so
+        // no autoscaler runs for it.
+        if template.scaling.class != ScalingClass::Hpa {
+            tokio::spawn(autoscaler::task::run(
+                policy,
+                Arc::new(RevisionDemand(Arc::clone(revision))) as Arc<dyn DemandSource>,
+                scaler as Arc<dyn Scaler>,
+                Arc::clone(&revision.changed),
+                stop.clone(),
+            ));
+        }
         Box::new(Running { pods, stop })
     }
 }
@@ -250,16 +254,22 @@ pub(crate) fn wake_step(policy: &Policy) -> f64 {
 pub fn policy(template: &RevisionTemplate) -> Policy {
     let s = &template.scaling;
     let cc = template.container_concurrency;
+    // The HPA class has no task here yet (no launcher starts one for it); its policy is
+    // KPA's shape until autoscaler/hpa.rs is wired.
     let mut policy = match s.class {
-        ScalingClass::Kpa => Policy::kpa_default().with_container_concurrency(cc),
+        ScalingClass::Kpa | ScalingClass::Hpa => {
+            Policy::kpa_default().with_container_concurrency(cc)
+        }
         ScalingClass::Precise => Policy::precise_default(cc),
     };
     policy.class = match s.class {
-        ScalingClass::Kpa => Class::Kpa,
+        ScalingClass::Kpa | ScalingClass::Hpa => Class::Kpa,
         ScalingClass::Precise => Class::Precise,
     };
     policy.metric = match s.metric {
-        ScalingMetric::Concurrency => Metric::Concurrency,
+        ScalingMetric::Concurrency | ScalingMetric::Cpu | ScalingMetric::Memory => {
+            Metric::Concurrency
+        }
         ScalingMetric::Rps => Metric::Rps,
     };
     if let Some(target) = s.target {

@@ -431,6 +431,7 @@ fn load_dirs_reads_sorted_yaml_files_only() {
 }
 
 mod eventing_config;
+mod hpa;
 mod knative_config;
 mod objects;
 mod pods;

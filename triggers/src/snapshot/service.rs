@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::PodTemplate;
-use crate::manifest::{KPA_CLASS, PRECISE_CLASS};
+use crate::manifest::{HPA_CLASS, KPA_CLASS, PRECISE_CLASS};
 
 /// `containerConcurrency` when unset: 0, no limit per pod.
 pub const DEFAULT_CONTAINER_CONCURRENCY: u32 = 0;
@@ -143,6 +143,9 @@ pub enum ScalingClass {
     /// `precise.tidegate.dev`: ceil((in flight + queued) / containerConcurrency), on every
     /// change.
     Precise,
+    /// `hpa.autoscaling.knative.dev`: the Kubernetes HPA on cpu or memory. In Kubernetes mode
+    /// Knative keeps it (a real HPA); the local runtime does not run it yet.
+    Hpa,
 }
 
 /// What the KPA measures.
@@ -152,6 +155,10 @@ pub enum ScalingMetric {
     Concurrency,
     /// Requests per second per pod.
     Rps,
+    /// HPA class: cpu, the target a percentage of the container's `requests.cpu`.
+    Cpu,
+    /// HPA class: resident memory, the target in MiB per pod.
+    Memory,
 }
 
 /// Autoscaler settings of a revision, fully defaulted.
@@ -235,6 +242,7 @@ impl ScalingClass {
         match self {
             ScalingClass::Kpa => KPA_CLASS,
             ScalingClass::Precise => PRECISE_CLASS,
+            ScalingClass::Hpa => HPA_CLASS,
         }
     }
 }
@@ -254,7 +262,7 @@ impl ScalingSpec {
             panic_window_percentage: DEFAULT_PANIC_WINDOW_PERCENTAGE,
             panic_threshold_percentage: DEFAULT_PANIC_THRESHOLD_PERCENTAGE,
             scale_down_delay: match class {
-                ScalingClass::Kpa => DEFAULT_KPA_SCALE_DOWN_DELAY,
+                ScalingClass::Kpa | ScalingClass::Hpa => DEFAULT_KPA_SCALE_DOWN_DELAY,
                 ScalingClass::Precise => DEFAULT_PRECISE_SCALE_DOWN_DELAY,
             },
             scale_to_zero_retention: DEFAULT_SCALE_TO_ZERO_RETENTION,
@@ -295,6 +303,8 @@ impl RevisionTemplate {
             (ScalingMetric::Concurrency, None) if limited => concurrency,
             (ScalingMetric::Concurrency, None) => self.scaling.concurrency_target_default,
             (ScalingMetric::Rps, None) => self.scaling.rps_target_default,
+            // The HPA class's targets are not request counts.
+            (ScalingMetric::Cpu | ScalingMetric::Memory, None) => 0.0,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{ConfigMaps, Report, Scope};
 use crate::duration::parse_go_duration;
 use crate::error::join_key;
-use crate::manifest::{KPA_CLASS, PRECISE_CLASS};
+use crate::manifest::{HPA_CLASS, KPA_CLASS, PRECISE_CLASS};
 use crate::snapshot::{
     DEFAULT_CONTAINER_CONCURRENCY, DEFAULT_REVISION_TIMEOUT, DEFAULT_SCALING_CLASS,
     MAX_SCALE_DOWN_DELAY, MAX_WINDOW, MIN_METRIC_TARGET, MIN_WINDOW, ScalingClass, ScalingSpec,
@@ -202,9 +202,10 @@ impl ServingConfig {
             None => {}
             Some(KPA_CLASS) => self.default_class = ScalingClass::Kpa,
             Some(PRECISE_CLASS) => self.default_class = ScalingClass::Precise,
+            Some(HPA_CLASS) => self.default_class = ScalingClass::Hpa,
             Some(other) => d.fail(
                 "pod-autoscaler-class",
-                format!("expected {KPA_CLASS} or {PRECISE_CLASS}, found {other:?}"),
+                format!("expected {KPA_CLASS}, {HPA_CLASS} or {PRECISE_CLASS}, found {other:?}"),
             ),
         }
         if let Some(b) = d.boolean("enable-scale-to-zero") {

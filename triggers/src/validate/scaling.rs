@@ -239,17 +239,14 @@ impl<'a> Reader<'a, '_, '_> {
             None => default_class,
             Some((_, KPA_CLASS)) => ScalingClass::Kpa,
             Some((_, PRECISE_CLASS)) => ScalingClass::Precise,
-            Some((key, HPA_CLASS)) => {
-                self.fail(
-                    key,
-                    format!("{HPA_CLASS} is not supported; use {KPA_CLASS} or {PRECISE_CLASS}"),
-                );
-                default_class
-            }
+            Some((_, HPA_CLASS)) => ScalingClass::Hpa,
             Some((key, other)) => {
                 self.fail(
                     key,
-                    format!("unknown class {other:?}; expected {KPA_CLASS} or {PRECISE_CLASS}"),
+                    format!(
+                        "unknown class {other:?}; expected {KPA_CLASS}, {HPA_CLASS} or \
+                         {PRECISE_CLASS}"
+                    ),
                 );
                 default_class
             }
@@ -257,18 +254,31 @@ impl<'a> Reader<'a, '_, '_> {
     }
 
     fn metric(&mut self, class: ScalingClass) -> Option<ScalingMetric> {
-        let (key, value) = self.get(AUTOSCALING_METRIC_ANNOTATION)?;
-        let metric = match value {
-            "concurrency" => ScalingMetric::Concurrency,
-            "rps" => ScalingMetric::Rps,
-            "cpu" | "memory" => {
+        let Some((key, value)) = self.get(AUTOSCALING_METRIC_ANNOTATION) else {
+            // Knative's HPA class scales on cpu unless told otherwise.
+            return (class == ScalingClass::Hpa).then_some(ScalingMetric::Cpu);
+        };
+        let metric = match (value, class) {
+            ("cpu", ScalingClass::Hpa) => ScalingMetric::Cpu,
+            ("memory", ScalingClass::Hpa) => ScalingMetric::Memory,
+            ("cpu" | "memory", _) => {
+                self.fail(key, format!("{value} needs the {HPA_CLASS} class"));
+                return None;
+            }
+            ("concurrency" | "rps", ScalingClass::Hpa) => {
                 self.fail(
                     key,
-                    format!("{value} needs the {HPA_CLASS} class, which is not supported"),
+                    format!("the {HPA_CLASS} class scales on cpu or memory, not {value}"),
                 );
                 return None;
             }
-            other => {
+            ("concurrency", _) => ScalingMetric::Concurrency,
+            ("rps", _) => ScalingMetric::Rps,
+            (other, ScalingClass::Hpa) => {
+                self.fail(key, format!("expected cpu or memory, found {other:?}"));
+                return None;
+            }
+            (other, _) => {
                 self.fail(key, format!("expected concurrency or rps, found {other:?}"));
                 return None;
             }

@@ -9,7 +9,7 @@ use super::scaling::scaling_spec;
 use super::service::ServiceTarget;
 use crate::error::join_key;
 use crate::manifest::RevisionTemplateSpec;
-use crate::snapshot::{RevisionTemplate, ScalingClass};
+use crate::snapshot::{RevisionTemplate, ScalingClass, ScalingMetric};
 
 /// `spec.template` at `field`, fully defaulted.
 pub(super) fn revision_template(
@@ -126,6 +126,29 @@ pub(super) fn revision_template(
         config,
         scope,
     );
+    if let (Some(scaling), Some(pod)) = (&scaling, pod.as_mut())
+        && scaling.class == ScalingClass::Hpa
+    {
+        let serving = pod.serving_container();
+        if scaling.metric == ScalingMetric::Cpu && serving.resources.requests_cpu_millis.is_none() {
+            // Kubernetes says "missing request for cpu" only once the HPA runs.
+            scope.error(
+                format!(
+                    "{spec_field}.containers[{}].resources.requests.cpu",
+                    pod.serving
+                ),
+                "missing request for cpu: the hpa.autoscaling.knative.dev class's cpu target is \
+                 a percentage of it",
+            );
+        }
+        let blocker = "the hpa.autoscaling.knative.dev class does not run on the local runtime \
+                       yet (in Kubernetes mode Knative's HPA scales it)"
+            .to_owned();
+        pod.local_blocker = Some(match pod.local_blocker.take() {
+            Some(other) => format!("{other}; {blocker}"),
+            None => blocker,
+        });
+    }
     Some(RevisionTemplate {
         annotations: template.metadata.annotations.clone(),
         labels: template.metadata.labels.clone(),

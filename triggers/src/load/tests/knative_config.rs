@@ -100,7 +100,7 @@ fn bad_config_values_are_located_at_their_key() {
         ),
         (
             "config-autoscaler",
-            "  pod-autoscaler-class: hpa.autoscaling.knative.dev\n",
+            "  pod-autoscaler-class: mine.example.com\n",
             "pod-autoscaler-class",
             "expected kpa",
         ),

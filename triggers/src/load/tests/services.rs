@@ -482,13 +482,12 @@ fn rejected_annotations_name_their_key() {
             "101",
             "from 1 to 100",
         ),
-        (
-            "autoscaling.knative.dev/class",
-            "hpa.autoscaling.knative.dev",
-            "not supported",
-        ),
         ("autoscaling.knative.dev/class", "mine", "unknown class"),
-        ("autoscaling.knative.dev/metric", "cpu", "not supported"),
+        (
+            "autoscaling.knative.dev/metric",
+            "cpu",
+            "needs the hpa.autoscaling.knative.dev class",
+        ),
         (
             "autoscaling.knative.dev/metric",
             "latency",
