@@ -214,6 +214,102 @@ impl Window {
     }
 }
 
+/// One window as written: `{start, end, timezone, minScale, maxScale}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct WindowSpec {
+    start: String,
+    end: String,
+    #[serde(default)]
+    timezone: Option<String>,
+    #[serde(default)]
+    min_scale: u32,
+    #[serde(default)]
+    max_scale: Option<u32>,
+}
+
+/// Reads a schedule written as a YAML or JSON list of windows. Each problem comes with where
+/// it is, relative to the list: `""` for the whole text, `[i].field` for one field.
+pub fn parse(text: &str) -> Result<Vec<Window>, Vec<(String, String)>> {
+    let specs: Vec<WindowSpec> = serde_saphyr::from_str::<serde_json::Value>(text)
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            serde_path_to_error::deserialize(v).map_err(|e| {
+                let path = e.path().to_string();
+                let at = if path == "." {
+                    String::new()
+                } else {
+                    format!(" at {path}")
+                };
+                format!("{}{at}", e.inner())
+            })
+        })
+        .map_err(|why| {
+            vec![(
+                String::new(),
+                format!(
+                    "expected a YAML or JSON list of {{start, end, timezone, minScale, \
+                     maxScale}}: {why}"
+                ),
+            )]
+        })?;
+    let mut windows = Vec::new();
+    let mut problems = Vec::new();
+    for (i, spec) in specs.into_iter().enumerate() {
+        let before = problems.len();
+        let mut fail = |field: &str, why: String| problems.push((format!("[{i}].{field}"), why));
+        let start = Cron::parse(&spec.start).map_err(|e| fail("start", e));
+        let end = Cron::parse(&spec.end).map_err(|e| fail("end", e));
+        let tz = match &spec.timezone {
+            None => {
+                fail(
+                    "timezone",
+                    "required: an IANA name such as Europe/Berlin (a schedule in the server's \
+                     local time is the classic cron-scaling bug)"
+                        .into(),
+                );
+                Err(())
+            }
+            Some(name) => time_zone(name).map_err(|e| fail("timezone", e)),
+        };
+        if spec
+            .start
+            .split_whitespace()
+            .eq(spec.end.split_whitespace())
+        {
+            fail(
+                "end",
+                "must differ from start: such a window never opens".into(),
+            );
+        }
+        if let Some(max) = spec.max_scale
+            && spec.min_scale > max
+        {
+            fail(
+                "minScale",
+                format!("{} is greater than maxScale {max}", spec.min_scale),
+            );
+        }
+        if let (Ok(start), Ok(end), Ok(tz)) = (start, end, tz)
+            && problems.len() == before
+        {
+            windows.push(Window {
+                start,
+                end,
+                timezone: spec.timezone.unwrap_or_default(),
+                tz,
+                min_scale: spec.min_scale,
+                max_scale: spec.max_scale,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(windows)
+    } else {
+        Err(problems)
+    }
+}
+
 /// The IANA time zone `name`.
 pub fn time_zone(name: &str) -> Result<TimeZone, String> {
     TimeZone::get(name)

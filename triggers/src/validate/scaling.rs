@@ -18,7 +18,7 @@ use crate::manifest::{
     SCALE_TO_ZERO_RETENTION_ANNOTATION, SCHEDULE_ANNOTATION, TARGET_UTILIZATION_ANNOTATION,
     WINDOW_ANNOTATION,
 };
-use crate::schedule::{Cron, Window, time_zone};
+use crate::schedule::Window;
 use crate::snapshot::{
     MAX_SCALE_DOWN_DELAY, MAX_WINDOW, MIN_WINDOW, ScalingClass, ScalingMetric, ScalingSpec,
 };
@@ -298,91 +298,16 @@ impl<'a> Reader<'a, '_, '_> {
     fn schedule(&mut self) -> Option<Vec<Window>> {
         let (key, text) = self.get(SCHEDULE_ANNOTATION)?;
         let base = join_key(self.field, key);
-        let specs: Vec<WindowSpec> = match serde_saphyr::from_str::<serde_json::Value>(text)
-            .map_err(|e| e.to_string())
-            .and_then(|v| {
-                serde_path_to_error::deserialize(v).map_err(|e| {
-                    let path = e.path().to_string();
-                    let at = if path == "." {
-                        String::new()
-                    } else {
-                        format!(" at {path}")
-                    };
-                    format!("{}{at}", e.inner())
-                })
-            }) {
-            Ok(specs) => specs,
-            Err(why) => {
-                self.scope.error(
-                    base,
-                    format!(
-                        "expected a YAML or JSON list of {{start, end, timezone, minScale, \
-                         maxScale}}: {why}"
-                    ),
-                );
+        match crate::schedule::parse(text) {
+            Ok(windows) => Some(windows),
+            Err(problems) => {
+                for (at, why) in problems {
+                    self.scope.error(format!("{base}{at}"), why);
+                }
                 self.ok = false;
-                return None;
-            }
-        };
-        let mut windows = Vec::new();
-        for (i, spec) in specs.into_iter().enumerate() {
-            let at = format!("{base}[{i}]");
-            let mut fail = |field: &str, why: String| {
-                self.scope.error(format!("{at}.{field}"), why);
-            };
-            let start = Cron::parse(&spec.start).map_err(|e| fail("start", e));
-            let end = Cron::parse(&spec.end).map_err(|e| fail("end", e));
-            let tz = match &spec.timezone {
-                None => {
-                    fail(
-                        "timezone",
-                        "required: an IANA name such as Europe/Berlin (a schedule in the \
-                         server's local time is the classic cron-scaling bug)"
-                            .into(),
-                    );
-                    Err(())
-                }
-                Some(name) => time_zone(name).map_err(|e| fail("timezone", e)),
-            };
-            if spec
-                .start
-                .split_whitespace()
-                .eq(spec.end.split_whitespace())
-            {
-                fail(
-                    "end",
-                    "must differ from start: such a window never opens".into(),
-                );
-            }
-            if let Some(max) = spec.max_scale
-                && spec.min_scale > max
-            {
-                fail(
-                    "minScale",
-                    format!("{} is greater than maxScale {max}", spec.min_scale),
-                );
-            }
-            match (start, end, tz) {
-                (Ok(start), Ok(end), Ok(tz))
-                    if !spec
-                        .start
-                        .split_whitespace()
-                        .eq(spec.end.split_whitespace())
-                        && spec.max_scale.is_none_or(|m| spec.min_scale <= m) =>
-                {
-                    windows.push(Window {
-                        start,
-                        end,
-                        timezone: spec.timezone.unwrap_or_default(),
-                        tz,
-                        min_scale: spec.min_scale,
-                        max_scale: spec.max_scale,
-                    });
-                }
-                _ => self.ok = false,
+                None
             }
         }
-        Some(windows)
     }
 
     /// An integer of at least `min`.
@@ -473,18 +398,4 @@ fn alias(key: &str) -> Option<&'static str> {
         .iter()
         .find(|(current, _)| *current == key)
         .map(|(_, old)| *old)
-}
-
-/// One window as written in `tidegate.dev/schedule`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct WindowSpec {
-    start: String,
-    end: String,
-    #[serde(default)]
-    timezone: Option<String>,
-    #[serde(default)]
-    min_scale: u32,
-    #[serde(default)]
-    max_scale: Option<u32>,
 }
