@@ -51,6 +51,9 @@ pub struct SimConfig {
     pub service_time: Duration,
     pub cold_start: Duration,
     pub queue_depth: usize,
+    /// The wall-clock time of the trace's second 0, for `policy.schedule`'s windows (`None`:
+    /// the schedule is not consulted).
+    pub wall_start: Option<jiff::Timestamp>,
 }
 
 impl SimConfig {
@@ -67,6 +70,7 @@ impl SimConfig {
             service_time: Duration::from_millis(100),
             cold_start: Duration::from_secs(2),
             queue_depth: DEFAULT_QUEUE_DEPTH,
+            wall_start: None,
         }
     }
 }
@@ -238,7 +242,13 @@ impl<'a> Sim<'a> {
                 self.schedule(MICROS, Event::Sample);
                 self.schedule(0, Event::Tick);
             }
-            Decider::Precise(_) => self.decide_precise(),
+            Decider::Precise(_) => {
+                self.decide_precise();
+                if self.scheduled() {
+                    // Windows open on the clock, not on arrivals: look at it every tick.
+                    self.schedule(0, Event::Tick);
+                }
+            }
         }
         let limit = self.end + micros(DRAIN_LIMIT);
         while let Some(Reverse((at, _, _, event))) = self.events.pop() {
@@ -420,6 +430,9 @@ impl<'a> Sim<'a> {
 
     fn tick(&mut self) {
         self.decide_kpa();
+        if self.scheduled() {
+            self.decide_precise();
+        }
         if self.running() {
             self.schedule(self.now + micros(self.config.policy.tick), Event::Tick);
         }
@@ -430,10 +443,29 @@ impl<'a> Sim<'a> {
         self.now < self.end || self.busy()
     }
 
+    /// Whether a schedule's windows bound the decisions.
+    fn scheduled(&self) -> bool {
+        self.config.wall_start.is_some() && !self.config.policy.schedule.is_empty()
+    }
+
+    /// The policy in force now: the schedule's windows at the trace's wall-clock time.
+    fn policy_now(&self) -> Policy {
+        match self.config.wall_start.and_then(|start| {
+            start
+                .checked_add(jiff::SignedDuration::from_micros(
+                    i64::try_from(self.now).unwrap_or(i64::MAX),
+                ))
+                .ok()
+        }) {
+            Some(at) => self.config.policy.at(at).into_owned(),
+            None => self.config.policy.clone(),
+        }
+    }
+
     fn decide_kpa(&mut self) {
         let now = self.instant();
         let ready = u32::try_from(self.queue.ready_pods()).unwrap_or(u32::MAX);
-        let policy = &self.config.policy;
+        let policy = &self.policy_now();
         let desired = match &mut self.decider {
             Decider::Kpa(kpa) => kpa.decide(now, ready, policy).desired,
             Decider::Precise(_) => return,
@@ -444,7 +476,7 @@ impl<'a> Sim<'a> {
     fn decide_precise(&mut self) {
         let now = self.instant();
         let demand = self.demand();
-        let policy = &self.config.policy;
+        let policy = &self.policy_now();
         let Decider::Precise(precise) = &mut self.decider else {
             return;
         };

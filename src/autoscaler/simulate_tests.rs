@@ -165,3 +165,31 @@ fn report_formats() {
         ]
     );
 }
+
+#[test]
+fn a_schedule_window_over_the_spike_has_the_pods_warm_when_it_comes() {
+    // The spike is at seconds 60–70; with second 0 at 06:59:30 UTC the window 07:00–07:02
+    // opens 30 s before it and closes at second 150.
+    let windows = triggers::schedule::parse(
+        r#"[{start: "0 7 * * *", end: "2 7 * * *", timezone: UTC, minScale: 6}]"#,
+    )
+    .expect("schedule");
+    let plain = SimConfig::new(Class::Precise, 10, builtin(Trace::Spike));
+    let mut scheduled = plain.clone();
+    scheduled.policy.schedule = windows.into();
+    scheduled.wall_start = Some("2026-12-07T06:59:30Z".parse().expect("time"));
+    let (without, with) = (simulate(&plain), simulate(&scheduled));
+    assert!(
+        without.p99_wait_ms > 100.0,
+        "cold pods make the spike wait: {without:?}"
+    );
+    assert!(
+        with.p99_wait_ms < without.p99_wait_ms,
+        "{with:?} vs {without:?}"
+    );
+    assert!(with.max_pods >= 6, "the window's floor ran: {with:?}");
+    // Without a start time the schedule is not consulted.
+    let mut unanchored = scheduled.clone();
+    unanchored.wall_start = None;
+    assert_eq!(simulate(&unanchored), without);
+}

@@ -37,6 +37,13 @@ pub struct SimulateArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Schedule windows, as the `tidegate.dev/schedule` annotation writes them (a YAML or
+    /// JSON list of `{start, end, timezone, minScale, maxScale}`); needs `--start`.
+    #[arg(long, requires = "start")]
+    pub schedule: Option<String>,
+    /// The wall-clock time of the trace's second 0, RFC 3339 (`2026-12-07T07:00:00Z`).
+    #[arg(long)]
+    pub start: Option<jiff::Timestamp>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -73,6 +80,17 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let mut config = SimConfig::new(class, args.container_concurrency, arrivals);
     config.service_time = args.service_time;
     config.cold_start = args.cold_start;
+    if let Some(text) = &args.schedule {
+        let windows = triggers::schedule::parse(text).map_err(|problems| {
+            let lines: Vec<String> = problems
+                .into_iter()
+                .map(|(at, why)| format!("--schedule{at}: {why}"))
+                .collect();
+            anyhow::anyhow!(lines.join("\n"))
+        })?;
+        config.policy.schedule = windows.into();
+        config.wall_start = args.start;
+    }
     let report = simulate(&config);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
