@@ -344,12 +344,8 @@ fn with(labels: &Value, key: &str, value: &str) -> Value {
 }
 
 fn condition_true(conditions: Option<&Value>, type_: &str) -> bool {
-    conditions.and_then(Value::as_array).is_some_and(|c| {
-        c.iter().any(|c| {
-            c.get("type").and_then(Value::as_str) == Some(type_)
-                && c.get("status").and_then(Value::as_str) == Some("True")
-        })
-    })
+    super::status::condition(conditions, type_)
+        .is_some_and(|c| c.get("status").and_then(Value::as_str) == Some("True"))
 }
 
 /// Writes the PodAutoscaler's status (Ready from the others).

@@ -33,8 +33,10 @@ use tokio::sync::watch as watch_channel;
 use super::api::{
     FIELD_MANAGER, Kind, Kinds, TIDEGATE_TRIGGER_API_VERSION, api_message, status_code,
 };
-use super::status::{Cond, conditions_json, now, patch_status, ready};
-use super::watch::{BROKER_CLASS, BROKER_CLASS_ANNOTATION, Loaded, annotation, controller_uid};
+use super::status::{Cond, condition, conditions_json, now, patch_status, ready};
+use super::watch::{
+    BROKER_CLASS, BROKER_CLASS_ANNOTATION, Loaded, annotation, controller_uid, trigger_broker,
+};
 use crate::topology::Topology;
 
 /// Label on every Knative Service tidegate creates: the Trigger that owns it.
@@ -89,14 +91,7 @@ impl Context {
     /// (a problem is reported once, not on every reconcile); failures to record it are only
     /// logged.
     pub async fn warn(&self, kind: &Kind, object: &DynamicObject, reason: &str, note: &str) {
-        let ready = object
-            .data
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|c| {
-                c.iter()
-                    .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-            });
+        let ready = condition(object.data.pointer("/status/conditions"), "Ready");
         if ready.is_some_and(|c| {
             c.get("reason").and_then(Value::as_str) == Some(reason)
                 && c.get("message").and_then(Value::as_str) == Some(note)
@@ -377,22 +372,7 @@ fn trigger_conditions(
     loaded: &Loaded,
 ) -> (Vec<Cond>, Option<String>) {
     let (namespace, name) = names(object);
-    let broker = object
-        .data
-        .pointer("/spec/broker")
-        .and_then(Value::as_str)
-        .or_else(|| {
-            object
-                .data
-                .pointer("/spec/brokerRef/name")
-                .and_then(Value::as_str)
-        })
-        .unwrap_or("default");
-    let broker_namespace = object
-        .data
-        .pointer("/spec/brokerRef/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or(&namespace);
+    let (broker_namespace, broker) = trigger_broker(&object.data, &namespace);
     let broker_ready = match ctx.topology.load().get(broker_namespace, broker) {
         Some(entry) => match entry.not_ready() {
             None => Cond::ok("BrokerReady"),
@@ -586,14 +566,10 @@ fn trigger_status(object: &DynamicObject, conditions: &[Cond], uri: Option<Strin
 }
 
 fn service_ready(service: Option<&Value>) -> Cond {
-    let ready = service
-        .and_then(|s| s.pointer("/status/conditions"))
-        .and_then(Value::as_array)
-        .and_then(|c| {
-            c.iter()
-                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-        });
-    match ready {
+    match condition(
+        service.and_then(|s| s.pointer("/status/conditions")),
+        "Ready",
+    ) {
         Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {
             Cond::ok("ServiceReady")
         }
@@ -808,16 +784,12 @@ async fn reconcile_knative_trigger(
     let kind = &ctx.kinds.trigger;
     let (namespace, name) = names(&object);
     let loaded = ctx.loaded.load_full();
-    let broker = object
-        .data
-        .pointer("/spec/broker")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let (broker_namespace, broker) = trigger_broker(&object.data, &namespace);
     // Only Triggers on tidegate's Brokers are tidegate's to report.
     let ours = loaded
         .objects
         .iter()
-        .any(|(_, k, ns, n)| k == "Broker" && *ns == namespace && n == broker);
+        .any(|(_, k, ns, n)| k == "Broker" && ns == broker_namespace && n == broker);
     if !ours {
         return Ok(Action::await_change());
     }

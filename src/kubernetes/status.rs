@@ -60,17 +60,21 @@ pub fn ready(conditions: &[Cond]) -> Cond {
     }
 }
 
+/// The condition of `type_` in a `status.conditions` array, if there is one.
+pub fn condition<'a>(conditions: Option<&'a Value>, type_: &str) -> Option<&'a Value> {
+    conditions?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
+}
+
 /// The conditions as JSON, keeping `lastTransitionTime` of each one whose status did not change
 /// from `previous` (the object's current `status.conditions`).
 pub fn conditions_json(conditions: &[Cond], previous: Option<&Value>, now: &str) -> Value {
-    let previous = previous.and_then(Value::as_array);
     let list: Vec<Value> = conditions
         .iter()
         .map(|c| {
-            let old = previous.and_then(|p| {
-                p.iter()
-                    .find(|o| o.get("type").and_then(Value::as_str) == Some(c.type_))
-            });
+            let old = condition(previous, c.type_);
             let since = old
                 .filter(|o| o.get("status").and_then(Value::as_str) == Some(c.status))
                 .and_then(|o| o.get("lastTransitionTime"))

@@ -502,11 +502,8 @@ pub fn build(stores: &Stores, previous: Option<&Loaded>) -> Option<Arc<Loaded>> 
         .into_iter()
         .filter(|t| {
             let (namespace, _) = key(t);
-            let broker = t
-                .pointer("/spec/broker")
-                .and_then(Value::as_str)
-                .unwrap_or("default");
-            ours.contains(&(namespace, broker.to_owned()))
+            let (broker_namespace, broker) = trigger_broker(t, &namespace);
+            ours.contains(&(broker_namespace.to_owned(), broker.to_owned()))
         })
         .collect();
     let tidegate_triggers = values(&stores.tidegate_trigger);
@@ -763,6 +760,16 @@ fn route_traffic(route: &Value) -> Option<Vec<TrafficTarget>> {
         });
     }
     (!traffic.is_empty()).then_some(traffic)
+}
+
+/// `(namespace, name)` of the Broker a Trigger in `namespace` names: `spec.broker`, else
+/// `spec.brokerRef` (whose namespace defaults to the Trigger's), else `default`.
+pub fn trigger_broker<'a>(trigger: &'a Value, namespace: &'a str) -> (&'a str, &'a str) {
+    let text = |path: &str| trigger.pointer(path).and_then(Value::as_str);
+    let name = text("/spec/broker")
+        .or_else(|| text("/spec/brokerRef/name"))
+        .unwrap_or("default");
+    (text("/spec/brokerRef/namespace").unwrap_or(namespace), name)
 }
 
 /// `(namespace, name)` of an object.
