@@ -202,6 +202,10 @@ struct SampleArgs {
     /// Work time per request.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     delay: Duration,
+    /// CPU time each request burns (a busy loop on a blocking thread) before it is answered:
+    /// a workload for the HPA class.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    burn_cpu: Duration,
     /// Fraction of requests answered 500, in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     fail_rate: f64,
@@ -331,6 +335,7 @@ fn main() -> ExitCode {
                 sample_service::run(SampleConfig {
                     listen,
                     delay: args.delay,
+                    burn_cpu: args.burn_cpu,
                     fail_rate: args.fail_rate,
                     status: args.status,
                     reply_type: args.reply_type,

@@ -169,6 +169,13 @@ pub struct RevisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodLabels {
+    pub namespace: String,
+    pub revision: String,
+    pub pod: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProxyLabels {
     pub namespace: String,
     pub service: String,
@@ -269,6 +276,13 @@ pub struct Metrics {
     pub revision_ready_pods: Family<RevisionLabels, Gauge>,
     /// The autoscaler's last decision, per revision.
     pub revision_desired_pods: Family<RevisionLabels, Gauge>,
+    /// The HPA class's last cpu sample of each pod, millicores (refreshed at scrape).
+    pub pod_cpu_millicores: Family<PodLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The HPA class's last resident memory sample of each pod.
+    pub pod_memory_bytes: Family<PodLabels, Gauge>,
+    /// What the HPA class compares with its target: cpu as a percentage of `requests.cpu`,
+    /// memory as a percentage of the target.
+    pub pod_utilization_percent: Family<PodLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Proxied requests by how the gateway answered.
     pub proxy_requests: Family<ProxyLabels, Counter>,
     /// Loads of the manifest directories, at start and after each change, by outcome.
@@ -424,6 +438,25 @@ impl Metrics {
             "The autoscaler's last decision",
             revision_desired_pods.clone(),
         );
+        let pod_cpu_millicores = Family::default();
+        let pod_memory_bytes = Family::default();
+        let pod_utilization_percent = Family::default();
+        registry.register(
+            "pod_cpu_millicores",
+            "CPU a pod used over the last second (HPA-class revisions)",
+            pod_cpu_millicores.clone(),
+        );
+        registry.register_with_unit(
+            "pod_memory",
+            "Resident memory of a pod (HPA-class revisions)",
+            prometheus_client::registry::Unit::Bytes,
+            pod_memory_bytes.clone(),
+        );
+        registry.register(
+            "pod_utilization_percent",
+            "Cpu as a percentage of requests.cpu, or memory as a percentage of the target (HPA-class revisions)",
+            pod_utilization_percent.clone(),
+        );
         let manifest_reloads = Family::default();
         let manifest_last_reload_success = Gauge::default();
         registry.register(
@@ -448,6 +481,9 @@ impl Metrics {
             revision_queued,
             revision_ready_pods,
             revision_desired_pods,
+            pod_cpu_millicores,
+            pod_memory_bytes,
+            pod_utilization_percent,
             registry,
             ingest_requests,
             ingest_unknown_broker,

@@ -25,6 +25,8 @@ pub struct SampleConfig {
     pub listen: SocketAddr,
     /// Work time per request.
     pub delay: Duration,
+    /// CPU time burnt per request (a busy loop on a blocking thread).
+    pub burn_cpu: Duration,
     /// Fraction of requests answered 500.
     pub fail_rate: f64,
     /// Status of successful answers.
@@ -118,6 +120,17 @@ async fn respond(
     }
     if !sample.config.delay.is_zero() {
         tokio::time::sleep(sample.config.delay).await;
+    }
+    if !sample.config.burn_cpu.is_zero() {
+        let burn = sample.config.burn_cpu;
+        let _ = tokio::task::spawn_blocking(move || {
+            let deadline = tokio::time::Instant::now() + burn;
+            let mut x = 0u64;
+            while tokio::time::Instant::now() < deadline {
+                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+            }
+        })
+        .await;
     }
     if sample.config.fail_rate > 0.0 && rand::random::<f64>() < sample.config.fail_rate {
         return (StatusCode::INTERNAL_SERVER_ERROR, "injected failure\n").into_response();

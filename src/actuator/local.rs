@@ -28,6 +28,7 @@ use super::output::for_each_line;
 use super::pod_dir::{PodBase, PodDir};
 use super::probe::probe_with;
 use super::spec::{AGGRESSIVE_PERIOD, EnvValue, PodMount, PodSpec, Readiness, ReadinessProbe};
+use super::usage::group_usage;
 use crate::revision::queue::PodId;
 
 /// Delay before the first restart after a failure.
@@ -93,6 +94,19 @@ pub struct PodsStatus {
     pub last_error: Option<String>,
 }
 
+/// One pod as [`RevisionPods::pod_states`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodState {
+    pub id: PodId,
+    /// The serving container's process id, which is also its process group id.
+    pub pid: Option<u32>,
+    /// Passing its readiness probe.
+    pub ready: bool,
+    pub started: Instant,
+    /// When it last turned ready or not ready.
+    pub ready_changed: Instant,
+}
+
 #[derive(Default)]
 struct Registry {
     closed: bool,
@@ -132,6 +146,10 @@ struct State {
 struct Pod {
     phase: Phase,
     pid: Option<u32>,
+    /// When its process was spawned.
+    started: Instant,
+    /// When it last turned ready or not ready (its start, until then).
+    ready_changed: Instant,
     /// Cancelled when the pod is chosen for removal.
     stop: CancellationToken,
 }
@@ -385,6 +403,24 @@ impl RevisionPods {
             .collect()
     }
 
+    /// Every running pod: whether it is ready, since when, and its process group (what the HPA
+    /// class samples).
+    pub fn pod_states(&self) -> Vec<PodState> {
+        let state = self.revision.state();
+        state
+            .pods
+            .iter()
+            .filter(|(_, pod)| pod.phase != Phase::Stopping)
+            .map(|(id, pod)| PodState {
+                id: *id,
+                pid: pod.pid,
+                ready: pod.phase == Phase::Ready,
+                started: pod.started,
+                ready_changed: pod.ready_changed,
+            })
+            .collect()
+    }
+
     /// Scales to zero for good and waits until every process exited.
     pub async fn stop(&self) {
         self.revision.close();
@@ -559,6 +595,8 @@ impl Revision {
             Pod {
                 phase: Phase::Starting,
                 pid,
+                started: Instant::now(),
+                ready_changed: Instant::now(),
                 stop: stop.clone(),
             },
         );
@@ -932,6 +970,7 @@ impl Revision {
             }
             if let Some(p) = state.pods.get_mut(&pod.id) {
                 p.phase = Phase::Ready;
+                p.ready_changed = Instant::now();
             }
         }
         self.sink.pod_ready(pod.id, pod.address);
@@ -1056,6 +1095,9 @@ impl Revision {
         if let Some(pod) = self.state().pods.get_mut(&id)
             && pod.phase != Phase::Stopping
         {
+            if (pod.phase == Phase::Ready) != (phase == Phase::Ready) {
+                pod.ready_changed = Instant::now();
+            }
             pod.phase = phase;
         }
     }
@@ -1226,70 +1268,6 @@ fn over_memory(pod: &Spawned, limits: &[(String, Option<usize>, u64)]) -> Option
         }
     }
     None
-}
-
-/// What the processes of one process group (a container's process and everything it
-/// started) use right now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct GroupUsage {
-    /// Resident memory, in bytes.
-    pub(crate) resident_bytes: u64,
-    /// CPU time used so far, in clock ticks (`CLK_TCK` per second): user and system time of
-    /// every live process of the group, plus that of the children they waited for (`utime +
-    /// stime + cutime + cstime`).
-    pub(crate) cpu_ticks: u64,
-}
-
-/// [`GroupUsage`] of each of the process groups `pgids`, from one pass over `/proc/*/stat`. A
-/// group with no process is absent.
-pub(crate) fn group_usage(pgids: &[u32]) -> std::collections::HashMap<u32, GroupUsage> {
-    let mut usage = std::collections::HashMap::new();
-    if pgids.is_empty() {
-        return usage;
-    }
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|p| u64::try_from(p).ok())
-        .unwrap_or(4096);
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return usage;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // After the command in parentheses, field N of proc(5) is at index N - 3: pgrp (5),
-        // utime (14), stime (15), cutime (16), cstime (17), rss (24, in pages).
-        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let number = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let Some(group) = fields
-            .get(2)
-            .and_then(|g| g.parse::<u32>().ok())
-            .filter(|g| pgids.contains(g))
-        else {
-            continue;
-        };
-        let entry = usage.entry(group).or_insert_with(GroupUsage::default);
-        entry.resident_bytes += number(21) * page;
-        entry.cpu_ticks += number(11) + number(12) + number(13) + number(14);
-    }
-    usage
 }
 
 /// Doubles from the minimum with each consecutive failure (`failures` ≥ 1), up to the maximum.

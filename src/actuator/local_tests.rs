@@ -601,21 +601,22 @@ async fn group_usage_counts_cpu_time_and_resident_memory_per_process_group() {
     let mut busy = spawn("while :; do :; done");
     let mut idle = spawn("sleep 30");
     let groups = [busy.id(), idle.id()];
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .and_then(|t| u64::try_from(t).ok())
-        .unwrap_or(100);
-    let before = group_usage(&groups);
-    let started = Instant::now();
-    sleep(Duration::from_millis(600)).await;
-    let after = group_usage(&groups);
-    let wall = started.elapsed().as_secs_f64();
-    let millicores = |pid: u32| {
-        let used = after[&pid].cpu_ticks.saturating_sub(before[&pid].cpu_ticks);
-        used as f64 / ticks as f64 / wall * 1000.0
+    let mut clock = crate::actuator::CpuClock::default();
+    let sample = |clock: &mut crate::actuator::CpuClock| {
+        let usage = group_usage(&groups);
+        let now = Instant::now();
+        groups.map(|pid| clock.millicores(u64::from(pid), usage[&pid].cpu_ticks, now))
     };
-    let (busy_m, idle_m) = (millicores(busy.id()), millicores(idle.id()));
+    assert_eq!(
+        sample(&mut clock),
+        [None, None],
+        "the first sample has no rate"
+    );
+    sleep(Duration::from_millis(600)).await;
+    let [Some(busy_m), Some(idle_m)] = sample(&mut clock) else {
+        panic!("the second sample has a rate");
+    };
+    let after = group_usage(&groups);
     for pid in groups {
         // The whole group: `sleep` may be a child of its shell.
         let _ = nix::sys::signal::killpg(

@@ -27,13 +27,15 @@ mod output;
 mod pod_dir;
 mod probe;
 mod spec;
+mod usage;
 
-pub use local::{LocalRuntime, PodOutput, PodsStatus, RevisionPods};
+pub use local::{LocalRuntime, PodOutput, PodState, PodsStatus, RevisionPods};
 pub use spec::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_PROBE_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_TERMINATION_GRACE,
     EnvValue, PodMount, PodSpec, PodVolume, PodVolumeSource, Readiness, ReadinessProbe, Sidecar,
     SpecError,
 };
+pub use usage::{CpuClock, GroupUsage, group_usage};
 
 use std::net::SocketAddr;
 

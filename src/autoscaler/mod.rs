@@ -1,12 +1,13 @@
 //! Autoscaling: pure decisions (KPA, precise, backlog), the task that applies them, and a
 //! simulator that compares the classes on virtual time.
 //!
-//! - [`policy`]: the knobs of one revision, with Knative's defaults.
+//! - [`policy`]: the knobs of one revision, with Knative's (and for the HPA class Kubernetes')
+//!   defaults.
 //! - [`kpa`]: Knative's KPA — windows, panic mode, rate limits, scale to zero.
 //! - [`hpa`]: the Kubernetes HPA's algorithm on cpu or memory (`hpa.autoscaling.knative.dev`),
-//!   with scale to zero; not wired to revisions yet.
+//!   with scale to zero; fed per-pod samples once a second by the local runtime.
 //! - [`precise`]: `precise.tidegate.dev` — exact demand over `containerConcurrency`, on every change.
-//! - [`schedule`]: scheduled windows composed with a class's bounds (not wired yet).
+//! - [`schedule`]: scheduled windows composed with a class's bounds, for every class.
 //! - [`task`]: the thin per-revision task that feeds a decision function and calls a [`task::Scaler`].
 //! - [`simulate`]: discrete-event simulation over [`crate::revision::queue::DispatchQueue`],
 //!   driven by the [`trace`]s.

@@ -27,6 +27,9 @@ pub enum Class {
     Kpa,
     /// `precise.tidegate.dev`: exact demand over `containerConcurrency`, on every change.
     Precise,
+    /// `hpa.autoscaling.knative.dev`: the Kubernetes HPA's algorithm on per-pod cpu or memory
+    /// samples ([`super::hpa`]), with scale to zero.
+    Hpa,
 }
 
 /// What KPA averages (`autoscaling.knative.dev/metric`).
@@ -36,6 +39,10 @@ pub enum Metric {
     Concurrency,
     /// Requests arriving per second.
     Rps,
+    /// The HPA class: cpu in millicores per pod (`target` is millicores).
+    Cpu,
+    /// The HPA class: resident memory per pod (`target` is bytes).
+    Memory,
 }
 
 /// Scaling policy of one revision.
@@ -81,6 +88,12 @@ pub struct Policy {
     /// `tidegate.dev/schedule`: windows that adjust `min_scale`/`max_scale` while open
     /// ([`Policy::at`]).
     pub schedule: std::sync::Arc<[triggers::schedule::Window]>,
+    /// The HPA class: `autoscaling.knative.dev/window` when written, both stabilization
+    /// windows (Kubernetes' defaults otherwise).
+    pub hpa_window: Option<Duration>,
+    /// The HPA class on cpu: the serving container's `requests.cpu` in millicores, which
+    /// utilization is a percentage of.
+    pub cpu_request_millis: Option<f64>,
 }
 
 impl Policy {
@@ -106,7 +119,38 @@ impl Policy {
             reserved_instances: 0,
             tick: DEFAULT_TICK,
             schedule: std::sync::Arc::new([]),
+            hpa_window: None,
+            cpu_request_millis: None,
         }
+    }
+
+    /// `hpa.autoscaling.knative.dev` on cpu: `target_percent` of `request_millis` per pod,
+    /// min-scale 1 as Knative's HPA class.
+    pub fn hpa_cpu(request_millis: f64, target_percent: f64) -> Self {
+        Self {
+            class: Class::Hpa,
+            metric: Metric::Cpu,
+            target: request_millis * target_percent / 100.0,
+            target_utilization: 1.0,
+            min_scale: 1,
+            cpu_request_millis: Some(request_millis),
+            ..Self::kpa_default()
+        }
+    }
+
+    /// The HPA's knobs in force (after [`Policy::at`]): resource, target, bounds, windows.
+    pub fn hpa(&self) -> super::hpa::HpaPolicy {
+        let resource = match self.metric {
+            Metric::Memory => super::hpa::Resource::Memory,
+            _ => super::hpa::Resource::Cpu,
+        };
+        let mut hpa = super::hpa::HpaPolicy::new(resource, self.target);
+        if let Some(window) = self.hpa_window {
+            hpa = hpa.with_window(window);
+        }
+        hpa.min_scale = self.min_scale;
+        hpa.max_scale = self.max_scale.filter(|m| *m > 0);
+        hpa
     }
 
     /// `precise.tidegate.dev` for pods taking `container_concurrency` requests each (0 =

@@ -184,7 +184,9 @@ impl Scenario {
             match self.class {
                 ClassName::Kpa => {
                     let value = match policy.metric {
-                        Metric::Concurrency => demand.requests() as f64,
+                        Metric::Concurrency | Metric::Cpu | Metric::Memory => {
+                            demand.requests() as f64
+                        }
                         Metric::Rps => step.rps as f64,
                     };
                     // The regular sample (from second 1 on), or the scale-from-zero poke.

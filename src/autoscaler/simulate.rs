@@ -11,7 +11,12 @@
 //! - KPA records the time-averaged in-flight + queued requests (or arrivals for rps) once a
 //!   second, decides every `tick`, and decides at once when demand arrives while no pod is ready
 //!   (as [`super::task`] does); precise decides on every arrival, completion and pod start, and
-//!   when a held decrease expires.
+//!   when a held decrease expires;
+//! - the HPA class samples each pod's cpu once a second and decides on each sample (and at once
+//!   on an arrival at zero pods). CPU is modelled as busy time: a request running on a pod uses
+//!   `1000 / containerConcurrency` millicores (one core for a pod at its concurrency), and the
+//!   pod's `requests.cpu` is 1000 m, so the default 80 % target is 0.8 × containerConcurrency
+//!   requests running per pod.
 //!
 //! Reported: `requests` (arrivals), `p50_wait_ms`/`p99_wait_ms` (time queued in the gateway
 //! before a slot, over requests that got one), `pod_seconds` (pods existing, ready or not, during
@@ -29,6 +34,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::Demand;
+use super::hpa::{Hpa, PodSample};
 use super::kpa::Kpa;
 use super::policy::{Class, Metric, Policy};
 use super::precise::Precise;
@@ -41,6 +47,9 @@ pub const DEFAULT_QUEUE_DEPTH: usize = 10_000;
 const DRAIN_LIMIT: Duration = Duration::from_secs(3600);
 
 const MICROS: u64 = 1_000_000;
+
+/// The simulated pods' `requests.cpu`, in millicores.
+pub const SIM_CPU_REQUEST: f64 = 1000.0;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -63,6 +72,10 @@ impl SimConfig {
         let policy = match class {
             Class::Kpa => Policy::kpa_default().with_container_concurrency(container_concurrency),
             Class::Precise => Policy::precise_default(container_concurrency),
+            Class::Hpa => Policy {
+                container_concurrency,
+                ..Policy::hpa_cpu(SIM_CPU_REQUEST, 80.0)
+            },
         };
         Self {
             policy,
@@ -171,6 +184,7 @@ enum PodState {
 enum Decider {
     Kpa(Box<Kpa>),
     Precise(Precise),
+    Hpa(Box<Hpa>),
 }
 
 struct Sim<'a> {
@@ -182,6 +196,10 @@ struct Sim<'a> {
     seq: u64,
     queue: DispatchQueue<u64>,
     pods: BTreeMap<PodId, PodState>,
+    /// When each pod was asked for and when it became ready (the HPA's pod samples).
+    pod_times: BTreeMap<PodId, (u64, Option<u64>)>,
+    /// Request-microseconds each pod ran since the last sample (its cpu for the HPA class).
+    busy_area: BTreeMap<PodId, u128>,
     next_pod: PodId,
     decider: Decider,
     desired: Option<u32>,
@@ -206,6 +224,7 @@ impl<'a> Sim<'a> {
         let decider = match policy.class {
             Class::Kpa => Decider::Kpa(Box::new(Kpa::new(policy, base, 0))),
             Class::Precise => Decider::Precise(Precise::new()),
+            Class::Hpa => Decider::Hpa(Box::new(Hpa::new())),
         };
         let end = config.arrivals.len() as u64 * MICROS;
         Self {
@@ -217,6 +236,8 @@ impl<'a> Sim<'a> {
             seq: 0,
             queue: DispatchQueue::new(policy.container_concurrency, config.queue_depth),
             pods: BTreeMap::new(),
+            pod_times: BTreeMap::new(),
+            busy_area: BTreeMap::new(),
             next_pod: 0,
             decider,
             desired: None,
@@ -241,6 +262,11 @@ impl<'a> Sim<'a> {
             Decider::Kpa(_) => {
                 self.schedule(MICROS, Event::Sample);
                 self.schedule(0, Event::Tick);
+            }
+            Decider::Hpa(_) => {
+                let initial = self.policy_now().bound(self.config.policy.initial_scale);
+                self.apply(initial);
+                self.schedule(MICROS, Event::Sample);
             }
             Decider::Precise(_) => {
                 self.decide_precise();
@@ -309,6 +335,14 @@ impl<'a> Sim<'a> {
         self.pod_micros += pods * within;
         let demand = u128::from(self.queue.in_flight()) + self.queue.queued() as u128;
         self.demand_area += demand * u128::from(to - from);
+        if matches!(self.decider, Decider::Hpa(_)) {
+            for pod in self.queue.pods() {
+                if pod.in_flight > 0 {
+                    *self.busy_area.entry(pod.id).or_default() +=
+                        u128::from(pod.in_flight) * u128::from(to - from);
+                }
+            }
+        }
         self.last_change = to;
         self.now = to;
     }
@@ -360,6 +394,7 @@ impl<'a> Sim<'a> {
         if idle && self.pods.get(&pod) == Some(&PodState::Draining) {
             self.queue.remove_pod(pod);
             self.pods.remove(&pod);
+            self.pod_times.remove(&pod);
         }
         self.on_change(false);
     }
@@ -369,6 +404,9 @@ impl<'a> Sim<'a> {
             return;
         }
         self.pods.insert(pod, PodState::Ready);
+        if let Some(times) = self.pod_times.get_mut(&pod) {
+            times.1 = Some(self.now);
+        }
         let port = u16::try_from(pod % 60_000).unwrap_or(0) + 1024;
         let handed = self
             .queue
@@ -391,6 +429,11 @@ impl<'a> Sim<'a> {
     fn on_change(&mut self, arrival: bool) {
         match self.decider {
             Decider::Precise(_) => self.decide_precise(),
+            Decider::Hpa(_) => {
+                if arrival && self.desired == Some(0) {
+                    self.decide_hpa();
+                }
+            }
             Decider::Kpa(_) => {
                 if arrival && self.queue.ready_pods() == 0 && self.busy() {
                     let value = self.kpa_value(self.demand().requests() as f64);
@@ -406,7 +449,7 @@ impl<'a> Sim<'a> {
 
     fn kpa_value(&self, concurrency: f64) -> f64 {
         match self.config.policy.metric {
-            Metric::Concurrency => concurrency,
+            Metric::Concurrency | Metric::Cpu | Metric::Memory => concurrency,
             Metric::Rps => self.arrivals_since_sample as f64,
         }
     }
@@ -422,6 +465,9 @@ impl<'a> Sim<'a> {
             && (value > 0.0 || ready > 0)
         {
             kpa.record(now, value);
+        }
+        if matches!(self.decider, Decider::Hpa(_)) {
+            self.decide_hpa();
         }
         if self.running() {
             self.schedule(self.now + MICROS, Event::Sample);
@@ -468,8 +514,41 @@ impl<'a> Sim<'a> {
         let policy = &self.policy_now();
         let desired = match &mut self.decider {
             Decider::Kpa(kpa) => kpa.decide(now, ready, policy).desired,
-            Decider::Precise(_) => return,
+            Decider::Precise(_) | Decider::Hpa(_) => return,
         };
+        self.apply(desired);
+    }
+
+    /// The HPA class on the pods' modelled cpu since the last sample.
+    fn decide_hpa(&mut self) {
+        let now = self.instant();
+        let per_request =
+            SIM_CPU_REQUEST / f64::from(self.config.policy.container_concurrency.max(1));
+        let at = |micros: u64| self.base + Duration::from_micros(micros);
+        let samples: Vec<PodSample> = self
+            .pods
+            .iter()
+            .filter(|(_, state)| **state != PodState::Draining)
+            .map(|(id, state)| {
+                let (started, ready_at) = self.pod_times.get(id).copied().unwrap_or_default();
+                let area = self.busy_area.get(id).copied().unwrap_or(0);
+                let ready = *state == PodState::Ready;
+                PodSample {
+                    ready,
+                    started: at(started),
+                    ready_changed: at(ready_at.unwrap_or(started)),
+                    usage: ready.then(|| (area as f64 / MICROS as f64 * per_request, now)),
+                }
+            })
+            .collect();
+        self.busy_area.clear();
+        let current = self.desired.unwrap_or(0);
+        let demand = self.demand();
+        let policy = self.policy_now().hpa();
+        let Decider::Hpa(hpa) = &mut self.decider else {
+            return;
+        };
+        let desired = hpa.decide(now, &samples, current, demand, &policy);
         self.apply(desired);
     }
 
@@ -513,6 +592,7 @@ impl<'a> Sim<'a> {
                 let id = self.next_pod;
                 self.next_pod += 1;
                 self.pods.insert(id, PodState::Starting);
+                self.pod_times.insert(id, (self.now, None));
                 self.schedule(
                     self.now + micros(self.config.cold_start),
                     Event::PodReady(id),
@@ -531,6 +611,7 @@ impl<'a> Sim<'a> {
             }
             if self.pods.get(&id) == Some(&PodState::Starting) {
                 self.pods.remove(&id);
+                self.pod_times.remove(&id);
                 surplus -= 1;
             }
         }
@@ -546,6 +627,7 @@ impl<'a> Sim<'a> {
             if in_flight == 0 {
                 self.queue.remove_pod(id);
                 self.pods.remove(&id);
+                self.pod_times.remove(&id);
             } else {
                 self.pods.insert(id, PodState::Draining);
             }

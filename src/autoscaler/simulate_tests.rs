@@ -17,7 +17,7 @@ fn empty_trace_reports_nothing() {
 
 #[test]
 fn every_accepted_request_is_served() {
-    for class in [Class::Kpa, Class::Precise] {
+    for class in [Class::Kpa, Class::Precise, Class::Hpa] {
         let config = SimConfig::new(class, 10, builtin(Trace::Spike));
         let sim = run_sim(&config);
         assert_eq!(sim.requests, 5_850);
@@ -192,4 +192,34 @@ fn a_schedule_window_over_the_spike_has_the_pods_warm_when_it_comes() {
     let mut unanchored = scheduled.clone();
     unanchored.wall_start = None;
     assert_eq!(simulate(&unanchored), without);
+}
+
+#[test]
+fn hpa_scales_out_on_modelled_cpu_and_back_after_its_window() {
+    // 60 s at 200 rps × 100 ms = 20 requests running: 2000 m of cpu, 2.5 pods at 800 m each;
+    // then quiet.
+    let mut arrivals = vec![200; 60];
+    arrivals.extend(vec![0; 400]);
+    let mut config = SimConfig::new(Class::Hpa, 10, arrivals);
+    config.policy.min_scale = 0;
+    let (report, timeline) = simulate_with_timeline(&config);
+    assert_eq!(timeline.desired_at(0.0), 1, "initial scale");
+    // At least ceil(2000 m / 800 m); more while the queue built up by the first saturated
+    // pod (cpu cannot exceed a pod's 1000 m, so the HPA sees at most 125 %) drains.
+    let peak = timeline.desired_at(59.0);
+    assert!((3..=6).contains(&peak), "{peak}");
+    assert_eq!(report.dropped, 0);
+    // Down only after the 300 s stabilization window, and to zero as min-scale 0 allows.
+    assert_eq!(timeline.desired_at(300.0), peak);
+    assert_eq!(timeline.desired_at(459.0), 0);
+}
+
+#[test]
+fn hpa_at_zero_starts_a_pod_for_the_first_request() {
+    let mut config = SimConfig::new(Class::Hpa, 10, vec![0, 0, 0, 1, 0]);
+    config.policy.min_scale = 0;
+    config.policy.initial_scale = 0;
+    let (_, timeline) = simulate_with_timeline(&config);
+    assert_eq!(timeline.desired_at(2.9), 0);
+    assert_eq!(timeline.desired_at(3.0), 1);
 }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::Demand;
+use super::hpa::{Hpa, PodSample};
 use super::kpa::{BUCKET, Kpa};
 use super::policy::{Class, Metric, Policy, backlog_pods};
 use super::precise::Precise;
@@ -44,6 +45,11 @@ pub trait DemandSource: Send + Sync {
     fn average_concurrency(&self) -> Option<f64> {
         None
     }
+    /// The HPA class: every pod of the revision with its usage sampled now (called once a
+    /// second). Sources that cannot sample return none, and the HPA then keeps its scale.
+    fn pod_samples(&self, _now: Instant) -> Vec<PodSample> {
+        Vec::new()
+    }
 }
 
 /// Runs the autoscaler of one revision until `stop` is cancelled.
@@ -58,6 +64,7 @@ pub async fn run(
     match policy.class {
         Class::Kpa => run_kpa(policy, source, applier, changed, stop).await,
         Class::Precise => run_precise(policy, source, applier, changed, stop).await,
+        Class::Hpa => run_hpa(policy, source, applier, changed, stop).await,
     }
 }
 
@@ -154,8 +161,53 @@ fn decide_kpa(
 /// The KPA metric for one second: requests in flight plus queued, or requests that arrived.
 fn metric_value(policy: &Policy, demand: Demand, arrived: u64) -> f64 {
     match policy.metric {
-        Metric::Concurrency => demand.requests() as f64,
+        Metric::Concurrency | Metric::Cpu | Metric::Memory => demand.requests() as f64,
         Metric::Rps => arrived as f64,
+    }
+}
+
+/// The HPA class: samples every pod once a second and decides on each sample; at zero pods a
+/// request is noticed at once (`changed`) so it waits only for the pod's start.
+async fn run_hpa(
+    policy: Policy,
+    source: Arc<dyn DemandSource>,
+    mut applier: Applier,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut hpa = Hpa::new();
+    let initial = policy
+        .at(jiff::Timestamp::now())
+        .bound(policy.initial_scale);
+    applier.apply(initial);
+    let mut sample = interval_at(Instant::now() + BUCKET, BUCKET);
+    sample.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let now = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            now = sample.tick() => now,
+            () = changed.notified() => {
+                if applier.last != Some(0) || source.demand().is_idle() {
+                    continue;
+                }
+                Instant::now()
+            }
+        };
+        let policy = policy.at(jiff::Timestamp::now());
+        let hpa_policy = policy.hpa();
+        let pods = source.pod_samples(now);
+        let current = applier.last.unwrap_or(initial);
+        let demand = source.demand();
+        let decided = hpa.decide(now, &pods, current, demand, &hpa_policy);
+        let backlog = policy.bound(backlog_pods(demand.backlog, &policy));
+        let desired = if backlog > 0 {
+            decided.max(backlog)
+        } else {
+            decided
+        };
+        debug!(desired, current, pods = pods.len(), "HPA decided.");
+        applier.apply(desired);
     }
 }
 

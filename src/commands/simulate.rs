@@ -34,6 +34,10 @@ pub struct SimulateArgs {
     /// Requests one pod takes at once (0 = unlimited).
     #[arg(long, default_value_t = 10)]
     pub container_concurrency: u32,
+    /// Fewest pods (`autoscaling.knative.dev/min-scale`); the class's default when not given
+    /// (0, or 1 for hpa as Knative's HPA class).
+    #[arg(long)]
+    pub min_scale: Option<u32>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -57,6 +61,9 @@ pub enum TraceName {
 pub enum ClassName {
     Kpa,
     Precise,
+    /// `hpa.autoscaling.knative.dev` on cpu: 80 % of a 1000 m request, a running request
+    /// using 1000 m / containerConcurrency.
+    Hpa,
 }
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -76,10 +83,14 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let class = match args.class {
         ClassName::Kpa => Class::Kpa,
         ClassName::Precise => Class::Precise,
+        ClassName::Hpa => Class::Hpa,
     };
     let mut config = SimConfig::new(class, args.container_concurrency, arrivals);
     config.service_time = args.service_time;
     config.cold_start = args.cold_start;
+    if let Some(min_scale) = args.min_scale {
+        config.policy.min_scale = min_scale;
+    }
     if let Some(text) = &args.schedule {
         let windows = triggers::schedule::parse(text).map_err(|problems| {
             let lines: Vec<String> = problems

@@ -63,6 +63,14 @@ pub struct PodStatus {
     pub id: String,
     pub address: String,
     pub in_flight: u32,
+    /// The HPA class's last samples (absent for other classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millicores: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Cpu as a percentage of `requests.cpu`, memory as a percentage of the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_percent: Option<f64>,
 }
 
 /// One row of `/api/v1/triggers`.
@@ -197,7 +205,30 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     if failures > counted {
         m.storage_cursor_save_failures.inc_by(failures - counted);
     }
+    m.pod_cpu_millicores.clear();
+    m.pod_memory_bytes.clear();
+    m.pod_utilization_percent.clear();
     for row in revision_rows(&state.registry) {
+        for pod in &row.pods {
+            let labels = crate::metrics::PodLabels {
+                namespace: row.namespace.clone(),
+                revision: row.revision.clone(),
+                pod: pod.id.clone(),
+            };
+            if let Some(cpu) = pod.cpu_millicores {
+                m.pod_cpu_millicores.get_or_create(&labels).set(cpu);
+            }
+            if let Some(bytes) = pod.memory_bytes {
+                m.pod_memory_bytes
+                    .get_or_create(&labels)
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            if let Some(percent) = pod.utilization_percent {
+                m.pod_utilization_percent
+                    .get_or_create(&labels)
+                    .set(percent);
+            }
+        }
         let labels = crate::metrics::RevisionLabels {
             namespace: row.namespace,
             service: row.service,
@@ -291,6 +322,7 @@ pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatu
         .map(|live| {
             let r = &live.revision;
             let counts = r.counts();
+            let usage = live.running.pod_usage();
             RevisionStatus {
                 namespace: r.namespace.clone(),
                 service: r.service.clone(),
@@ -307,10 +339,16 @@ pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatu
                 pods: counts
                     .pods
                     .iter()
-                    .map(|p| PodStatus {
-                        id: format!("{}-{}", r.name, p.id),
-                        address: p.address.to_string(),
-                        in_flight: p.in_flight,
+                    .map(|p| {
+                        let sample = usage.iter().find(|u| u.pod == p.id);
+                        PodStatus {
+                            id: format!("{}-{}", r.name, p.id),
+                            address: p.address.to_string(),
+                            in_flight: p.in_flight,
+                            cpu_millicores: sample.and_then(|u| u.cpu_millicores),
+                            memory_bytes: sample.map(|u| u.memory_bytes),
+                            utilization_percent: sample.and_then(|u| u.utilization_percent),
+                        }
                     })
                     .collect(),
             }

@@ -32,6 +32,23 @@ pub trait RunningRevision: Send + Sync {
     fn problem(&self) -> Option<String>;
     /// Drains and stops the revision's pods; returns at once, stopping goes on in the background.
     fn stop(&self);
+    /// The last usage sample of each pod, where the runtime samples them (the HPA class on
+    /// the local runtime).
+    fn pod_usage(&self) -> Vec<PodUsage> {
+        Vec::new()
+    }
+}
+
+/// One pod's last usage sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PodUsage {
+    pub pod: crate::revision::queue::PodId,
+    /// Cpu used over the last second; `None` until a pod has two samples.
+    pub cpu_millicores: Option<f64>,
+    pub memory_bytes: u64,
+    /// What the HPA class compares with its target: cpu as a percentage of the container's
+    /// `requests.cpu`, memory as a percentage of the target.
+    pub utilization_percent: Option<f64>,
 }
 
 /// One revision the gateway runs.

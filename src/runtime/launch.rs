@@ -3,22 +3,23 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio_util::sync::CancellationToken;
 use triggers::snapshot::{PodField, VolumeSource};
 use triggers::{ProbeAction, RevisionTemplate, ScalingClass, ScalingMetric, ServiceConfig};
 
 use crate::actuator::{
-    EnvValue, LocalRuntime, PodMount, PodSink, PodSpec, PodVolume, PodVolumeSource, Readiness,
-    ReadinessProbe, RevisionPods, Sidecar,
+    CpuClock, EnvValue, LocalRuntime, PodMount, PodSink, PodSpec, PodVolume, PodVolumeSource,
+    Readiness, ReadinessProbe, RevisionPods, Sidecar,
 };
+use crate::autoscaler::hpa::PodSample;
 use crate::autoscaler::task::{DemandSource, Scaler};
 use crate::autoscaler::{self, Class, Demand, Metric, Policy};
 use crate::revision::Revision;
 use crate::revision::queue::PodId;
-use crate::revision::registry::{RevisionLauncher, RunningRevision};
+use crate::revision::registry::{PodUsage, RevisionLauncher, RunningRevision};
 
 /// Launches revisions as local processes.
 pub struct LocalLauncher {
@@ -64,18 +65,29 @@ impl RevisionLauncher for LocalLauncher {
             reserved: policy.reserved_instances,
             activation: ActivationScale::new(template.scaling.activation_scale),
         });
-        // The HPA class's pods cannot start here yet (validation blocks them, saying why), so
-        // no autoscaler runs for it.
-        if template.scaling.class != ScalingClass::Hpa {
-            tokio::spawn(autoscaler::task::run(
-                policy,
-                Arc::new(RevisionDemand(Arc::clone(revision))) as Arc<dyn DemandSource>,
-                scaler as Arc<dyn Scaler>,
-                Arc::clone(&revision.changed),
-                stop.clone(),
-            ));
-        }
-        Box::new(Running { pods, stop })
+        let usage = Arc::new(Mutex::new(Vec::new()));
+        let source: Arc<dyn DemandSource> = match policy.class {
+            Class::Hpa => Arc::new(HpaDemand {
+                revision: RevisionDemand(Arc::clone(revision)),
+                pods: Arc::clone(&pods),
+                memory: policy.metric == Metric::Memory,
+                full: match policy.metric {
+                    Metric::Memory => policy.target,
+                    _ => policy.cpu_request_millis.unwrap_or(policy.target),
+                },
+                clock: Mutex::new(CpuClock::default()),
+                shown: Arc::clone(&usage),
+            }),
+            _ => Arc::new(RevisionDemand(Arc::clone(revision))),
+        };
+        tokio::spawn(autoscaler::task::run(
+            policy,
+            source,
+            scaler as Arc<dyn Scaler>,
+            Arc::clone(&revision.changed),
+            stop.clone(),
+        ));
+        Box::new(Running { pods, stop, usage })
     }
 }
 
@@ -246,7 +258,7 @@ pub(crate) fn wake_step(policy: &Policy) -> f64 {
             f64::from(policy.container_concurrency)
         }
         Class::Precise => policy.effective_target(),
-        Class::Kpa => f64::INFINITY,
+        Class::Kpa | Class::Hpa => f64::INFINITY,
     }
 }
 
@@ -254,28 +266,22 @@ pub(crate) fn wake_step(policy: &Policy) -> f64 {
 pub fn policy(template: &RevisionTemplate) -> Policy {
     let s = &template.scaling;
     let cc = template.container_concurrency;
-    // The HPA class has no task here yet (no launcher starts one for it); its policy is
-    // KPA's shape until autoscaler/hpa.rs is wired.
     let mut policy = match s.class {
-        ScalingClass::Kpa | ScalingClass::Hpa => {
-            Policy::kpa_default().with_container_concurrency(cc)
-        }
+        ScalingClass::Kpa => Policy::kpa_default().with_container_concurrency(cc),
         ScalingClass::Precise => Policy::precise_default(cc),
+        ScalingClass::Hpa => hpa_policy(template),
     };
-    policy.class = match s.class {
-        ScalingClass::Kpa | ScalingClass::Hpa => Class::Kpa,
-        ScalingClass::Precise => Class::Precise,
-    };
-    policy.metric = match s.metric {
-        ScalingMetric::Concurrency | ScalingMetric::Cpu | ScalingMetric::Memory => {
-            Metric::Concurrency
+    if s.class != ScalingClass::Hpa {
+        policy.metric = match s.metric {
+            ScalingMetric::Rps => Metric::Rps,
+            _ => Metric::Concurrency,
+        };
+        if let Some(target) = s.target {
+            policy.target = target;
         }
-        ScalingMetric::Rps => Metric::Rps,
-    };
-    if let Some(target) = s.target {
-        policy.target = target;
+        policy.target_utilization = s.target_utilization;
     }
-    policy.target_utilization = s.target_utilization;
+    policy.container_concurrency = cc;
     policy.min_scale = s.min_scale;
     policy.max_scale = s.max_scale;
     policy.initial_scale = s.initial_scale;
@@ -298,9 +304,35 @@ pub fn policy(template: &RevisionTemplate) -> Policy {
     policy
 }
 
+/// `hpa.autoscaling.knative.dev`: the target in the resource's unit (cpu: `target` percent,
+/// 80 as the Kubernetes HPA's default, of `requests.cpu`; memory: `target` MiB), and
+/// `autoscaling.knative.dev/window` as both stabilization windows when written.
+fn hpa_policy(template: &RevisionTemplate) -> Policy {
+    let s = &template.scaling;
+    let request = template
+        .pod
+        .serving_container()
+        .resources
+        .requests_cpu_millis
+        .map_or(0.0, |m| m as f64);
+    let mut policy = Policy::hpa_cpu(request, s.target.unwrap_or(DEFAULT_HPA_CPU_PERCENT));
+    if s.metric == ScalingMetric::Memory {
+        policy.metric = Metric::Memory;
+        policy.cpu_request_millis = None;
+        policy.target = s.target.unwrap_or(0.0) * 1024.0 * 1024.0;
+    }
+    policy.hpa_window = s.window_set.then_some(s.window);
+    policy
+}
+
+/// The Kubernetes HPA's cpu utilization target when the manifest names none.
+pub const DEFAULT_HPA_CPU_PERCENT: f64 = 80.0;
+
 struct Running {
     pods: Arc<RevisionPods>,
     stop: CancellationToken,
+    /// The HPA class's last samples, per pod.
+    usage: Arc<Mutex<Vec<PodUsage>>>,
 }
 
 impl RunningRevision for Running {
@@ -316,6 +348,78 @@ impl RunningRevision for Running {
         self.stop.cancel();
         let pods = Arc::clone(&self.pods);
         tokio::spawn(async move { pods.stop().await });
+    }
+
+    fn pod_usage(&self) -> Vec<PodUsage> {
+        self.usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The HPA class's source: the revision's counts, and each pod's cpu or memory sampled from
+/// `/proc` (its serving container's process group).
+struct HpaDemand {
+    revision: RevisionDemand,
+    pods: Arc<RevisionPods>,
+    memory: bool,
+    /// What 100 % utilization is: `requests.cpu` in millicores, or the memory target in bytes.
+    full: f64,
+    clock: Mutex<CpuClock>,
+    /// The last samples, as the admin API shows them.
+    shown: Arc<Mutex<Vec<PodUsage>>>,
+}
+
+impl DemandSource for HpaDemand {
+    fn demand(&self) -> Demand {
+        self.revision.demand()
+    }
+    fn ready_pods(&self) -> u32 {
+        self.revision.ready_pods()
+    }
+    fn requests_total(&self) -> u64 {
+        self.revision.requests_total()
+    }
+
+    fn pod_samples(&self, now: tokio::time::Instant) -> Vec<PodSample> {
+        let states = self.pods.pod_states();
+        let groups: Vec<u32> = states.iter().filter_map(|p| p.pid).collect();
+        let usage = crate::actuator::group_usage(&groups);
+        let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
+        clock.retain(|id| states.iter().any(|p| p.id == *id));
+        let mut shown = Vec::with_capacity(states.len());
+        let samples = states
+            .iter()
+            .map(|pod| {
+                let group = pod.pid.and_then(|pid| usage.get(&pid));
+                let cpu = group.and_then(|g| clock.millicores(pod.id, g.cpu_ticks, now));
+                let memory = group.map(|g| g.resident_bytes);
+                let value = if self.memory {
+                    memory.map(|m| m as f64)
+                } else {
+                    cpu
+                };
+                if let Some(memory_bytes) = memory {
+                    shown.push(PodUsage {
+                        pod: pod.id,
+                        cpu_millicores: cpu,
+                        memory_bytes,
+                        utilization_percent: value
+                            .filter(|_| self.full > 0.0)
+                            .map(|v| v / self.full * 100.0),
+                    });
+                }
+                PodSample {
+                    ready: pod.ready,
+                    started: pod.started,
+                    ready_changed: pod.ready_changed,
+                    usage: value.map(|v| (v, now)),
+                }
+            })
+            .collect();
+        *self.shown.lock().unwrap_or_else(PoisonError::into_inner) = shown;
+        samples
     }
 }
 

@@ -94,7 +94,16 @@ async fn wait_revision(
     what: &str,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    wait_revision_for(gw, what, Duration::from_secs(60), check).await
+}
+
+async fn wait_revision_for(
+    gw: &Gateway,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(r) = revisions(gw).await.into_iter().find(|r| check(r)) {
             return r;
@@ -602,4 +611,179 @@ async fn an_open_schedule_window_keeps_its_floor_warm_without_traffic() {
         r["service"] == "warm" && r["ready_pods"] == 2 && r["desired_pods"] == 2
     })
     .await;
+}
+
+/// The HPA class on the local runtime: pods that burn cpu per request scale the revision out
+/// (to max-scale), the samples are shown, and once the load stops it goes back to zero
+/// (min-scale "0") after its window; the next request brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpa_revision_scales_out_on_cpu_and_back_to_zero() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let yaml = service(
+        "burner",
+        &[
+            (
+                "autoscaling.knative.dev/class",
+                "hpa.autoscaling.knative.dev",
+            ),
+            ("autoscaling.knative.dev/metric", "cpu"),
+            ("autoscaling.knative.dev/target", "50"),
+            ("autoscaling.knative.dev/min-scale", "0"),
+            ("autoscaling.knative.dev/max-scale", "3"),
+            ("autoscaling.knative.dev/window", "6s"),
+        ],
+        0,
+        &["--burn-cpu", "50ms"],
+        "          resources: {requests: {cpu: 100m}}\n",
+    );
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let host = "burner.default.example.com";
+    // Initial scale 1, idle: down to zero after the 6 s window.
+    wait_revision(&gw, "the idle revision at zero", |r| {
+        r["service"] == "burner" && r["ready"] == true && r["desired_pods"] == 0
+    })
+    .await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = reqwest::Client::new();
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, stop, url) = (client.clone(), Arc::clone(&stop), gw.ingress.clone());
+        load.push(tokio::spawn(async move {
+            let mut failures = 0u32;
+            // Bounded: at most 90 s of requests.
+            let end = tokio::time::Instant::now() + Duration::from_secs(90);
+            while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < end {
+                let ok = client
+                    .get(format!("{url}/burn"))
+                    .header("host", host)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                failures += u32::from(!ok);
+            }
+            failures
+        }));
+    }
+    let busy = wait_revision_for(
+        &gw,
+        "three pods for the cpu",
+        Duration::from_secs(80),
+        |r| r["service"] == "burner" && r["ready_pods"] == 3,
+    )
+    .await;
+    let sampled = wait_revision(&gw, "cpu samples of the pods", |r| {
+        r["service"] == "burner"
+            && r["pods"].as_array().is_some_and(|pods| {
+                pods.iter()
+                    .any(|p| p["cpu_millicores"].as_f64() > Some(0.0))
+            })
+    })
+    .await;
+    let pod = sampled["pods"]
+        .as_array()
+        .and_then(|pods| {
+            pods.iter()
+                .find(|p| p["cpu_millicores"].as_f64() > Some(0.0))
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert!(pod["memory_bytes"].as_u64() > Some(0), "{pod}");
+    // Utilization is cpu over the 100m request.
+    let (cpu, utilization) = (
+        pod["cpu_millicores"].as_f64().unwrap_or(0.0),
+        pod["utilization_percent"].as_f64().unwrap_or(0.0),
+    );
+    assert!((utilization - cpu).abs() < 1e-6 * cpu.max(1.0), "{pod}");
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("pod_cpu_millicores{"), "{metrics}");
+    assert!(metrics.contains("pod_utilization_percent{"), "{metrics}");
+    assert_eq!(busy["desired_pods"], 3, "max-scale bounds it: {busy}");
+
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        assert_eq!(task.await.expect("load task"), 0, "every request succeeded");
+    }
+    wait_revision_for(
+        &gw,
+        "back to zero without load",
+        Duration::from_secs(60),
+        |r| r["service"] == "burner" && r["desired_pods"] == 0 && r["ready_pods"] == 0,
+    )
+    .await;
+    let response = get(&client, &gw, host).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the first request after zero waits for a pod"
+    );
+}
+
+/// A schedule window that opens while the gateway runs raises the ready pods before any
+/// request arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_window_opening_during_the_test_warms_pods_before_any_request() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // The next whole minute, at least 15 s away, in UTC; the window lasts ten minutes.
+    let now = jiff::Timestamp::now();
+    let second = now.as_second().rem_euclid(60);
+    let wait = if 60 - second >= 15 {
+        60 - second
+    } else {
+        120 - second
+    };
+    let opens = jiff::Timestamp::from_second(now.as_second() + wait)
+        .expect("time")
+        .in_tz("UTC")
+        .expect("utc");
+    let closes = opens
+        .checked_add(jiff::SignedDuration::from_secs(600))
+        .expect("time");
+    let cron = |t: &jiff::Zoned| format!("{} {} * * *", t.minute(), t.hour());
+    let schedule = format!(
+        "[{{start: \"{}\", end: \"{}\", timezone: UTC, minScale: 2}}]",
+        cron(&opens),
+        cron(&closes)
+    );
+    let yaml = service(
+        "morning",
+        &[
+            PRECISE,
+            ("autoscaling.knative.dev/min-scale", "0"),
+            ("autoscaling.knative.dev/initial-scale", "0"),
+            ("tidegate.dev/schedule", &schedule),
+        ],
+        1,
+        &[],
+        "",
+    )
+    .replace("\"[{", "'[{")
+    .replace("}]\"", "}]'");
+    let config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-autoscaler, namespace: knative-serving}\ndata:\n  allow-zero-initial-scale: \"true\"\n";
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml), ("config.yaml", config)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let before = wait_revision(&gw, "the revision, closed window", |r| {
+        r["service"] == "morning"
+    })
+    .await;
+    assert_eq!(before["desired_pods"], 0, "{before}");
+    assert!(
+        jiff::Timestamp::now() < opens.timestamp(),
+        "the window opened before the first look; the test is too slow here"
+    );
+    let warm = wait_revision_for(
+        &gw,
+        "two pods once the window opens",
+        Duration::from_secs(90),
+        |r| r["service"] == "morning" && r["ready_pods"] == 2,
+    )
+    .await;
+    let ready_at = jiff::Timestamp::now();
+    assert!(
+        ready_at >= opens.timestamp(),
+        "not before the window: {warm}"
+    );
+    assert_eq!(warm["in_flight"], 0);
+    assert_eq!(warm["queued"], 0);
 }

@@ -49,6 +49,7 @@ pub(crate) fn template_fingerprint(template: &RevisionTemplate, name: Option<&st
         max_scale,
         initial_scale,
         window,
+        window_set,
         panic_window_percentage,
         panic_threshold_percentage,
         scale_down_delay,
@@ -88,7 +89,7 @@ pub(crate) fn template_fingerprint(template: &RevisionTemplate, name: Option<&st
     )
         .hash(&mut hasher);
     (class, metric, target.map(float), float(*target_utilization)).hash(&mut hasher);
-    (min_scale, max_scale, initial_scale, window).hash(&mut hasher);
+    (min_scale, max_scale, initial_scale, window, window_set).hash(&mut hasher);
     (
         float(*panic_window_percentage),
         float(*panic_threshold_percentage),

@@ -181,6 +181,9 @@ pub struct ScalingSpec {
     pub initial_scale: u32,
     /// KPA stable window.
     pub window: Duration,
+    /// `autoscaling.knative.dev/window` was written (the HPA class then uses it as both
+    /// stabilization windows).
+    pub window_set: bool,
     /// KPA panic window, as a percentage of `window`.
     pub panic_window_percentage: f64,
     /// KPA panic threshold, as a percentage of the target.
@@ -266,6 +269,7 @@ impl ScalingSpec {
                 ScalingClass::Precise => DEFAULT_PRECISE_SCALE_DOWN_DELAY,
             },
             scale_to_zero_retention: DEFAULT_SCALE_TO_ZERO_RETENTION,
+            window_set: false,
             backlog_target: DEFAULT_BACKLOG_TARGET,
             reserved_instances: DEFAULT_RESERVED_INSTANCES,
             schedule: Vec::new(),

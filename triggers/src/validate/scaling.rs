@@ -104,8 +104,25 @@ pub(super) fn scaling_spec(
     let positive = |x: f64| x > 0.0;
     let percentage = |x: f64| (1.0..=100.0).contains(&x);
     spec.target = reader.number(AUTOSCALING_TARGET_ANNOTATION, positive, "greater than 0");
+    if spec.metric == ScalingMetric::Memory
+        && !annotations.contains_key(AUTOSCALING_TARGET_ANNOTATION)
+    {
+        let key = reader.written_key(AUTOSCALING_METRIC_ANNOTATION);
+        reader.fail(
+            key,
+            format!(
+                "memory needs {AUTOSCALING_TARGET_ANNOTATION} (MiB per pod): the {HPA_CLASS} \
+                 class has no memory default"
+            ),
+        );
+    }
     if let Some(p) = reader.number(TARGET_UTILIZATION_ANNOTATION, percentage, "from 1 to 100") {
         spec.target_utilization = p / 100.0;
+    }
+    if class == ScalingClass::Hpa {
+        // Knative's HPA class keeps one pod unless min-scale says otherwise; tidegate honours
+        // an explicit "0" (its queue holds the first request while a pod starts).
+        spec.min_scale = spec.min_scale.max(1);
     }
     if let Some(n) = reader.integer(MIN_SCALE_ANNOTATION, 0) {
         spec.min_scale = n;
@@ -140,6 +157,7 @@ pub(super) fn scaling_spec(
     let hour = Some(MAX_WINDOW);
     if let Some(d) = reader.duration(WINDOW_ANNOTATION, MIN_WINDOW, hour, "from 6s to 1h") {
         spec.window = d;
+        spec.window_set = true;
     }
     if let Some(p) = reader.number(
         PANIC_WINDOW_PERCENTAGE_ANNOTATION,

@@ -141,13 +141,6 @@ pub(super) fn revision_template(
                  a percentage of it",
             );
         }
-        let blocker = "the hpa.autoscaling.knative.dev class does not run on the local runtime \
-                       yet (in Kubernetes mode Knative's HPA scales it)"
-            .to_owned();
-        pod.local_blocker = Some(match pod.local_blocker.take() {
-            Some(other) => format!("{other}; {blocker}"),
-            None => blocker,
-        });
     }
     Some(RevisionTemplate {
         annotations: template.metadata.annotations.clone(),

@@ -1,5 +1,6 @@
 //! The `hpa.autoscaling.knative.dev` class: accepted as Knative writes it, cpu by default, a
-//! cpu target needing `requests.cpu`, blocked on the local runtime with the reason.
+//! cpu target needing `requests.cpu`, min-scale 1 unless written (then 0 is honoured), the
+//! window as both stabilization windows only when written, memory needing a target.
 
 use super::*;
 use crate::snapshot::{ScalingClass, ScalingMetric};
@@ -13,7 +14,7 @@ fn service(annotations: &str, resources: &str) -> String {
 const CPU_REQUEST: &str = "          resources: {requests: {cpu: 250m}}\n";
 
 #[test]
-fn the_hpa_class_loads_with_cpu_by_default_and_says_it_does_not_run_locally() {
+fn the_hpa_class_loads_with_cpu_by_default_and_keeps_one_pod_unless_told() {
     let snapshot = valid(&[(
         "h.yaml",
         &service(
@@ -25,11 +26,23 @@ fn the_hpa_class_loads_with_cpu_by_default_and_says_it_does_not_run_locally() {
     assert_eq!(template.scaling.class, ScalingClass::Hpa);
     assert_eq!(template.scaling.metric, ScalingMetric::Cpu);
     assert_eq!(template.scaling.target, Some(70.0));
-    let blocker = template.pod.local_blocker.as_deref().unwrap_or_default();
-    assert!(
-        blocker.contains("does not run on the local runtime yet"),
-        "{blocker}"
+    assert_eq!(template.pod.local_blocker, None, "it runs locally");
+    assert_eq!(
+        template.scaling.min_scale, 1,
+        "Knative's HPA class keeps a pod"
     );
+    assert!(!template.scaling.window_set);
+    let to_zero = valid(&[(
+        "h.yaml",
+        &service(
+            "        autoscaling.knative.dev/min-scale: \"0\"\n        autoscaling.knative.dev/window: 20s\n",
+            CPU_REQUEST,
+        ),
+    )]);
+    let scaling = &to_zero.services[0].template.scaling;
+    assert_eq!(scaling.min_scale, 0);
+    assert!(scaling.window_set);
+    assert_eq!(scaling.window, std::time::Duration::from_secs(20));
     let memory = valid(&[(
         "h.yaml",
         &service(
@@ -76,6 +89,17 @@ fn a_cpu_target_without_a_cpu_request_and_request_metrics_are_located_errors() {
     )]);
     assert!(
         errors.iter().any(|e| e.reason.contains("greater than 0")),
+        "{errors:?}"
+    );
+    let errors = invalid(&[(
+        "h.yaml",
+        &service("        autoscaling.knative.dev/metric: memory\n", ""),
+    )]);
+    assert!(
+        errors.iter().any(|e| e.field
+            == "spec.template.metadata.annotations[\"autoscaling.knative.dev/metric\"]"
+            && e.reason
+                .contains("memory needs autoscaling.knative.dev/target")),
         "{errors:?}"
     );
 }

@@ -156,6 +156,7 @@ fn full_service() {
                 panic_threshold_percentage: 150.0,
                 scale_down_delay: Duration::from_millis(500),
                 scale_to_zero_retention: Duration::from_secs(120),
+                window_set: true,
                 backlog_target: 25,
                 reserved_instances: 1,
                 queue_depth: 500,
