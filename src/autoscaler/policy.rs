@@ -80,8 +80,9 @@ pub struct Policy {
     pub scale_down_delay: Duration,
     /// Broker messages pending per pod (`tidegate.dev/backlog-target`).
     pub backlog_target: u32,
-    /// Warm instances kept outside the autoscaler's count; no decision includes them, the
-    /// actuator adds them on top.
+    /// Reserved instances run while the decision is 0 pods and take the first requests after
+    /// idle until a regular pod is ready; no decision includes them (the launcher starts and
+    /// retires them).
     pub reserved_instances: u32,
     /// KPA's decision interval.
     pub tick: Duration,

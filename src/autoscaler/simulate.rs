@@ -18,6 +18,11 @@
 //!   pod's `requests.cpu` is 1000 m, so the default 80 % target is 0.8 × containerConcurrency
 //!   requests running per pod.
 //!
+//! - reserved instances (`policy.reserved_instances`) start whenever the desired scale is 0
+//!   (ready `cold_start` later, taking up to `containerConcurrency` requests), take work only
+//!   while no regular pod is ready, and leave once one is (after their last request). They
+//!   count in `pod_seconds` and `max_pods`, never in the desired scale.
+//!
 //! Reported: `requests` (arrivals), `p50_wait_ms`/`p99_wait_ms` (time queued in the gateway
 //! before a slot, over requests that got one), `pod_seconds` (pods existing, ready or not, during
 //! the trace), `max_pods` (most pods existing at once), `dropped` (refused by a full queue).
@@ -196,6 +201,8 @@ struct Sim<'a> {
     seq: u64,
     queue: DispatchQueue<u64>,
     pods: BTreeMap<PodId, PodState>,
+    /// Reserved instances, apart from the regular pods.
+    reserved: BTreeMap<PodId, PodState>,
     /// When each pod was asked for and when it became ready (the HPA's pod samples).
     pod_times: BTreeMap<PodId, (u64, Option<u64>)>,
     /// Request-microseconds each pod ran since the last sample (its cpu for the HPA class).
@@ -236,6 +243,7 @@ impl<'a> Sim<'a> {
             seq: 0,
             queue: DispatchQueue::new(policy.container_concurrency, config.queue_depth),
             pods: BTreeMap::new(),
+            reserved: BTreeMap::new(),
             pod_times: BTreeMap::new(),
             busy_area: BTreeMap::new(),
             next_pod: 0,
@@ -330,7 +338,7 @@ impl<'a> Sim<'a> {
             self.now = self.now.max(to);
             return;
         }
-        let pods = self.pods.len() as u128;
+        let pods = (self.pods.len() + self.reserved.len()) as u128;
         let within = u128::from(to.min(self.end).saturating_sub(from.min(self.end)));
         self.pod_micros += pods * within;
         let demand = u128::from(self.queue.in_flight()) + self.queue.queued() as u128;
@@ -391,6 +399,10 @@ impl<'a> Sim<'a> {
             self.start_request(arrived, slot.pod);
         }
         let idle = self.queue.pod(pod).is_some_and(|p| p.in_flight == 0);
+        if idle && self.reserved.get(&pod) == Some(&PodState::Draining) {
+            self.queue.remove_pod(pod);
+            self.reserved.remove(&pod);
+        }
         if idle && self.pods.get(&pod) == Some(&PodState::Draining) {
             self.queue.remove_pod(pod);
             self.pods.remove(&pod);
@@ -400,6 +412,16 @@ impl<'a> Sim<'a> {
     }
 
     fn pod_ready(&mut self, pod: PodId) {
+        if self.reserved.get(&pod) == Some(&PodState::Starting) {
+            self.reserved.insert(pod, PodState::Ready);
+            let limit = self.config.policy.container_concurrency;
+            let handed = self.queue.add_reserved_pod(pod, address(pod), limit);
+            for (arrived, slot) in handed {
+                self.start_request(arrived, slot.pod);
+            }
+            self.on_change(false);
+            return;
+        }
         if self.pods.get(&pod) != Some(&PodState::Starting) {
             return;
         }
@@ -407,12 +429,20 @@ impl<'a> Sim<'a> {
         if let Some(times) = self.pod_times.get_mut(&pod) {
             times.1 = Some(self.now);
         }
-        let port = u16::try_from(pod % 60_000).unwrap_or(0) + 1024;
-        let handed = self
-            .queue
-            .add_pod(pod, SocketAddr::from(([127, 0, 0, 1], port)));
+        let handed = self.queue.add_pod(pod, address(pod));
         for (arrived, slot) in handed {
             self.start_request(arrived, slot.pod);
+        }
+        // Hand-over: the reserved instances take no new work and leave after their last one.
+        let reserved: Vec<PodId> = self.reserved.keys().copied().collect();
+        for id in reserved {
+            let busy = self.queue.pod(id).is_some_and(|p| p.in_flight > 0);
+            if busy {
+                self.reserved.insert(id, PodState::Draining);
+            } else {
+                self.queue.remove_pod(id);
+                self.reserved.remove(&id);
+            }
         }
         self.on_change(false);
     }
@@ -580,6 +610,25 @@ impl<'a> Sim<'a> {
         }
         self.desired = Some(desired);
         self.timeline.desired.push((self.now, desired));
+        if desired == 0 {
+            let running = self
+                .reserved
+                .values()
+                .filter(|s| **s != PodState::Draining)
+                .count();
+            for _ in running..self.config.policy.reserved_instances as usize {
+                let id = self.next_pod;
+                self.next_pod += 1;
+                self.reserved.insert(id, PodState::Starting);
+                self.schedule(
+                    self.now + micros(self.config.cold_start),
+                    Event::PodReady(id),
+                );
+            }
+            self.max_pods = self
+                .max_pods
+                .max(u32::try_from(self.pods.len() + self.reserved.len()).unwrap_or(u32::MAX));
+        }
         let active: Vec<PodId> = self
             .pods
             .iter()
@@ -600,7 +649,7 @@ impl<'a> Sim<'a> {
             }
             self.max_pods = self
                 .max_pods
-                .max(u32::try_from(self.pods.len()).unwrap_or(u32::MAX));
+                .max(u32::try_from(self.pods.len() + self.reserved.len()).unwrap_or(u32::MAX));
             return;
         }
         let mut surplus = active.len() - want;
@@ -623,7 +672,10 @@ impl<'a> Sim<'a> {
             .collect();
         ready.sort_unstable();
         for (in_flight, id) in ready.into_iter().take(surplus) {
-            self.queue.drain_pod(id);
+            // A reserved instance on standby takes the waiters once no regular pod does.
+            for (arrived, slot) in self.queue.drain_pod(id) {
+                self.start_request(arrived, slot.pod);
+            }
             if in_flight == 0 {
                 self.queue.remove_pod(id);
                 self.pods.remove(&id);
@@ -633,6 +685,11 @@ impl<'a> Sim<'a> {
             }
         }
     }
+}
+
+fn address(pod: PodId) -> SocketAddr {
+    let port = u16::try_from(pod % 60_000).unwrap_or(0) + 1024;
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn micros(d: Duration) -> u64 {

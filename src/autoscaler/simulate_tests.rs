@@ -223,3 +223,29 @@ fn hpa_at_zero_starts_a_pod_for_the_first_request() {
     assert_eq!(timeline.desired_at(2.9), 0);
     assert_eq!(timeline.desired_at(3.0), 1);
 }
+
+#[test]
+fn a_reserved_instance_takes_the_first_request_after_idle_without_a_cold_start() {
+    let mut arrivals = vec![0; 30];
+    arrivals.push(1);
+    let mut config = SimConfig::new(Class::Precise, 10, arrivals);
+    config.policy.initial_scale = 0;
+    let cold = run_sim(&config);
+    assert_eq!(
+        cold.waits,
+        [2_000_000],
+        "a cold start without a reserved instance"
+    );
+    config.policy.reserved_instances = 1;
+    let sim = run_sim(&config);
+    assert_eq!(sim.waits, [0], "the reserved instance answers at once");
+    // The regular pod asked for at 30 s is ready at 32 s and the reserved instance leaves
+    // (its request ended at 30.1 s); it never counted in the desired scale.
+    assert!(!sim.reserved.contains_key(&0), "{:?}", sim.reserved);
+    assert_eq!(sim.timeline.desired_at(29.0), 0);
+    assert_eq!(sim.timeline.desired_at(30.0), 1);
+    // Back at zero after the 10 s scale-down delay: a new reserved instance (pod 2; pod 1 was
+    // the regular one).
+    assert_eq!(sim.timeline.desired_at(41.0), 0);
+    assert_eq!(sim.reserved.keys().copied().collect::<Vec<_>>(), [2]);
+}

@@ -139,14 +139,22 @@ fn render_revisions(revisions: &[RevisionStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "REVISIONS\n{:<16} {:<28} {:<8} {:>3} {:>6} {:>8} {:>9} {:>7}",
-        "NAMESPACE", "REVISION", "CLASS", "CC", "READY", "DESIRED", "INFLIGHT", "QUEUED"
+        "REVISIONS\n{:<16} {:<28} {:<8} {:>3} {:>6} {:>8} {:>9} {:>7} {:>9}",
+        "NAMESPACE",
+        "REVISION",
+        "CLASS",
+        "CC",
+        "READY",
+        "DESIRED",
+        "INFLIGHT",
+        "QUEUED",
+        "RESERVED"
     );
     for r in revisions {
         let class = r.class.split('.').next().unwrap_or(&r.class);
         let _ = writeln!(
             out,
-            "{:<16} {:<28} {:<8} {:>3} {:>6} {:>8} {:>9} {:>7}",
+            "{:<16} {:<28} {:<8} {:>3} {:>6} {:>8} {:>9} {:>7} {:>9}",
             r.namespace,
             r.revision,
             class,
@@ -154,8 +162,21 @@ fn render_revisions(revisions: &[RevisionStatus]) -> String {
             r.ready_pods,
             r.desired_pods,
             r.in_flight,
-            r.queued
+            r.queued,
+            r.reserved_pods
         );
+        for pod in r.pods.iter().filter(|p| p.reserved) {
+            let state = if pod.accepting {
+                "taking work"
+            } else {
+                "handed over, finishing"
+            };
+            let _ = writeln!(
+                out,
+                "  reserved pod {} ({state}, {} in flight)",
+                pod.id, pod.in_flight
+            );
+        }
         if let Some(reason) = &r.reason {
             let _ = writeln!(out, "  problem: {reason}");
         }

@@ -38,6 +38,10 @@ pub struct SimulateArgs {
     /// (0, or 1 for hpa as Knative's HPA class).
     #[arg(long)]
     pub min_scale: Option<u32>,
+    /// Reserved instances (`tidegate.dev/reserved-instances`): started whenever the desired
+    /// scale is 0, taking the first requests after idle until a regular pod is ready.
+    #[arg(long, default_value_t = 0)]
+    pub reserved_instances: u32,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +92,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let mut config = SimConfig::new(class, args.container_concurrency, arrivals);
     config.service_time = args.service_time;
     config.cold_start = args.cold_start;
+    config.policy.reserved_instances = args.reserved_instances;
     if let Some(min_scale) = args.min_scale {
         config.policy.min_scale = min_scale;
     }

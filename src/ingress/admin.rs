@@ -51,6 +51,12 @@ pub struct RevisionStatus {
     pub desired_pods: u32,
     pub in_flight: u64,
     pub queued: u64,
+    /// Reserved instances taking work (not counted in `ready_pods`).
+    #[serde(default)]
+    pub reserved_pods: u32,
+    /// The reserved instances' resources where the annotation sets them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub reserved_resources: std::collections::BTreeMap<String, String>,
     pub pods: Vec<PodStatus>,
     /// Pod spec fields accepted and kept for Kubernetes mode that change nothing here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -63,6 +69,12 @@ pub struct PodStatus {
     pub id: String,
     pub address: String,
     pub in_flight: u32,
+    /// A reserved instance (`tidegate.dev/reserved-instances`).
+    #[serde(default)]
+    pub reserved: bool,
+    /// Taking new work (false while draining).
+    #[serde(default)]
+    pub accepting: bool,
     /// The HPA class's last samples (absent for other classes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_millicores: Option<f64>,
@@ -335,6 +347,15 @@ pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatu
                 desired_pods: r.desired(),
                 in_flight: counts.in_flight,
                 queued: counts.queued,
+                reserved_pods: u32::try_from(
+                    counts
+                        .pods
+                        .iter()
+                        .filter(|p| p.reserved && p.accepting)
+                        .count(),
+                )
+                .unwrap_or(u32::MAX),
+                reserved_resources: live.running.reserved_resources(),
                 ignored_locally: live.ignored_locally.clone(),
                 pods: counts
                     .pods
@@ -345,6 +366,8 @@ pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatu
                             id: format!("{}-{}", r.name, p.id),
                             address: p.address.to_string(),
                             in_flight: p.in_flight,
+                            reserved: p.reserved,
+                            accepting: p.accepting,
                             cpu_millicores: sample.and_then(|u| u.cpu_millicores),
                             memory_bytes: sample.map(|u| u.memory_bytes),
                             utilization_percent: sample.and_then(|u| u.utilization_percent),

@@ -274,9 +274,25 @@ impl Revision {
         self.changed.notify_one();
     }
 
+    /// A reserved instance is ready: it takes queued requests at once unless a regular pod
+    /// takes work (see [`queue`]), up to `limit` at a time.
+    pub fn reserved_pod_ready(&self, id: PodId, address: SocketAddr, limit: u32) {
+        {
+            let mut q = self.lock();
+            let handed = q.add_reserved_pod(id, address, limit);
+            Self::hand_over_all(&mut q, handed);
+        }
+        self.ever_ready.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
     /// A pod stops taking new work (scale down).
     pub fn pod_draining(&self, id: PodId) {
-        self.lock().drain_pod(id);
+        {
+            let mut q = self.lock();
+            let handed = q.drain_pod(id);
+            Self::hand_over_all(&mut q, handed);
+        }
         self.changed.notify_one();
     }
 
@@ -286,6 +302,8 @@ impl Revision {
         let before = demand(&q);
         q.integrate(before);
         q.remove_pod(id);
+        let handed = q.wake_standby();
+        Self::hand_over_all(&mut q, handed);
         drop(q);
         self.changed.notify_one();
     }

@@ -5,7 +5,11 @@
 //! - a pod never holds more than `container_concurrency` requests (0 = unlimited);
 //! - a request takes a slot at once only when nobody waits before it (FIFO);
 //! - the pod with the fewest requests in flight wins, ties broken round-robin;
-//! - excess waits in a queue of bounded depth and gets the first slot that frees up.
+//! - excess waits in a queue of bounded depth and gets the first slot that frees up;
+//! - a reserved instance (`tidegate.dev/reserved-instances`) takes work, up to its own limit,
+//!   only while no regular pod does: a regular pod that becomes ready drains every reserved
+//!   one at once, and a reserved one that becomes ready beside a regular pod takes nothing.
+//!   Reserved pods are not counted in [`DispatchQueue::ready_pods`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,6 +29,13 @@ pub struct PodSlots {
     pub in_flight: u32,
     /// False once the pod drains (scale down) or fails: it gets no new work.
     pub accepting: bool,
+    /// A reserved instance rather than a regular pod.
+    pub reserved: bool,
+    /// Requests it takes at once; 0 = unlimited.
+    pub limit: u32,
+    /// A reserved instance that became ready beside a regular pod: it takes work once no
+    /// regular pod does (a hand-over retires it for good instead).
+    pub standby: bool,
 }
 
 /// A slot granted on a pod.
@@ -111,19 +122,64 @@ impl<W> DispatchQueue<W> {
         Some((waiter, slot))
     }
 
-    /// A pod became ready. Returns the waiters it takes at once.
+    /// A pod became ready. Returns the waiters it takes at once. Every reserved instance
+    /// stops taking new work.
     pub fn add_pod(&mut self, id: PodId, address: SocketAddr) -> Vec<(W, Slot)> {
+        let limit = self.container_concurrency;
+        self.insert_pod(id, address, false, limit, true);
+        for pod in self.pods.iter_mut().filter(|p| p.reserved) {
+            pod.accepting = false;
+            pod.standby = false;
+        }
+        self.hand_all()
+    }
+
+    /// A reserved instance became ready, taking up to `limit` requests at once (0 =
+    /// unlimited). It takes work only while no regular pod does.
+    pub fn add_reserved_pod(
+        &mut self,
+        id: PodId,
+        address: SocketAddr,
+        limit: u32,
+    ) -> Vec<(W, Slot)> {
+        let alone = !self.regular_accepting();
+        self.insert_pod(id, address, true, limit, alone);
+        if let Some(pod) = self.pods.iter_mut().find(|p| p.id == id) {
+            pod.standby = !alone;
+        }
+        self.hand_all()
+    }
+
+    /// True when `id` is a reserved instance.
+    pub fn is_reserved(&self, id: PodId) -> bool {
+        self.pod(id).is_some_and(|p| p.reserved)
+    }
+
+    fn insert_pod(
+        &mut self,
+        id: PodId,
+        address: SocketAddr,
+        reserved: bool,
+        limit: u32,
+        accepting: bool,
+    ) {
         if let Some(p) = self.pods.iter_mut().find(|p| p.id == id) {
-            p.accepting = true;
+            p.accepting = accepting;
             p.address = address;
         } else {
             self.pods.push(PodSlots {
                 id,
                 address,
                 in_flight: 0,
-                accepting: true,
+                accepting,
+                reserved,
+                limit,
+                standby: false,
             });
         }
+    }
+
+    fn hand_all(&mut self) -> Vec<(W, Slot)> {
         let mut handed = Vec::new();
         while let Some(pair) = self.hand_over() {
             handed.push(pair);
@@ -131,11 +187,14 @@ impl<W> DispatchQueue<W> {
         handed
     }
 
-    /// Stops sending new work to a pod; its running requests finish.
-    pub fn drain_pod(&mut self, id: PodId) {
+    /// Stops sending new work to a pod; its running requests finish. Returns the waiters a
+    /// reserved instance on standby takes once no regular pod is left.
+    pub fn drain_pod(&mut self, id: PodId) -> Vec<(W, Slot)> {
         if let Some(p) = self.pods.iter_mut().find(|p| p.id == id) {
             p.accepting = false;
+            p.standby = false;
         }
+        self.wake_standby()
     }
 
     /// Forgets a pod (it exited). Returns the requests it still had in flight.
@@ -144,6 +203,23 @@ impl<W> DispatchQueue<W> {
             Some(i) => self.pods.remove(i).in_flight,
             None => 0,
         }
+    }
+
+    fn regular_accepting(&self) -> bool {
+        self.pods.iter().any(|p| !p.reserved && p.accepting)
+    }
+
+    /// Reserved instances on standby take work when no regular pod does (call after a pod
+    /// was removed without draining).
+    pub fn wake_standby(&mut self) -> Vec<(W, Slot)> {
+        if self.regular_accepting() || !self.pods.iter().any(|p| p.standby) {
+            return Vec::new();
+        }
+        for pod in self.pods.iter_mut().filter(|p| p.standby) {
+            pod.standby = false;
+            pod.accepting = true;
+        }
+        self.hand_all()
     }
 
     /// Requests running on pods.
@@ -156,9 +232,20 @@ impl<W> DispatchQueue<W> {
         self.waiting.len()
     }
 
-    /// Pods that take new work.
+    /// Regular pods that take new work (reserved instances are not counted).
     pub fn ready_pods(&self) -> usize {
-        self.pods.iter().filter(|p| p.accepting).count()
+        self.pods
+            .iter()
+            .filter(|p| p.accepting && !p.reserved)
+            .count()
+    }
+
+    /// Reserved instances that take new work.
+    pub fn reserved_ready(&self) -> usize {
+        self.pods
+            .iter()
+            .filter(|p| p.accepting && p.reserved)
+            .count()
     }
 
     pub fn pods(&self) -> &[PodSlots] {
@@ -174,12 +261,11 @@ impl<W> DispatchQueue<W> {
         if n == 0 {
             return None;
         }
-        let cc = self.container_concurrency;
         let mut best: Option<usize> = None;
         for k in 0..n {
             let i = (self.next_pod + k) % n;
             let p = &self.pods[i];
-            if !p.accepting || (cc > 0 && p.in_flight >= cc) {
+            if !p.accepting || (p.limit > 0 && p.in_flight >= p.limit) {
                 continue;
             }
             if best.is_none_or(|b| p.in_flight < self.pods[b].in_flight) {

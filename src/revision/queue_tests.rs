@@ -159,3 +159,81 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_reserved_instance_takes_work_alone_and_hands_over_to_the_first_regular_pod() {
+    // Regular pods take one request each, the reserved instance two.
+    let mut q = DispatchQueue::<&str>::new(1, 10);
+    q.enqueue("first").expect("room");
+    let handed = q.add_reserved_pod(9, addr(9), 2);
+    assert_eq!(
+        handed.len(),
+        1,
+        "the waiting request goes to the reserved instance at once"
+    );
+    assert_eq!(handed[0].1.pod, 9);
+    assert_eq!(
+        q.ready_pods(),
+        0,
+        "reserved instances are not counted as ready pods"
+    );
+    assert_eq!(q.reserved_ready(), 1);
+    assert_eq!(
+        q.try_acquire().map(|s| s.pod),
+        Some(9),
+        "its own limit of 2"
+    );
+    assert_eq!(q.try_acquire(), None);
+
+    // A regular pod is ready: new work goes only to it; the reserved one keeps its two.
+    let handed = q.add_pod(1, addr(1));
+    assert!(handed.is_empty());
+    assert_eq!(q.reserved_ready(), 0);
+    assert_eq!(
+        q.pod(9).map(|p| (p.in_flight, p.accepting)),
+        Some((2, false))
+    );
+    q.release(9);
+    assert_eq!(q.try_acquire().map(|s| s.pod), Some(1));
+    assert_eq!(
+        q.try_acquire(),
+        None,
+        "the reserved instance takes nothing new"
+    );
+    q.enqueue("waits").expect("room");
+    q.release(9);
+    assert_eq!(
+        q.queued(),
+        1,
+        "a slot freed on the reserved instance goes to nobody"
+    );
+    assert_eq!(q.remove_pod(9), 0);
+    assert_eq!(q.in_flight(), 1);
+}
+
+#[test]
+fn a_reserved_instance_ready_beside_a_regular_pod_stands_by_until_none_is_left() {
+    let mut q = DispatchQueue::<&str>::new(1, 10);
+    q.add_pod(1, addr(1));
+    assert!(q.add_reserved_pod(9, addr(9), 0).is_empty());
+    assert_eq!(
+        q.pod(9).map(|p| (p.accepting, p.standby)),
+        Some((false, true))
+    );
+    assert_eq!(q.try_acquire().map(|s| s.pod), Some(1));
+    q.enqueue("waits").expect("room");
+    // The regular pod drains (scale to zero): the standby instance takes the waiter.
+    let handed = q.drain_pod(1);
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].1.pod, 9);
+    assert_eq!(q.reserved_ready(), 1);
+    // A pod that disappears without draining wakes a standby one too.
+    let mut q = DispatchQueue::<&str>::new(1, 10);
+    q.add_pod(1, addr(1));
+    q.add_reserved_pod(9, addr(9), 1);
+    q.remove_pod(1);
+    q.enqueue("waits").expect("room");
+    assert!(q.hand_over().is_none(), "still on standby until told");
+    let handed = q.wake_standby();
+    assert_eq!(handed.len(), 1);
+}

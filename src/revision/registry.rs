@@ -37,6 +37,11 @@ pub trait RunningRevision: Send + Sync {
     fn pod_usage(&self) -> Vec<PodUsage> {
         Vec::new()
     }
+    /// The resources reserved instances run with (`tidegate.dev/reserved-instance-resources`
+    /// as written: `requests.cpu` → `100m`, …); empty when they use the template's.
+    fn reserved_resources(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::new()
+    }
 }
 
 /// One pod's last usage sample.

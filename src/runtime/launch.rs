@@ -51,18 +51,47 @@ impl RevisionLauncher for LocalLauncher {
         for sidecar in &mut spec.sidecars {
             sidecar.env.extend(contract.iter().cloned());
         }
+        let policy = policy(template);
+        // Reserved instances: the same pod with their own resources, in a pod set of their own.
+        let reserved = (policy.reserved_instances > 0).then(|| {
+            let mut reserved_spec = spec.clone();
+            if let Some(memory) = template
+                .scaling
+                .reserved_instance_resources
+                .as_ref()
+                .and_then(|r| r.limits_memory)
+            {
+                reserved_spec.memory_limit = Some(memory);
+            }
+            let limit = template
+                .scaling
+                .reserved_instance_concurrency
+                .unwrap_or(template.container_concurrency);
+            self.runtime.revision(
+                format!("{}/{}-reserved", revision.namespace, revision.name),
+                reserved_spec,
+                Arc::new(ReservedSink {
+                    revision: Arc::clone(revision),
+                    limit,
+                }) as Arc<dyn PodSink>,
+            )
+        });
         let pods = self.runtime.revision(
             format!("{}/{}", revision.namespace, revision.name),
             spec,
-            Arc::new(Sink(Arc::clone(revision))) as Arc<dyn PodSink>,
+            Arc::new(Sink {
+                revision: Arc::clone(revision),
+                reserved: reserved.clone(),
+            }) as Arc<dyn PodSink>,
         );
-        let policy = policy(template);
         revision.set_wake_step(wake_step(&policy));
         let stop = CancellationToken::new();
         let scaler = Arc::new(PodScaler {
             revision: Arc::clone(revision),
             pods: Arc::clone(&pods),
-            reserved: policy.reserved_instances,
+            reserved: reserved
+                .clone()
+                .map(|pods| (pods, policy.reserved_instances)),
             activation: ActivationScale::new(template.scaling.activation_scale),
         });
         let usage = Arc::new(Mutex::new(Vec::new()));
@@ -87,7 +116,18 @@ impl RevisionLauncher for LocalLauncher {
             Arc::clone(&revision.changed),
             stop.clone(),
         ));
-        Box::new(Running { pods, stop, usage })
+        Box::new(Running {
+            pods,
+            reserved,
+            reserved_resources: template
+                .scaling
+                .reserved_instance_resources
+                .as_ref()
+                .map(|r| r.written.clone())
+                .unwrap_or_default(),
+            stop,
+            usage,
+        })
     }
 }
 
@@ -330,6 +370,8 @@ pub const DEFAULT_HPA_CPU_PERCENT: f64 = 80.0;
 
 struct Running {
     pods: Arc<RevisionPods>,
+    reserved: Option<Arc<RevisionPods>>,
+    reserved_resources: std::collections::BTreeMap<String, String>,
     stop: CancellationToken,
     /// The HPA class's last samples, per pod.
     usage: Arc<Mutex<Vec<PodUsage>>>,
@@ -347,7 +389,19 @@ impl RunningRevision for Running {
     fn stop(&self) {
         self.stop.cancel();
         let pods = Arc::clone(&self.pods);
-        tokio::spawn(async move { pods.stop().await });
+        let reserved = self.reserved.clone();
+        tokio::spawn(async move {
+            match reserved {
+                Some(reserved) => {
+                    tokio::join!(pods.stop(), reserved.stop());
+                }
+                None => pods.stop().await,
+            }
+        });
+    }
+
+    fn reserved_resources(&self) -> std::collections::BTreeMap<String, String> {
+        self.reserved_resources.clone()
     }
 
     fn pod_usage(&self) -> Vec<PodUsage> {
@@ -423,21 +477,52 @@ impl DemandSource for HpaDemand {
     }
 }
 
-/// The revision's dispatch state, as the actuator reports pods to it.
-struct Sink(Arc<Revision>);
+/// The revision's dispatch state, as the actuator reports regular pods to it. A regular pod
+/// that is ready retires the reserved instances: dispatch stops sending them work at once
+/// (inside `pod_ready`) and their pod set is scaled to zero, so each finishes what it holds and
+/// stops.
+struct Sink {
+    revision: Arc<Revision>,
+    reserved: Option<Arc<RevisionPods>>,
+}
 
 impl PodSink for Sink {
     fn pod_ready(&self, id: PodId, address: SocketAddr) {
-        self.0.pod_ready(id, address);
+        self.revision.pod_ready(id, address);
+        if let Some(reserved) = &self.reserved {
+            reserved.scale(0);
+        }
     }
     fn pod_draining(&self, id: PodId) {
-        self.0.pod_draining(id);
+        self.revision.pod_draining(id);
     }
     fn pod_gone(&self, id: PodId) {
-        self.0.pod_gone(id);
+        self.revision.pod_gone(id);
     }
     fn pod_in_flight(&self, id: PodId) -> u32 {
-        self.0.pod_in_flight(id)
+        self.revision.pod_in_flight(id)
+    }
+}
+
+/// The revision's dispatch state, as the actuator reports reserved instances to it.
+struct ReservedSink {
+    revision: Arc<Revision>,
+    /// `tidegate.dev/reserved-instance-concurrency`.
+    limit: u32,
+}
+
+impl PodSink for ReservedSink {
+    fn pod_ready(&self, id: PodId, address: SocketAddr) {
+        self.revision.reserved_pod_ready(id, address, self.limit);
+    }
+    fn pod_draining(&self, id: PodId) {
+        self.revision.pod_draining(id);
+    }
+    fn pod_gone(&self, id: PodId) {
+        self.revision.pod_gone(id);
+    }
+    fn pod_in_flight(&self, id: PodId) -> u32 {
+        self.revision.pod_in_flight(id)
     }
 }
 
@@ -464,13 +549,14 @@ impl DemandSource for RevisionDemand {
     }
 }
 
-/// Applies decisions to the pods; reserved instances keep pods warm while the revision is at
-/// zero, and a scale-up from zero starts at least `activation` pods
+/// Applies decisions to the pods: at zero the reserved instances are started (they never
+/// count toward `desired`); a scale-up from zero starts at least `activation` pods
 /// (`autoscaling.knative.dev/activation-scale`).
 struct PodScaler {
     revision: Arc<Revision>,
     pods: Arc<RevisionPods>,
-    reserved: u32,
+    /// The reserved instances' pod set and how many run at zero.
+    reserved: Option<(Arc<RevisionPods>, u32)>,
     activation: ActivationScale,
 }
 
@@ -507,7 +593,12 @@ impl Scaler for PodScaler {
     fn scale(&self, desired: u32) {
         let desired = self.activation.apply(desired);
         self.revision.set_desired(desired);
-        self.pods.scale(desired.max(self.reserved));
+        self.pods.scale(desired);
+        if desired == 0
+            && let Some((reserved, count)) = &self.reserved
+        {
+            reserved.scale(*count);
+        }
     }
 }
 

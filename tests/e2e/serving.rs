@@ -787,3 +787,96 @@ async fn a_schedule_window_opening_during_the_test_warms_pods_before_any_request
     assert_eq!(warm["in_flight"], 0);
     assert_eq!(warm["queued"], 0);
 }
+
+/// A reserved instance runs while the revision is at zero, takes the first request at once,
+/// and is gone once a regular pod is ready; the latency of that first request is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_request_after_idle_goes_to_the_reserved_instance_which_then_hands_over() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let yaml = service(
+        "reserve",
+        &[
+            PRECISE,
+            ("autoscaling.knative.dev/initial-scale", "0"),
+            ("knative.aliyun.com/reserve-instance", "enable"),
+            ("tidegate.dev/reserved-instance-concurrency", "4"),
+        ],
+        1,
+        &["--delay", "1500ms"],
+        "",
+    )
+    .replace(
+        "knative.aliyun.com/reserve-instance: \"enable\"",
+        "knative.aliyun.com/reserve-instance: \"enable\"\n        tidegate.dev/reserved-instance-resources: '{requests: {cpu: 50m}, limits: {memory: 256Mi}}'",
+    );
+    let config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-autoscaler, namespace: knative-serving}\ndata:\n  allow-zero-initial-scale: \"true\"\n";
+    let dir = manifests(tmp.path(), &[("svc.yaml", &yaml), ("config.yaml", config)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let idle = wait_revision(&gw, "the reserved instance at zero", |r| {
+        r["service"] == "reserve" && r["reserved_pods"] == 1
+    })
+    .await;
+    assert_eq!(idle["ready_pods"], 0, "it is not a regular pod: {idle}");
+    assert_eq!(
+        idle["desired_pods"], 0,
+        "nor counted in the desired scale: {idle}"
+    );
+    assert_eq!(idle["reserved_resources"]["requests.cpu"], "50m", "{idle}");
+
+    let client = reqwest::Client::new();
+    let host = "reserve.default.example.com";
+    let started = tokio::time::Instant::now();
+    let first = {
+        let (client, gw_ingress) = (client.clone(), gw.ingress.clone());
+        tokio::spawn(async move {
+            let response = client
+                .get(format!("{gw_ingress}/first"))
+                .header("host", host)
+                .send()
+                .await
+                .expect("first request");
+            (response.status(), started.elapsed())
+        })
+    };
+    // The request runs on the reserved instance while a regular pod starts for it.
+    let holding = wait_revision(
+        &gw,
+        "the reserved instance holding the first request",
+        |r| {
+            r["service"] == "reserve"
+                && r["pods"].as_array().is_some_and(|pods| {
+                    pods.iter()
+                        .any(|p| p["reserved"] == true && p["in_flight"] == 1)
+                })
+        },
+    )
+    .await;
+    assert!(holding["desired_pods"].as_u64() >= Some(1), "{holding}");
+    let handed = wait_revision(&gw, "a regular pod taking over", |r| {
+        r["service"] == "reserve" && r["ready_pods"].as_u64() >= Some(1) && r["reserved_pods"] == 0
+    })
+    .await;
+    assert!(
+        handed["pods"].as_array().is_some_and(|pods| pods
+            .iter()
+            .all(|p| p["reserved"] == false || p["accepting"] == false)),
+        "{handed}"
+    );
+    // A second request goes to the regular pod.
+    let second = get(&client, &gw, host).await;
+    assert_eq!(second.status(), 200);
+    let (status, latency) = first.await.expect("first request task");
+    assert_eq!(status, 200);
+    println!(
+        "first request after idle, served by the reserved instance: {} ms (1500 ms of it is the pod's own delay)",
+        latency.as_millis()
+    );
+    // The reserved instance finished its request and is gone.
+    wait_revision(&gw, "the reserved instance gone", |r| {
+        r["service"] == "reserve"
+            && r["pods"]
+                .as_array()
+                .is_some_and(|pods| pods.iter().all(|p| p["reserved"] == false))
+    })
+    .await;
+}

@@ -57,6 +57,9 @@ pub(crate) fn template_fingerprint(template: &RevisionTemplate, name: Option<&st
         backlog_target,
         reserved_instances,
         // Written in the annotations, which are hashed.
+        reserved_instance_concurrency: _,
+        reserved_instance_resources: _,
+        // Written in the annotations, which are hashed.
         schedule: _,
         queue_depth,
         activation_scale,

@@ -59,8 +59,18 @@ pub const SCALE_TO_ZERO_RETENTION_ANNOTATION: &str =
 /// Template annotation: broker backlog (pending events) one pod is expected to absorb, an
 /// integer > 0 (default 10).
 pub const BACKLOG_TARGET_ANNOTATION: &str = "tidegate.dev/backlog-target";
-/// Template annotation: pods kept beyond what demand asks for, an integer ≥ 0 (default 0).
+/// Template annotation: reserved instances run while the revision is at zero and take the
+/// first request after idle, an integer ≥ 0 (default 0).
 pub const RESERVED_INSTANCES_ANNOTATION: &str = "tidegate.dev/reserved-instances";
+/// Alibaba Cloud Knative's spelling of one reserved instance: `enable`.
+pub const ALIYUN_RESERVE_INSTANCE_ANNOTATION: &str = "knative.aliyun.com/reserve-instance";
+/// Template annotation: the reserved instances' `requests`/`limits` (`cpu`, `memory`), a YAML
+/// or JSON object, in place of the serving container's.
+pub const RESERVED_INSTANCE_RESOURCES_ANNOTATION: &str = "tidegate.dev/reserved-instance-resources";
+/// Template annotation: requests one reserved instance takes at once, an integer ≥ 0 (0 =
+/// unlimited; default: the revision's `containerConcurrency`).
+pub const RESERVED_INSTANCE_CONCURRENCY_ANNOTATION: &str =
+    "tidegate.dev/reserved-instance-concurrency";
 /// Scheduled scaling windows: a YAML or JSON list of `{start, end, timezone, minScale,
 /// maxScale}`.
 pub const SCHEDULE_ANNOTATION: &str = "tidegate.dev/schedule";

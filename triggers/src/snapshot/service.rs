@@ -194,8 +194,15 @@ pub struct ScalingSpec {
     pub scale_to_zero_retention: Duration,
     /// Broker backlog one pod is expected to absorb.
     pub backlog_target: u32,
-    /// Pods kept beyond what demand asks for.
+    /// Reserved instances: run while the revision is at zero, take the first request after
+    /// idle, stop once a regular pod is ready, never count toward the desired scale.
     pub reserved_instances: u32,
+    /// Requests one reserved instance takes at once (`None`: the revision's
+    /// `containerConcurrency`; `Some(0)`: unlimited).
+    pub reserved_instance_concurrency: Option<u32>,
+    /// `tidegate.dev/reserved-instance-resources`, in place of the serving container's
+    /// resources on reserved instances.
+    pub reserved_instance_resources: Option<crate::snapshot::Resources>,
     /// `tidegate.dev/schedule`: windows that raise the floor and may lower the ceiling.
     pub schedule: Vec<crate::schedule::Window>,
     /// Requests queued per revision before more are refused.
@@ -270,6 +277,8 @@ impl ScalingSpec {
             },
             scale_to_zero_retention: DEFAULT_SCALE_TO_ZERO_RETENTION,
             window_set: false,
+            reserved_instance_concurrency: None,
+            reserved_instance_resources: None,
             backlog_target: DEFAULT_BACKLOG_TARGET,
             reserved_instances: DEFAULT_RESERVED_INSTANCES,
             schedule: Vec::new(),

@@ -25,7 +25,7 @@ use crate::snapshot::{
 };
 
 mod mask;
-mod quantity;
+pub(crate) mod quantity;
 
 /// Variables tidegate sets in the serving container (Knative reserves the same).
 const RESERVED_ENV: [&str; 4] = ["PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"];

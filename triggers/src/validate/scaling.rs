@@ -10,13 +10,14 @@ use super::knative::ServingConfig;
 use crate::duration::parse_go_duration;
 use crate::error::join_key;
 use crate::manifest::{
-    ACTIVATION_SCALE_ANNOTATION, AUTOSCALING_ANNOTATION_PREFIX, AUTOSCALING_CLASS_ANNOTATION,
-    AUTOSCALING_METRIC_ANNOTATION, AUTOSCALING_TARGET_ANNOTATION, BACKLOG_TARGET_ANNOTATION,
-    HPA_CLASS, INITIAL_SCALE_ANNOTATION, KPA_CLASS, MAX_SCALE_ANNOTATION, MIN_SCALE_ANNOTATION,
-    PANIC_THRESHOLD_PERCENTAGE_ANNOTATION, PANIC_WINDOW_PERCENTAGE_ANNOTATION, PRECISE_CLASS,
-    QUEUE_DEPTH_ANNOTATION, RESERVED_INSTANCES_ANNOTATION, SCALE_DOWN_DELAY_ANNOTATION,
-    SCALE_TO_ZERO_RETENTION_ANNOTATION, SCHEDULE_ANNOTATION, TARGET_UTILIZATION_ANNOTATION,
-    WINDOW_ANNOTATION,
+    ACTIVATION_SCALE_ANNOTATION, ALIYUN_RESERVE_INSTANCE_ANNOTATION, AUTOSCALING_ANNOTATION_PREFIX,
+    AUTOSCALING_CLASS_ANNOTATION, AUTOSCALING_METRIC_ANNOTATION, AUTOSCALING_TARGET_ANNOTATION,
+    BACKLOG_TARGET_ANNOTATION, HPA_CLASS, INITIAL_SCALE_ANNOTATION, KPA_CLASS,
+    MAX_SCALE_ANNOTATION, MIN_SCALE_ANNOTATION, PANIC_THRESHOLD_PERCENTAGE_ANNOTATION,
+    PANIC_WINDOW_PERCENTAGE_ANNOTATION, PRECISE_CLASS, QUEUE_DEPTH_ANNOTATION,
+    RESERVED_INSTANCE_CONCURRENCY_ANNOTATION, RESERVED_INSTANCE_RESOURCES_ANNOTATION,
+    RESERVED_INSTANCES_ANNOTATION, SCALE_DOWN_DELAY_ANNOTATION, SCALE_TO_ZERO_RETENTION_ANNOTATION,
+    SCHEDULE_ANNOTATION, TARGET_UTILIZATION_ANNOTATION, WINDOW_ANNOTATION,
 };
 use crate::schedule::Window;
 use crate::snapshot::{
@@ -73,9 +74,11 @@ const KNATIVE_KEYS: [&str; 13] = [
 ];
 
 /// The `tidegate.dev/*` keys of a revision template.
-const TIDEGATE_KEYS: [&str; 4] = [
+const TIDEGATE_KEYS: [&str; 6] = [
     BACKLOG_TARGET_ANNOTATION,
     RESERVED_INSTANCES_ANNOTATION,
+    RESERVED_INSTANCE_CONCURRENCY_ANNOTATION,
+    RESERVED_INSTANCE_RESOURCES_ANNOTATION,
     QUEUE_DEPTH_ANNOTATION,
     SCHEDULE_ANNOTATION,
 ];
@@ -192,6 +195,23 @@ pub(super) fn scaling_spec(
     if let Some(n) = reader.integer(RESERVED_INSTANCES_ANNOTATION, 0) {
         spec.reserved_instances = n;
     }
+    if let Some((key, value)) = reader.get(ALIYUN_RESERVE_INSTANCE_ANNOTATION) {
+        match value.trim() {
+            "enable" if !annotations.contains_key(RESERVED_INSTANCES_ANNOTATION) => {
+                spec.reserved_instances = 1;
+            }
+            "enable" => reader.fail(
+                key,
+                format!("set {RESERVED_INSTANCES_ANNOTATION} or this one, not both"),
+            ),
+            "disable" => {}
+            other => reader.fail(key, format!("expected enable or disable, found {other:?}")),
+        }
+    }
+    if let Some(n) = reader.integer(RESERVED_INSTANCE_CONCURRENCY_ANNOTATION, 0) {
+        spec.reserved_instance_concurrency = Some(n);
+    }
+    spec.reserved_instance_resources = reader.reserved_resources();
     if let Some(n) = reader.integer(QUEUE_DEPTH_ANNOTATION, 1usize) {
         spec.queue_depth = n;
     }
@@ -310,6 +330,83 @@ impl<'a> Reader<'a, '_, '_> {
             );
         }
         Some(metric)
+    }
+
+    /// `tidegate.dev/reserved-instance-resources`: `{requests: {cpu, memory}, limits: {cpu,
+    /// memory}}`, each problem located below the key.
+    fn reserved_resources(&mut self) -> Option<crate::snapshot::Resources> {
+        let (key, text) = self.get(RESERVED_INSTANCE_RESOURCES_ANNOTATION)?;
+        let base = join_key(self.field, key);
+        type Table = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+        let table: Table = match serde_saphyr::from_str(text) {
+            Ok(table) => table,
+            Err(error) => {
+                self.scope.error(
+                    base,
+                    format!(
+                        "expected a YAML or JSON object {{requests: {{cpu, memory}}, limits: \
+                         {{cpu, memory}}}}: {}",
+                        error.to_string().lines().next().unwrap_or_default()
+                    ),
+                );
+                self.ok = false;
+                return None;
+            }
+        };
+        let mut out = crate::snapshot::Resources::default();
+        let mut ok = true;
+        for (kind, map) in &table {
+            for (name, value) in map {
+                let at = format!("{base}.{kind}.{name}");
+                let text = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    other => {
+                        self.scope
+                            .error(at, format!("expected a quantity, found {other}"));
+                        ok = false;
+                        continue;
+                    }
+                };
+                let parsed = match name.as_str() {
+                    "cpu" => super::pod::quantity::cpu_millis(&text),
+                    "memory" => super::pod::quantity::bytes(&text),
+                    _ => Err("expected cpu or memory".to_owned()),
+                };
+                let slot = match (kind.as_str(), name.as_str()) {
+                    ("requests", "cpu") => &mut out.requests_cpu_millis,
+                    ("requests", "memory") => &mut out.requests_memory,
+                    ("limits", "cpu") => &mut out.limits_cpu_millis,
+                    ("limits", "memory") => &mut out.limits_memory,
+                    ("requests" | "limits", _) => {
+                        self.scope.error(at, "expected cpu or memory");
+                        ok = false;
+                        continue;
+                    }
+                    _ => {
+                        self.scope
+                            .error(format!("{base}.{kind}"), "expected requests or limits");
+                        ok = false;
+                        break;
+                    }
+                };
+                match parsed {
+                    Ok(value) => {
+                        *slot = Some(value);
+                        out.written.insert(format!("{kind}.{name}"), text);
+                    }
+                    Err(why) => {
+                        self.scope.error(at, why);
+                        ok = false;
+                    }
+                }
+            }
+        }
+        if !ok {
+            self.ok = false;
+            return None;
+        }
+        Some(out)
     }
 
     /// `tidegate.dev/schedule`: each window located as `…["tidegate.dev/schedule"][i].field`.

@@ -157,6 +157,8 @@ fn full_service() {
                 scale_down_delay: Duration::from_millis(500),
                 scale_to_zero_retention: Duration::from_secs(120),
                 window_set: true,
+                reserved_instance_concurrency: None,
+                reserved_instance_resources: None,
                 backlog_target: 25,
                 reserved_instances: 1,
                 queue_depth: 500,
@@ -529,6 +531,26 @@ fn rejected_annotations_name_their_key() {
             "integer of at least 0",
         ),
         ("tidegate.dev/queue-depth", "0", "integer of at least 1"),
+        (
+            "tidegate.dev/reserved-instances",
+            "two",
+            "integer of at least 0",
+        ),
+        (
+            "tidegate.dev/reserved-instance-concurrency",
+            "-2",
+            "integer of at least 0",
+        ),
+        (
+            "knative.aliyun.com/reserve-instance",
+            "yes",
+            "expected enable or disable",
+        ),
+        (
+            "tidegate.dev/reserved-instance-resources",
+            "[1, 2]",
+            "expected a YAML or JSON object",
+        ),
     ] {
         one_error(
             &annotated(&format!("{{{key}: \"{value}\"}}")),
@@ -748,5 +770,49 @@ fn fingerprint_follows_the_template_not_the_traffic() {
         base,
         fingerprint(&service_label),
         "nor the Service's own metadata"
+    );
+}
+
+#[test]
+fn reserved_instances_read_as_tidegate_and_alibaba_write_them() {
+    let template = |annotations: &str| {
+        valid(&[("s.yaml", &annotated(annotations))]).services[0]
+            .template
+            .scaling
+            .clone()
+    };
+    let aliyun = template("{knative.aliyun.com/reserve-instance: enable}");
+    assert_eq!(aliyun.reserved_instances, 1);
+    assert_eq!(aliyun.reserved_instance_concurrency, None);
+    let own = template(
+        "{tidegate.dev/reserved-instances: \"2\", tidegate.dev/reserved-instance-concurrency: \"4\", tidegate.dev/reserved-instance-resources: '{requests: {cpu: 100m, memory: 64Mi}, limits: {memory: 128Mi}}'}",
+    );
+    assert_eq!(own.reserved_instances, 2);
+    assert_eq!(own.reserved_instance_concurrency, Some(4));
+    let resources = own.reserved_instance_resources.expect("resources");
+    assert_eq!(resources.requests_cpu_millis, Some(100));
+    assert_eq!(resources.requests_memory, Some(64 << 20));
+    assert_eq!(resources.limits_memory, Some(128 << 20));
+    assert_eq!(
+        resources.written.get("requests.cpu").map(String::as_str),
+        Some("100m")
+    );
+
+    one_error(
+        &annotated("{tidegate.dev/reserved-instance-resources: '{requests: {cpu: lots}}'}"),
+        0,
+        &format!(
+            "{}.requests.cpu",
+            annotation_field("tidegate.dev/reserved-instance-resources")
+        ),
+        "",
+    );
+    one_error(
+        &annotated(
+            "{knative.aliyun.com/reserve-instance: enable, tidegate.dev/reserved-instances: \"1\"}",
+        ),
+        0,
+        &annotation_field("knative.aliyun.com/reserve-instance"),
+        "not both",
     );
 }

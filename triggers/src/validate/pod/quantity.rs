@@ -49,12 +49,12 @@ fn value(text: &str) -> Result<f64, String> {
 }
 
 /// A CPU quantity in millicores, rounded up (`0.5` and `500m` are 500).
-pub(super) fn cpu_millis(text: &str) -> Result<u64, String> {
+pub(crate) fn cpu_millis(text: &str) -> Result<u64, String> {
     to_u64(value(text)? * 1000.0, text)
 }
 
 /// A size in bytes, rounded up (`128Mi` is 134 217 728).
-pub(super) fn bytes(text: &str) -> Result<u64, String> {
+pub(crate) fn bytes(text: &str) -> Result<u64, String> {
     to_u64(value(text)?, text)
 }
 
