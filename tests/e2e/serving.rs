@@ -880,3 +880,59 @@ async fn the_first_request_after_idle_goes_to_the_reserved_instance_which_then_h
     })
     .await;
 }
+
+/// The coffee demo of README, on the real `deploy/local/`: outside its schedule window a
+/// reserved instance answers the first request and hands over to a regular pod; inside it
+/// two regular pods are warm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coffee_demo_runs_as_the_readme_says() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local");
+    let text = std::fs::read_to_string(local.join("service-coffee.yaml")).expect("coffee");
+    let schedule: String = text
+        .lines()
+        .skip_while(|l| !l.contains("tidegate.dev/schedule"))
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with('-'))
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    let windows = triggers::schedule::parse(&schedule).expect("the demo's schedule parses");
+    let gw = Gateway::start(&local, &tmp.path().join("data"), &[]).await;
+    let host = "coffee.default.example.com";
+    let client = reqwest::Client::new();
+    if windows.iter().any(|w| w.is_open(jiff::Timestamp::now())) {
+        wait_revision(&gw, "the morning rush's two warm pods", |r| {
+            r["service"] == "coffee" && r["ready_pods"] == 2
+        })
+        .await;
+        assert_eq!(get(&client, &gw, host).await.status(), 200);
+        return;
+    }
+    wait_revision(&gw, "coffee's reserved instance", |r| {
+        r["service"] == "coffee" && r["reserved_pods"] == 1 && r["ready_pods"] == 0
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let response = get(&client, &gw, host).await;
+    assert_eq!(response.status(), 200);
+    println!(
+        "coffee: first request after idle answered in {} ms (200 ms of it brewing)",
+        started.elapsed().as_millis()
+    );
+    wait_revision(&gw, "a regular coffee pod, the reserved one gone", |r| {
+        r["service"] == "coffee"
+            && r["ready_pods"] == 1
+            && r["pods"]
+                .as_array()
+                .is_some_and(|pods| pods.iter().all(|p| p["reserved"] == false))
+    })
+    .await;
+    let status = tokio::process::Command::new(bin())
+        .args(["status", "--admin", &gw.admin])
+        .output()
+        .await
+        .expect("tidegate status");
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(table.contains("RESERVED"), "{table}");
+    assert!(table.lines().any(|l| l.contains("coffee-00001")), "{table}");
+}
