@@ -617,17 +617,8 @@ impl<'a> Sim<'a> {
                 .filter(|s| **s != PodState::Draining)
                 .count();
             for _ in running..self.config.policy.reserved_instances as usize {
-                let id = self.next_pod;
-                self.next_pod += 1;
-                self.reserved.insert(id, PodState::Starting);
-                self.schedule(
-                    self.now + micros(self.config.cold_start),
-                    Event::PodReady(id),
-                );
+                self.start_pod(true);
             }
-            self.max_pods = self
-                .max_pods
-                .max(u32::try_from(self.pods.len() + self.reserved.len()).unwrap_or(u32::MAX));
         }
         let active: Vec<PodId> = self
             .pods
@@ -638,18 +629,8 @@ impl<'a> Sim<'a> {
         let want = desired as usize;
         if want > active.len() {
             for _ in active.len()..want {
-                let id = self.next_pod;
-                self.next_pod += 1;
-                self.pods.insert(id, PodState::Starting);
-                self.pod_times.insert(id, (self.now, None));
-                self.schedule(
-                    self.now + micros(self.config.cold_start),
-                    Event::PodReady(id),
-                );
+                self.start_pod(false);
             }
-            self.max_pods = self
-                .max_pods
-                .max(u32::try_from(self.pods.len() + self.reserved.len()).unwrap_or(u32::MAX));
             return;
         }
         let mut surplus = active.len() - want;
@@ -684,6 +665,28 @@ impl<'a> Sim<'a> {
                 self.pods.insert(id, PodState::Draining);
             }
         }
+    }
+}
+
+impl Sim<'_> {
+    /// Asks for one pod (a reserved instance when `reserved`), ready a cold start from now.
+    fn start_pod(&mut self, reserved: bool) {
+        let id = self.next_pod;
+        self.next_pod += 1;
+        if reserved {
+            self.reserved.insert(id, PodState::Starting);
+        } else {
+            self.pods.insert(id, PodState::Starting);
+            self.pod_times.insert(id, (self.now, None));
+        }
+        self.schedule(
+            self.now + micros(self.config.cold_start),
+            Event::PodReady(id),
+        );
+        let existing = self.pods.len() + self.reserved.len();
+        self.max_pods = self
+            .max_pods
+            .max(u32::try_from(existing).unwrap_or(u32::MAX));
     }
 }
 

@@ -70,9 +70,9 @@ impl RevisionLauncher for LocalLauncher {
             self.runtime.revision(
                 format!("{}/{}-reserved", revision.namespace, revision.name),
                 reserved_spec,
-                Arc::new(ReservedSink {
+                Arc::new(Sink {
                     revision: Arc::clone(revision),
-                    limit,
+                    role: Role::Reserved { limit },
                 }) as Arc<dyn PodSink>,
             )
         });
@@ -81,7 +81,7 @@ impl RevisionLauncher for LocalLauncher {
             spec,
             Arc::new(Sink {
                 revision: Arc::clone(revision),
-                reserved: reserved.clone(),
+                role: Role::Regular(reserved.clone()),
             }) as Arc<dyn PodSink>,
         );
         revision.set_wake_step(wake_step(&policy));
@@ -483,37 +483,28 @@ impl DemandSource for HpaDemand {
 /// stops.
 struct Sink {
     revision: Arc<Revision>,
-    reserved: Option<Arc<RevisionPods>>,
+    role: Role,
+}
+
+/// Which pod set a [`Sink`] reports.
+enum Role {
+    /// Regular pods; the reserved instances' pod set, if any, to retire.
+    Regular(Option<Arc<RevisionPods>>),
+    /// Reserved instances, taking `tidegate.dev/reserved-instance-concurrency` requests each.
+    Reserved { limit: u32 },
 }
 
 impl PodSink for Sink {
     fn pod_ready(&self, id: PodId, address: SocketAddr) {
-        self.revision.pod_ready(id, address);
-        if let Some(reserved) = &self.reserved {
-            reserved.scale(0);
+        match &self.role {
+            Role::Regular(reserved) => {
+                self.revision.pod_ready(id, address);
+                if let Some(reserved) = reserved {
+                    reserved.scale(0);
+                }
+            }
+            Role::Reserved { limit } => self.revision.reserved_pod_ready(id, address, *limit),
         }
-    }
-    fn pod_draining(&self, id: PodId) {
-        self.revision.pod_draining(id);
-    }
-    fn pod_gone(&self, id: PodId) {
-        self.revision.pod_gone(id);
-    }
-    fn pod_in_flight(&self, id: PodId) -> u32 {
-        self.revision.pod_in_flight(id)
-    }
-}
-
-/// The revision's dispatch state, as the actuator reports reserved instances to it.
-struct ReservedSink {
-    revision: Arc<Revision>,
-    /// `tidegate.dev/reserved-instance-concurrency`.
-    limit: u32,
-}
-
-impl PodSink for ReservedSink {
-    fn pod_ready(&self, id: PodId, address: SocketAddr) {
-        self.revision.reserved_pod_ready(id, address, self.limit);
     }
     fn pod_draining(&self, id: PodId) {
         self.revision.pod_draining(id);
