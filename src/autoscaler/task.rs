@@ -196,7 +196,11 @@ async fn run_hpa(
         };
         let policy = policy.at(jiff::Timestamp::now());
         let hpa_policy = policy.hpa();
-        let pods = source.pod_samples(now);
+        // Sampling reads /proc: off the async threads.
+        let sampler = Arc::clone(&source);
+        let pods = tokio::task::spawn_blocking(move || sampler.pod_samples(now))
+            .await
+            .unwrap_or_default();
         let current = applier.last.unwrap_or(initial);
         let demand = source.demand();
         let decided = hpa.decide(now, &pods, current, demand, &hpa_policy);

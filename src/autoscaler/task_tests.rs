@@ -13,6 +13,8 @@ struct FakeSource {
     demand: Mutex<Demand>,
     ready: AtomicU32,
     total: AtomicU64,
+    /// The HPA class: every ready pod's usage.
+    usage: Mutex<Option<f64>>,
 }
 
 impl FakeSource {
@@ -36,6 +38,18 @@ impl DemandSource for FakeSource {
     }
     fn requests_total(&self) -> u64 {
         self.total.load(Ordering::SeqCst)
+    }
+    fn pod_samples(&self, now: Instant) -> Vec<PodSample> {
+        let usage = self.usage.lock().map(|u| *u).unwrap_or_default();
+        let long_ago = now.checked_sub(Duration::from_secs(600)).unwrap_or(now);
+        (0..self.ready.load(Ordering::SeqCst))
+            .map(|_| PodSample {
+                ready: true,
+                started: long_ago,
+                ready_changed: long_ago,
+                usage: usage.map(|u| (u, now)),
+            })
+            .collect()
     }
 }
 
@@ -219,4 +233,43 @@ async fn kpa_backlog_wants_pods_too() {
     sleep(ms(2_100)).await;
     assert_eq!(h.scaler.last(), Some(5));
     h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn hpa_samples_every_second_scales_on_usage_and_goes_to_zero_after_its_window() {
+    let h = start(Policy {
+        min_scale: 0,
+        ..Policy::hpa_cpu(1000.0, 50.0)
+    });
+    // One pod at 1000 m against a 500 m target: two pods on the first sample.
+    h.source.ready.store(1, Ordering::SeqCst);
+    if let Ok(mut u) = h.source.usage.lock() {
+        *u = Some(1000.0);
+    }
+    h.source.set(3, 0, 0);
+    sleep(ms(1_500)).await;
+    assert_eq!(h.scaler.calls(), [(ms(0), 1), (ms(1_000), 2)]);
+
+    // Idle: the 300 s scale-down window keeps two pods, then zero (min-scale 0).
+    h.source.ready.store(2, Ordering::SeqCst);
+    if let Ok(mut u) = h.source.usage.lock() {
+        *u = Some(0.0);
+    }
+    h.source.set(0, 0, 0);
+    sleep(ms(250_000)).await;
+    assert_eq!(h.scaler.last(), Some(2), "held by the stabilization window");
+    sleep(ms(60_000)).await;
+    assert_eq!(h.scaler.last(), Some(0));
+
+    // At zero a request wants a pod at once, without waiting for a sample.
+    h.source.ready.store(0, Ordering::SeqCst);
+    sleep(ms(500)).await;
+    h.source.set(0, 1, 0);
+    let before = h.scaler.calls().len();
+    h.changed.notify_one();
+    sleep(ms(1)).await;
+    assert_eq!(h.scaler.calls().len(), before + 1);
+    assert_eq!(h.scaler.last(), Some(1));
+    h.stop.cancel();
+    assert!(h.handle.await.is_ok());
 }
