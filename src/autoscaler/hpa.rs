@@ -260,14 +260,16 @@ impl Hpa {
             let stabilized = self.stabilize(now, recommendation, current, policy);
             let limited = self.rate_limit(now, stabilized, current, policy);
             let mut desired = self.bound(limited, policy);
-            if desired == 0 {
-                // To zero only once no request was held for a whole scale-down window.
-                let quiet = self
-                    .idle_since
-                    .is_some_and(|since| since + policy.scale_down.stabilization <= now);
-                if !quiet {
-                    desired = 1;
-                }
+            // To zero only once no request was held for a whole scale-down window, and then
+            // whatever the usage says: an idle process still uses memory and a few ticks of
+            // cpu, which would keep a recommendation of one pod forever.
+            let quiet = self
+                .idle_since
+                .is_some_and(|since| since + policy.scale_down.stabilization <= now);
+            if policy.min_scale == 0 && quiet {
+                desired = 0;
+            } else if desired == 0 {
+                desired = 1;
             }
             desired
         };

@@ -50,6 +50,11 @@ pub trait DemandSource: Send + Sync {
     fn pod_samples(&self, _now: Instant) -> Vec<PodSample> {
         Vec::new()
     }
+    /// The pod count last asked of the actuator, when the source knows it (after
+    /// `activation-scale` raised a decision).
+    fn applied_scale(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Runs the autoscaler of one revision until `stop` is cancelled.
@@ -196,12 +201,17 @@ async fn run_hpa(
         };
         let policy = policy.at(jiff::Timestamp::now());
         let hpa_policy = policy.hpa();
-        // Sampling reads /proc: off the async threads.
+        // Sampling reads /proc: off the async threads, timed where it reads.
         let sampler = Arc::clone(&source);
-        let pods = tokio::task::spawn_blocking(move || sampler.pod_samples(now))
+        let pods = tokio::task::spawn_blocking(move || sampler.pod_samples(Instant::now()))
             .await
             .unwrap_or_default();
-        let current = applier.last.unwrap_or(initial);
+        let now = now.max(Instant::now());
+        // The scale in force, which activation-scale may have raised above the decision.
+        let current = source
+            .applied_scale()
+            .unwrap_or_else(|| applier.last.unwrap_or(initial));
+        applier.last = Some(current);
         let demand = source.demand();
         let decided = hpa.decide(now, &pods, current, demand, &hpa_policy);
         let backlog = policy.bound(backlog_pods(demand.backlog, &policy));

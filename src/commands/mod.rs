@@ -168,6 +168,8 @@ fn render_revisions(revisions: &[RevisionStatus]) -> String {
         for pod in r.pods.iter().filter(|p| p.reserved) {
             let state = if pod.accepting {
                 "taking work"
+            } else if pod.standby {
+                "standing by"
             } else {
                 "handed over, finishing"
             };

@@ -75,6 +75,9 @@ pub struct PodStatus {
     /// Taking new work (false while draining).
     #[serde(default)]
     pub accepting: bool,
+    /// A reserved instance that takes work once no regular pod does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
     /// The HPA class's last samples (absent for other classes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_millicores: Option<f64>,
@@ -368,6 +371,7 @@ pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatu
                             in_flight: p.in_flight,
                             reserved: p.reserved,
                             accepting: p.accepting,
+                            standby: p.standby,
                             cpu_millicores: sample.and_then(|u| u.cpu_millicores),
                             memory_bytes: sample.map(|u| u.memory_bytes),
                             utilization_percent: sample.and_then(|u| u.utilization_percent),

@@ -53,6 +53,7 @@ impl RevisionLauncher for LocalLauncher {
         }
         let policy = policy(template);
         // Reserved instances: the same pod with their own resources, in a pod set of their own.
+        let regular_pods = Arc::new(std::sync::OnceLock::new());
         let reserved = (policy.reserved_instances > 0).then(|| {
             let mut reserved_spec = spec.clone();
             if let Some(memory) = template
@@ -72,7 +73,10 @@ impl RevisionLauncher for LocalLauncher {
                 reserved_spec,
                 Arc::new(Sink {
                     revision: Arc::clone(revision),
-                    role: Role::Reserved { limit },
+                    role: Role::Reserved {
+                        limit,
+                        regular: Arc::clone(&regular_pods),
+                    },
                 }) as Arc<dyn PodSink>,
             )
         });
@@ -84,6 +88,7 @@ impl RevisionLauncher for LocalLauncher {
                 role: Role::Regular(reserved.clone()),
             }) as Arc<dyn PodSink>,
         );
+        let _ = regular_pods.set(Arc::clone(&pods));
         revision.set_wake_step(wake_step(&policy));
         let stop = CancellationToken::new();
         let scaler = Arc::new(PodScaler {
@@ -436,6 +441,10 @@ impl DemandSource for HpaDemand {
         self.revision.requests_total()
     }
 
+    fn applied_scale(&self) -> Option<u32> {
+        Some(self.revision.0.desired())
+    }
+
     fn pod_samples(&self, now: tokio::time::Instant) -> Vec<PodSample> {
         let states = self.pods.pod_states();
         let groups: Vec<u32> = states.iter().filter_map(|p| p.pid).collect();
@@ -490,8 +499,12 @@ struct Sink {
 enum Role {
     /// Regular pods; the reserved instances' pod set, if any, to retire.
     Regular(Option<Arc<RevisionPods>>),
-    /// Reserved instances, taking `tidegate.dev/reserved-instance-concurrency` requests each.
-    Reserved { limit: u32 },
+    /// Reserved instances, taking `tidegate.dev/reserved-instance-concurrency` requests each;
+    /// the regular pods (set once both exist), whose last pod waits for a reserved instance.
+    Reserved {
+        limit: u32,
+        regular: Arc<std::sync::OnceLock<Arc<RevisionPods>>>,
+    },
 }
 
 impl PodSink for Sink {
@@ -499,11 +512,23 @@ impl PodSink for Sink {
         match &self.role {
             Role::Regular(reserved) => {
                 self.revision.pod_ready(id, address);
-                if let Some(reserved) = reserved {
+                // Only while the class wants pods: a pod that turns ready just after a
+                // decision of 0 must not retire the reserved instances that decision started.
+                if let Some(reserved) = reserved
+                    && self.revision.desired() > 0
+                {
                     reserved.scale(0);
                 }
             }
-            Role::Reserved { limit } => self.revision.reserved_pod_ready(id, address, *limit),
+            Role::Reserved { limit, regular } => {
+                self.revision.reserved_pod_ready(id, address, *limit);
+                // At zero, the last regular pod stayed until now (see PodScaler).
+                if self.revision.desired() == 0
+                    && let Some(regular) = regular.get()
+                {
+                    regular.scale(0);
+                }
+            }
         }
     }
     fn pod_draining(&self, id: PodId) {
@@ -584,11 +609,19 @@ impl Scaler for PodScaler {
     fn scale(&self, desired: u32) {
         let desired = self.activation.apply(desired);
         self.revision.set_desired(desired);
-        self.pods.scale(desired);
-        if desired == 0
-            && let Some((reserved, count)) = &self.reserved
-        {
-            reserved.scale(*count);
+        match &self.reserved {
+            Some((reserved, count)) if desired == 0 => {
+                reserved.scale(*count);
+                // No gap at zero: the last ready regular pod stays until a reserved instance
+                // is ready to take over (its sink then scales the regular pods to 0).
+                let hand_back = reserved.status().ready == 0 && self.pods.status().ready > 0;
+                self.pods.scale(u32::from(hand_back));
+                if hand_back && reserved.status().ready > 0 {
+                    // It turned ready meanwhile, and its sink may have looked before.
+                    self.pods.scale(0);
+                }
+            }
+            _ => self.pods.scale(desired),
         }
     }
 }

@@ -230,6 +230,7 @@ pub(super) fn scaling_spec(
             ),
         );
     }
+    reader.warn_reserved(&spec);
     reader.warn_unknown();
     reader.ok.then_some(spec)
 }
@@ -332,6 +333,49 @@ impl<'a> Reader<'a, '_, '_> {
         Some(metric)
     }
 
+    /// Reserved-instance settings that would change nothing.
+    fn warn_reserved(&mut self, spec: &ScalingSpec) {
+        let field = self.field;
+        if spec.reserved_instances == 0 {
+            for key in [
+                RESERVED_INSTANCE_CONCURRENCY_ANNOTATION,
+                RESERVED_INSTANCE_RESOURCES_ANNOTATION,
+            ] {
+                if self.annotations.contains_key(key) {
+                    self.scope.warn(
+                        join_key(field, key),
+                        format!(
+                            "ignored: no reserved instance ({RESERVED_INSTANCES_ANNOTATION} is 0)"
+                        ),
+                    );
+                }
+            }
+        } else if spec.min_scale > 0 {
+            let key = if self.annotations.contains_key(RESERVED_INSTANCES_ANNOTATION) {
+                RESERVED_INSTANCES_ANNOTATION
+            } else {
+                ALIYUN_RESERVE_INSTANCE_ANNOTATION
+            };
+            self.scope.warn(
+                join_key(field, key),
+                format!(
+                    "reserved instances run only while the revision is at zero, and min-scale {} \
+                     keeps it above zero",
+                    spec.min_scale
+                ),
+            );
+        }
+        for key in self.annotations.keys() {
+            if key.starts_with("knative.aliyun.com/reserve-instance-") {
+                self.scope.warn(
+                    join_key(field, key),
+                    "not read by tidegate (reserved instances use \
+                     tidegate.dev/reserved-instance-resources and -concurrency)",
+                );
+            }
+        }
+    }
+
     /// `tidegate.dev/reserved-instance-resources`: `{requests: {cpu, memory}, limits: {cpu,
     /// memory}}`, each problem located below the key.
     fn reserved_resources(&mut self) -> Option<crate::snapshot::Resources> {
@@ -400,6 +444,20 @@ impl<'a> Reader<'a, '_, '_> {
                         ok = false;
                     }
                 }
+            }
+        }
+        for (limit, request, name) in [
+            (out.limits_cpu_millis, out.requests_cpu_millis, "cpu"),
+            (out.limits_memory, out.requests_memory, "memory"),
+        ] {
+            if let (Some(limit), Some(request)) = (limit, request)
+                && request > limit
+            {
+                self.scope.error(
+                    format!("{base}.requests.{name}"),
+                    format!("must be at most limits.{name}"),
+                );
+                ok = false;
             }
         }
         if !ok {

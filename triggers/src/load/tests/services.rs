@@ -27,7 +27,7 @@ spec:
         autoscaling.knative.dev/metric: rps
         autoscaling.knative.dev/target: "12.5"
         autoscaling.knative.dev/target-utilization-percentage: "80"
-        autoscaling.knative.dev/minScale: "1"
+        autoscaling.knative.dev/minScale: "0"
         autoscaling.knative.dev/max-scale: "8"
         autoscaling.knative.dev/initial-scale: "2"
         autoscaling.knative.dev/window: 1m30s
@@ -148,7 +148,7 @@ fn full_service() {
                 metric: ScalingMetric::Rps,
                 target: Some(12.5),
                 target_utilization: 0.8,
-                min_scale: 1,
+                min_scale: 0,
                 max_scale: Some(8),
                 initial_scale: 2,
                 window: Duration::from_secs(90),
@@ -740,7 +740,7 @@ fn fingerprint_follows_the_template_not_the_traffic() {
         ("app: billing", "app: billing2"),
         ("target: \"12.5\"", "target: \"12.6\""),
         ("percentage: \"80\"", "percentage: \"81\""),
-        ("minScale: \"1\"", "minScale: \"2\""),
+        ("minScale: \"0\"", "minScale: \"2\""),
         ("window: 1m30s", "window: 1m31s"),
         ("delay: 500ms", "delay: 501ms"),
         ("queue-depth: \"500\"", "queue-depth: \"501\""),
@@ -814,5 +814,53 @@ fn reserved_instances_read_as_tidegate_and_alibaba_write_them() {
         0,
         &annotation_field("knative.aliyun.com/reserve-instance"),
         "not both",
+    );
+}
+
+#[test]
+fn reserved_instance_settings_that_change_nothing_warn() {
+    let warnings = |annotations: &str| {
+        valid(&[("s.yaml", &annotated(annotations))])
+            .warnings
+            .into_iter()
+            .map(|w| format!("{} {}", w.field, w.reason))
+            .collect::<Vec<_>>()
+    };
+    let above_zero = warnings(
+        "{tidegate.dev/reserved-instances: \"1\", autoscaling.knative.dev/min-scale: \"2\"}",
+    );
+    assert!(
+        above_zero
+            .iter()
+            .any(|w| w.contains("tidegate.dev/reserved-instances") && w.contains("min-scale 2")),
+        "{above_zero:?}"
+    );
+    let unused = warnings(
+        "{tidegate.dev/reserved-instance-concurrency: \"3\", knative.aliyun.com/reserve-instance-type: ecs}",
+    );
+    assert!(
+        unused
+            .iter()
+            .any(|w| w.contains("reserved-instance-concurrency")
+                && w.contains("no reserved instance")),
+        "{unused:?}"
+    );
+    assert!(
+        unused
+            .iter()
+            .any(|w| w.contains("knative.aliyun.com/reserve-instance-type")
+                && w.contains("not read")),
+        "{unused:?}"
+    );
+    one_error(
+        &annotated(
+            "{tidegate.dev/reserved-instances: \"1\", tidegate.dev/reserved-instance-resources: '{requests: {memory: 1Gi}, limits: {memory: 64Mi}}'}",
+        ),
+        0,
+        &format!(
+            "{}.requests.memory",
+            annotation_field("tidegate.dev/reserved-instance-resources")
+        ),
+        "at most limits.memory",
     );
 }
