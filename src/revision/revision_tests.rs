@@ -200,3 +200,128 @@ async fn average_concurrency_is_time_weighted() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rev.average_concurrency(), 0.0);
 }
+
+/// Many clients on real threads acquire, hold, time out and give up while pods (regular and
+/// reserved) become ready, drain and disappear: no pod ever holds more than its limit, and in
+/// flight and queued return to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accounting_stays_exact_under_concurrent_clients_cancellations_and_pod_changes() {
+    use rand::{Rng as _, SeedableRng as _};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const CC: u32 = 3;
+    const RESERVED_LIMIT: u32 = 5;
+    let rev = revision(CC, 64);
+    // What the test saw sent to each pod right now, and each pod's limit.
+    let on_pod: Arc<Mutex<HashMap<PodId, (u32, u32)>>> = Arc::default();
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let churn = {
+        let (rev, on_pod, done) = (Arc::clone(&rev), Arc::clone(&on_pod), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+            let mut live: Vec<PodId> = Vec::new();
+            let mut next: PodId = 1;
+            // Bounded: at most 4000 changes.
+            for _ in 0..4000 {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                match rng.random_range(0..10) {
+                    0..=3 if live.len() < 6 => {
+                        let reserved = rng.random_bool(0.25);
+                        let limit = if reserved { RESERVED_LIMIT } else { CC };
+                        if let Ok(mut m) = on_pod.lock() {
+                            m.insert(next, (0, limit));
+                        }
+                        if reserved {
+                            rev.reserved_pod_ready(next, addr(1), limit);
+                        } else {
+                            rev.pod_ready(next, addr(1));
+                        }
+                        live.push(next);
+                        next += 1;
+                    }
+                    4..=5 if !live.is_empty() => {
+                        let pod = live[rng.random_range(0..live.len())];
+                        rev.pod_draining(pod);
+                    }
+                    6 if !live.is_empty() => {
+                        let pod = live.swap_remove(rng.random_range(0..live.len()));
+                        rev.pod_gone(pod);
+                    }
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_micros(rng.random_range(50..400))).await;
+            }
+            for pod in live {
+                rev.pod_gone(pod);
+            }
+        })
+    };
+
+    let clients: Vec<_> = (0..48u64)
+        .map(|seed| {
+            let (rev, on_pod, exceeded) =
+                (Arc::clone(&rev), Arc::clone(&on_pod), Arc::clone(&exceeded));
+            tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let (mut served, mut refused) = (0u32, 0u32);
+                for _ in 0..150 {
+                    let wait = Duration::from_micros(rng.random_range(100..5_000));
+                    let give_up = Duration::from_micros(rng.random_range(50..6_000));
+                    let attempt = rev.acquire(Instant::now() + wait);
+                    // Some clients go away before their wait is over (the future is dropped).
+                    let Ok(result) = tokio::time::timeout(give_up, attempt).await else {
+                        refused += 1;
+                        continue;
+                    };
+                    let Ok(guard) = result else {
+                        refused += 1;
+                        continue;
+                    };
+                    let pod = guard.pod();
+                    if let Ok(mut m) = on_pod.lock()
+                        && let Some((count, limit)) = m.get_mut(&pod)
+                    {
+                        *count += 1;
+                        if *count > *limit {
+                            exceeded.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_micros(rng.random_range(0..800))).await;
+                    if let Ok(mut m) = on_pod.lock()
+                        && let Some((count, _)) = m.get_mut(&pod)
+                    {
+                        *count -= 1;
+                    }
+                    drop(guard);
+                    served += 1;
+                }
+                (served, refused)
+            })
+        })
+        .collect();
+    let (mut served, mut refused) = (0u32, 0u32);
+    for client in clients {
+        let (s, r) = client.await.expect("client");
+        served += s;
+        refused += r;
+    }
+    done.store(true, Ordering::Relaxed);
+    churn.await.expect("churn");
+    assert!(
+        !exceeded.load(Ordering::SeqCst),
+        "a pod held more than its limit"
+    );
+    let counts = rev.counts();
+    assert_eq!((counts.in_flight, counts.queued), (0, 0), "{counts:?}");
+    assert_eq!(served + refused, 48 * 150);
+    assert!(
+        served > 0 && refused > 0,
+        "both paths ran: {served} served, {refused} refused"
+    );
+}
