@@ -142,7 +142,8 @@ kill -9 $GW 2>/dev/null || true
 # request stays queued: idle, then 10 000 requests as h2c streams (50 connections × 200), then
 # 10 000 HTTP/1.1 connections with one request each.
 mkdir -p "$WORK/cold"
-awk '/^---$/{found=1; next} found' "$WORK/manifests/bench.yaml" > "$WORK/cold/cold.yaml"
+# Everything after the first document (the ConfigMap and the cold Service, separators kept).
+awk '/^---$/ && !seen {seen=1; next} seen' "$WORK/manifests/bench.yaml" > "$WORK/cold/cold.yaml"
 queued() { curl -s 127.0.0.1:$ADMIN/api/v1/revisions | python3 -c 'import json,sys; print(sum(x["queued"] for x in json.load(sys.stdin)))' 2>/dev/null || echo 0; }
 fresh() {
   INGRESS=$(port); ADMIN=$(port)
