@@ -147,12 +147,7 @@ fn decide_kpa(
     applier: &mut Applier,
 ) {
     let decision = kpa.decide(now, source.ready_pods(), policy);
-    let backlog = policy.bound(backlog_pods(source.demand().backlog, policy));
-    let desired = if backlog > 0 {
-        decision.desired.max(backlog)
-    } else {
-        decision.desired
-    };
+    let desired = with_backlog(decision.desired, source.demand().backlog, policy);
     debug!(
         desired,
         panic = decision.panic,
@@ -161,6 +156,16 @@ fn decide_kpa(
         "KPA decided."
     );
     applier.apply(desired);
+}
+
+/// A class's decision raised to the pods a broker backlog wants (within the policy's bounds).
+fn with_backlog(decided: u32, backlog: u64, policy: &Policy) -> u32 {
+    let backlog = policy.bound(backlog_pods(backlog, policy));
+    if backlog > 0 {
+        decided.max(backlog)
+    } else {
+        decided
+    }
 }
 
 /// The KPA metric for one second: requests in flight plus queued, or requests that arrived.
@@ -214,12 +219,7 @@ async fn run_hpa(
         applier.last = Some(current);
         let demand = source.demand();
         let decided = hpa.decide(now, &pods, current, demand, &hpa_policy);
-        let backlog = policy.bound(backlog_pods(demand.backlog, &policy));
-        let desired = if backlog > 0 {
-            decided.max(backlog)
-        } else {
-            decided
-        };
+        let desired = with_backlog(decided, demand.backlog, &policy);
         debug!(desired, current, pods = pods.len(), "HPA decided.");
         applier.apply(desired);
     }

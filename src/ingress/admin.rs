@@ -350,14 +350,7 @@ pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatu
                 desired_pods: r.desired(),
                 in_flight: counts.in_flight,
                 queued: counts.queued,
-                reserved_pods: u32::try_from(
-                    counts
-                        .pods
-                        .iter()
-                        .filter(|p| p.reserved && p.accepting)
-                        .count(),
-                )
-                .unwrap_or(u32::MAX),
+                reserved_pods: counts.reserved_pods,
                 reserved_resources: live.running.reserved_resources(),
                 ignored_locally: live.ignored_locally.clone(),
                 pods: counts

@@ -73,6 +73,8 @@ pub struct RevisionCounts {
     pub in_flight: u64,
     pub queued: u64,
     pub ready_pods: u32,
+    /// Reserved instances taking work (not in `ready_pods`).
+    pub reserved_pods: u32,
     pub pods: Vec<PodSlots>,
 }
 
@@ -346,6 +348,7 @@ impl Revision {
             in_flight: q.in_flight(),
             queued: q.queued() as u64,
             ready_pods: u32::try_from(q.ready_pods()).unwrap_or(u32::MAX),
+            reserved_pods: u32::try_from(q.reserved_ready()).unwrap_or(u32::MAX),
             pods: q.pods().to_vec(),
         }
     }

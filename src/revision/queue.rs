@@ -144,17 +144,10 @@ impl<W> DispatchQueue<W> {
     ) -> Vec<(W, Slot)> {
         let alone = !self.regular_accepting();
         self.insert_pod(id, address, true, limit, alone);
-        if let Some(pod) = self.pods.iter_mut().find(|p| p.id == id) {
-            pod.standby = !alone;
-        }
         self.hand_all()
     }
 
-    /// True when `id` is a reserved instance.
-    pub fn is_reserved(&self, id: PodId) -> bool {
-        self.pod(id).is_some_and(|p| p.reserved)
-    }
-
+    /// Adds or re-adds a pod; a reserved one that may not take work stands by.
     fn insert_pod(
         &mut self,
         id: PodId,
@@ -163,8 +156,10 @@ impl<W> DispatchQueue<W> {
         limit: u32,
         accepting: bool,
     ) {
+        let standby = reserved && !accepting;
         if let Some(p) = self.pods.iter_mut().find(|p| p.id == id) {
             p.accepting = accepting;
+            p.standby = standby;
             p.address = address;
         } else {
             self.pods.push(PodSlots {
@@ -174,7 +169,7 @@ impl<W> DispatchQueue<W> {
                 accepting,
                 reserved,
                 limit,
-                standby: false,
+                standby,
             });
         }
     }
