@@ -218,6 +218,10 @@ struct SampleArgs {
     /// Most received events kept for `GET /events`.
     #[arg(long, default_value_t = 100_000)]
     keep: usize,
+    /// Speak HTTP/2 with prior knowledge only (an h2c workload, as behind a port named `h2c`);
+    /// HTTP/1.1 requests fail.
+    #[arg(long)]
+    h2c_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -340,6 +344,7 @@ fn main() -> ExitCode {
                     status: args.status,
                     reply_type: args.reply_type,
                     keep: args.keep,
+                    h2c_only: args.h2c_only,
                 })
                 .await
                 .map(|()| ExitCode::SUCCESS)

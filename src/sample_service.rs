@@ -35,6 +35,8 @@ pub struct SampleConfig {
     pub reply_type: Option<String>,
     /// Most events kept for `GET /events`.
     pub keep: usize,
+    /// Serve HTTP/2 with prior knowledge only.
+    pub h2c_only: bool,
 }
 
 struct Sample {
@@ -58,17 +60,49 @@ pub async fn run(config: SampleConfig) -> anyhow::Result<()> {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     tracing::info!(listen = %listener.local_addr()?, %instance, "sample-service listening.");
+    let h2c_only = config.h2c_only;
     let app = router(config, &instance)?;
+    let stopped = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+        }
+    };
+    if h2c_only {
+        tokio::select! {
+            () = serve_h2c_only(listener, app) => {}
+            () = stopped => {}
+        }
+        return Ok(());
+    }
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
-            }
-        })
+        .with_graceful_shutdown(stopped)
         .await?;
     Ok(())
+}
+
+/// Serves every connection as HTTP/2 with prior knowledge; anything else fails the handshake.
+async fn serve_h2c_only(listener: tokio::net::TcpListener, app: Router) {
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .http2_only();
+    let builder = Arc::new(builder);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let builder = Arc::clone(&builder);
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(error) = builder.serve_connection(io, service).await {
+                tracing::debug!(%error, "h2c connection ended.");
+            }
+        });
+    }
 }
 
 /// The sample service's routes, for tests without a socket.

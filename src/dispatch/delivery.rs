@@ -18,8 +18,8 @@ use super::backoff;
 use super::error::AttemptError;
 use super::stats::TriggerCounters;
 use crate::metrics::AttemptOutcome;
-use crate::revision::DispatchError;
 use crate::revision::route::SharedRoutes;
+use crate::revision::{DispatchError, PodProtocol};
 use brokers::event::knative::{ARRIVAL_EXTENSION, DEFAULT_BROKER_TTL, TTL_EXTENSION, now_rfc3339};
 use brokers::http::DEFAULT_MAX_BODY_BYTES;
 
@@ -57,6 +57,29 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// The HTTP clients deliveries go out on: HTTP/1.1 (or whatever a URL's server negotiates)
+/// and HTTP/2 with prior knowledge for Services whose port is named `h2c`.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub http1: reqwest::Client,
+    pub h2c: reqwest::Client,
+}
+
+impl Clients {
+    /// Both clients, with pooled connections and `TCP_NODELAY`.
+    pub fn new() -> reqwest::Result<Self> {
+        let builder = || {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .tcp_nodelay(true)
+        };
+        Ok(Self {
+            http1: builder().build()?,
+            h2c: builder().http2_prior_knowledge().build()?,
+        })
+    }
+}
+
 /// How a delivery ended.
 #[derive(Debug)]
 pub enum Outcome {
@@ -70,7 +93,7 @@ pub enum Outcome {
 
 /// Sends `event` to `url` until it is accepted, the retries are spent, or `stop` fires.
 pub async fn deliver_with_retries(
-    client: &reqwest::Client,
+    client: &Clients,
     routes: &SharedRoutes,
     endpoint: &Endpoint,
     event: &CloudEvent,
@@ -115,7 +138,7 @@ pub async fn deliver_with_retries(
 /// One HTTP attempt in binary mode with `Prefer: reply`. For a Service endpoint, `timeout`
 /// covers waiting for a slot on a pod as well; the slot is held until the answer is read.
 pub async fn attempt(
-    client: &reqwest::Client,
+    client: &Clients,
     routes: &SharedRoutes,
     endpoint: &Endpoint,
     event: &CloudEvent,
@@ -123,6 +146,7 @@ pub async fn attempt(
 ) -> Result<Option<CloudEvent>, AttemptError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut headers = HeaderMap::new();
+    let mut http = &client.http1;
     let (url, _slot) = match endpoint {
         Endpoint::Url(url) => (Cow::Borrowed(url.as_str()), None),
         Endpoint::Service {
@@ -144,6 +168,9 @@ pub async fn attempt(
             for (name, value) in revision.upstream_headers() {
                 headers.insert(name.clone(), value.clone());
             }
+            if revision.protocol == PodProtocol::H2c {
+                http = &client.h2c;
+            }
             (
                 Cow::Owned(format!("http://{}{path}", slot.address())),
                 Some(slot),
@@ -160,7 +187,7 @@ pub async fn attempt(
             headers.insert(name, value);
         }
     }
-    let request = client
+    let request = http
         .post(&*url)
         .headers(headers)
         .body(body)

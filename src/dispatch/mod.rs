@@ -25,6 +25,7 @@ use triggers::{DeliveryOrder, Destination, TriggerConfig};
 use crate::metrics::{DropReason, Metrics};
 use crate::revision::route::SharedRoutes;
 use crate::topology::Topology;
+pub use delivery::Clients;
 use delivery::{Endpoint, Outcome, ReplyOutcome};
 use stats::TriggerCounters;
 
@@ -94,7 +95,7 @@ struct Worker {
 
 /// Runs one worker per ready trigger and swaps them when manifests change.
 pub struct Dispatcher {
-    client: reqwest::Client,
+    client: Clients,
     routes: SharedRoutes,
     metrics: Arc<Metrics>,
     /// Touched only when manifests change and at shutdown, never per event.
@@ -105,7 +106,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(client: reqwest::Client, routes: SharedRoutes, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Clients, routes: SharedRoutes, metrics: Arc<Metrics>) -> Self {
         Self {
             client,
             routes,
@@ -348,7 +349,7 @@ fn held_cap(config: &TriggerConfig) -> usize {
 async fn consume(
     state: Arc<TriggerState>,
     broker: Arc<dyn Broker>,
-    client: reqwest::Client,
+    client: Clients,
     routes: SharedRoutes,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -470,7 +471,7 @@ fn admit(state: &TriggerState, delivery: Delivery) -> Option<Delivery> {
 /// CloudEvent.
 async fn settle(
     state: &TriggerState,
-    client: &reqwest::Client,
+    client: &Clients,
     routes: &SharedRoutes,
     delivery: Delivery,
     stop: &CancellationToken,
@@ -486,7 +487,7 @@ async fn settle(
 async fn run(
     state: &Arc<TriggerState>,
     mut subscription: Box<dyn Subscription>,
-    client: &reqwest::Client,
+    client: &Clients,
     routes: &SharedRoutes,
     stop: &CancellationToken,
     tracker: &TaskTracker,
@@ -537,7 +538,7 @@ fn ordering_key(delivery: &Delivery) -> Option<String> {
 async fn run_ordered(
     state: &Arc<TriggerState>,
     mut subscription: Box<dyn Subscription>,
-    client: &reqwest::Client,
+    client: &Clients,
     routes: &SharedRoutes,
     stop: &CancellationToken,
     tracker: &TaskTracker,
@@ -628,7 +629,7 @@ async fn run_ordered(
 /// the partition or consumer.
 async fn dead_letter_invalid(
     state: &TriggerState,
-    client: &reqwest::Client,
+    client: &Clients,
     routes: &SharedRoutes,
     delivery: Delivery,
     stop: &CancellationToken,
@@ -677,7 +678,7 @@ impl triggers::Attributes for EventAttributes<'_> {
 /// Delivers one event and acknowledges it once its fate is settled.
 async fn deliver(
     state: &TriggerState,
-    client: &reqwest::Client,
+    client: &Clients,
     routes: &SharedRoutes,
     delivery: Delivery,
     stop: &CancellationToken,

@@ -14,11 +14,19 @@
 //! - Failover: a request that never reached the pod (connection refused, or a pooled connection
 //!   found closed before the request was written) is retried on another slot, body and all.
 //!   Anything already sent is not replayed (502).
+//! - Pods whose port is named `h2c` are reached over HTTP/2 (see [`super::upstream`]); trailers
+//!   and streaming bodies pass both ways, `TE: trailers` is kept for them.
+//! - gRPC clients (`content-type: application/grpc…`): `grpc-timeout` shortens the deadline and
+//!   is passed on as what is left of it; an answer tidegate makes itself comes as a gRPC status
+//!   (HTTP 200, `grpc-status` 4 for a timeout, 14 when no pod could be had) a gRPC client reads,
+//!   never a JSON body.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{
@@ -36,7 +44,7 @@ use super::conn::{BodyFault, BodyFaultKind};
 use super::upstream::{SendError, Upstream, UpstreamBody};
 use crate::metrics::ProxyOutcome;
 use crate::revision::route::Route;
-use crate::revision::{DispatchError, SlotGuard};
+use crate::revision::{DispatchError, PodProtocol, SlotGuard};
 
 /// Default domain of service hosts.
 pub const DEFAULT_DOMAIN: &str = "example.com";
@@ -187,14 +195,21 @@ pub fn bad_host(reason: String) -> Response<Body> {
     error_with_field(StatusCode::BAD_REQUEST, reason, Some("host"))
 }
 
+/// The message of an answer tidegate made itself rather than a pod, kept on the response (never
+/// sent as such) so a gRPC client can get it as `grpc-message`.
+#[derive(Clone, Debug)]
+struct Refusal(Arc<str>);
+
 /// A JSON error answer, with the field at fault when the client is to blame: 503 carries
 /// `Retry-After`, 408 closes the connection.
 fn error_with_field(status: StatusCode, message: String, field: Option<&str>) -> Response<Body> {
+    let refusal = Refusal(message.as_str().into());
     let body = match field {
         Some(field) => serde_json::json!({ "error": message, "field": field }),
         None => serde_json::json!({ "error": message }),
     };
     let mut response = (status, axum::Json(body)).into_response();
+    response.extensions_mut().insert(refusal);
     if status == StatusCode::REQUEST_TIMEOUT {
         response
             .headers_mut()
@@ -232,9 +247,27 @@ fn error(status: StatusCode, message: String) -> Response<Body> {
 pub async fn forward(
     state: &ProxyState,
     route: &Route,
+    request: Request<Body>,
+    peer: Option<SocketAddr>,
+    fault: &BodyFault,
+) -> Response<Body> {
+    if !is_grpc(request.headers()) {
+        return forward_request(state, route, request, peer, fault, None).await;
+    }
+    let client_limit = grpc_timeout(request.headers());
+    let response = forward_request(state, route, request, peer, fault, client_limit).await;
+    grpc_refusal(response)
+}
+
+/// Forwards one request along `route`; `client_limit` (a gRPC client's deadline) shortens the
+/// revision's timeout.
+async fn forward_request(
+    state: &ProxyState,
+    route: &Route,
     mut request: Request<Body>,
     peer: Option<SocketAddr>,
     fault: &BodyFault,
+    client_limit: Option<Duration>,
 ) -> Response<Body> {
     let Some(revision) = route.pick().cloned() else {
         return error(
@@ -245,9 +278,11 @@ pub async fn forward(
             ),
         );
     };
-    let deadline = Instant::now() + revision.timeout;
+    let limit = client_limit.map_or(revision.timeout, |client| client.min(revision.timeout));
+    let deadline = Instant::now() + limit;
     let mut attempts = 1;
     let upgrade = is_upgrade(request.headers());
+    let te_trailers = wants_trailers(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let mut next = Some(request);
     let mut prepared = false;
@@ -259,6 +294,16 @@ pub async fn forward(
                     DispatchError::QueueFull(..) => ProxyOutcome::QueueFull,
                     DispatchError::Timeout(_) => ProxyOutcome::NoSlot,
                 });
+                if limit < revision.timeout && matches!(e, DispatchError::Timeout(_)) {
+                    // The client's own deadline ran out while it waited for a pod.
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "revision {} had no free pod within the client's deadline of {limit:?} (grpc-timeout)",
+                            revision.name
+                        ),
+                    );
+                }
                 return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             }
         };
@@ -298,9 +343,24 @@ pub async fn forward(
                 Ok(Err(e)) => Err(Some(e.to_string())),
             }
         } else {
-            *upstream.uri_mut() = origin_form(upstream.uri());
+            if client_limit.is_some() {
+                // What is left of the client's deadline once it waited here.
+                let left = deadline.saturating_duration_since(Instant::now());
+                upstream
+                    .headers_mut()
+                    .insert(GRPC_TIMEOUT, grpc_timeout_value(left));
+            }
             // Boxed: a queued request's future must not carry the send machinery's size.
-            let send = Box::pin(state.upstream.send(guard.address(), upstream));
+            let send: Pin<Box<dyn Future<Output = _> + Send>> = match revision.protocol {
+                PodProtocol::Http1 => {
+                    *upstream.uri_mut() = origin_form(upstream.uri());
+                    Box::pin(state.upstream.send(guard.address(), upstream))
+                }
+                PodProtocol::H2c => {
+                    h2_request(&mut upstream, guard.address(), te_trailers);
+                    Box::pin(state.upstream.send_h2(guard.address(), upstream))
+                }
+            };
             match tokio::time::timeout_at(answer_by, send).await {
                 Err(_) => Err(None),
                 Ok(Ok(response)) => Ok(Answer::Pooled(response)),
@@ -335,6 +395,11 @@ pub async fn forward(
                     Some(limit) if answer_by < deadline => {
                         format!(
                             "did not start answering within {limit:?} (responseStartTimeoutSeconds)"
+                        )
+                    }
+                    _ if limit < revision.timeout => {
+                        format!(
+                            "did not answer within the client's deadline of {limit:?} (grpc-timeout)"
                         )
                     }
                     _ => format!("did not answer within {:?}", revision.timeout),
@@ -395,6 +460,132 @@ where
             guard: Some(guard),
         }),
     )
+}
+
+/// Turns a prepared request into one for an h2c pod: the authority (the `Host` the client
+/// asked for) goes into the URI as `:authority`, `TE: trailers` stays when the client sent it
+/// (gRPC servers require it). Called again on a request that failed over, which keeps its URI.
+fn h2_request(request: &mut Request<Body>, pod: SocketAddr, te_trailers: bool) {
+    let host = request.headers_mut().remove(header::HOST);
+    let authority = host
+        .and_then(|host| http::uri::Authority::try_from(host.as_bytes()).ok())
+        .or_else(|| request.uri().authority().cloned())
+        .or_else(|| http::uri::Authority::try_from(pod.to_string()).ok());
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = authority;
+    parts.path_and_query = Some(
+        request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    *request.version_mut() = Version::HTTP_2;
+    if te_trailers {
+        request
+            .headers_mut()
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether the client asked for trailers (`TE: trailers`).
+fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// A gRPC request (`content-type: application/grpc`, `application/grpc+proto`, …).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A gRPC client's deadline: `grpc-timeout` is up to 8 digits and a unit (`H`, `M`, `S`, `m`,
+/// `u`, `n`); anything else is ignored, as gRPC servers do.
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(GRPC_TIMEOUT)?.as_bytes();
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// `grpc-timeout` for what is left of a deadline (at least 1 ms, at most 8 digits).
+fn grpc_timeout_value(left: Duration) -> HeaderValue {
+    let millis = left.as_millis().max(1);
+    let value = if millis < 100_000_000 {
+        format!("{millis}m")
+    } else {
+        format!("{}S", left.as_secs().min(99_999_999))
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("1m"))
+}
+
+/// An answer tidegate made itself, as a gRPC client reads it: HTTP 200 with `grpc-status` and
+/// `grpc-message` and no body (a trailers-only response). A timeout is `DEADLINE_EXCEEDED` (4),
+/// no pod or a failed pod `UNAVAILABLE` (14); other codes follow gRPC's HTTP mapping. The
+/// pod's own answers pass untouched.
+fn grpc_refusal(response: Response<Body>) -> Response<Body> {
+    let Some(Refusal(message)) = response.extensions().get::<Refusal>().cloned() else {
+        return response;
+    };
+    let code = match response.status() {
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "4",
+        StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::TOO_MANY_REQUESTS => "14",
+        StatusCode::BAD_REQUEST => "13",
+        StatusCode::NOT_FOUND => "12",
+        StatusCode::UNAUTHORIZED => "16",
+        StatusCode::FORBIDDEN => "7",
+        _ => "2",
+    };
+    let mut answer = Response::new(Body::empty());
+    let headers = answer.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from_static(code));
+    if let Ok(message) = HeaderValue::from_str(&grpc_percent_encode(&message)) {
+        headers.insert("grpc-message", message);
+    }
+    answer
+}
+
+/// `grpc-message` encoding: bytes outside printable ASCII, and `%`, percent-encoded.
+fn grpc_percent_encode(message: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// `/path?query` of a request target.
@@ -540,5 +731,104 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    HeaderValue::from_str(v).expect("value"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn grpc_timeouts_are_read_as_the_grpc_spec_writes_them_and_others_ignored() {
+        let cases = [
+            ("1H", Some(Duration::from_secs(3600))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("3S", Some(Duration::from_secs(3))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("99999999u", Some(Duration::from_micros(99_999_999))),
+            ("5n", Some(Duration::from_nanos(5))),
+            ("123456789m", None), // more than 8 digits
+            ("m", None),
+            ("10", None),
+            ("10s", None),
+            ("-1S", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                grpc_timeout(&headers(&[("grpc-timeout", value)])),
+                expected,
+                "{value}"
+            );
+        }
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+        assert_eq!(grpc_timeout_value(Duration::from_micros(10)), "1m");
+        assert_eq!(grpc_timeout_value(Duration::from_millis(1500)), "1500m");
+        assert_eq!(
+            grpc_timeout_value(Duration::from_secs(200_000)),
+            "200000S",
+            "past 8 digits of milliseconds, seconds"
+        );
+    }
+
+    #[test]
+    fn answers_tidegate_made_reach_grpc_clients_as_statuses_and_pod_answers_pass() {
+        let timeout = grpc_refusal(error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "revision r did not answer within 8s: 100%".into(),
+        ));
+        assert_eq!(timeout.status(), StatusCode::OK);
+        assert_eq!(timeout.headers()["content-type"], "application/grpc");
+        assert_eq!(timeout.headers()["grpc-status"], "4");
+        assert_eq!(
+            timeout.headers()["grpc-message"],
+            "revision r did not answer within 8s: 100%25"
+        );
+        assert!(timeout.body().is_end_stream(), "trailers-only");
+        let unavailable = grpc_refusal(error(StatusCode::SERVICE_UNAVAILABLE, "none".into()));
+        assert_eq!(unavailable.headers()["grpc-status"], "14");
+        let failed = grpc_refusal(error(StatusCode::BAD_GATEWAY, "pod failed".into()));
+        assert_eq!(failed.headers()["grpc-status"], "14");
+        // A pod's own 503 is the pod's answer: untouched.
+        let mut pod = Response::new(Body::empty());
+        *pod.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        assert_eq!(grpc_refusal(pod).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(grpc_percent_encode("naïve\n"), "na%C3%AFve%0A");
+    }
+
+    #[test]
+    fn h2c_requests_carry_the_clients_authority_and_keep_te_trailers() {
+        let mut request = Request::post("/demo.Demo/Say?x=1")
+            .header(header::HOST, "rpc.default.example.com")
+            .body(Body::empty())
+            .expect("request");
+        let pod: SocketAddr = "127.0.0.1:9000".parse().expect("addr");
+        h2_request(&mut request, pod, true);
+        assert_eq!(
+            request.uri().to_string(),
+            "http://rpc.default.example.com/demo.Demo/Say?x=1"
+        );
+        assert_eq!(request.version(), Version::HTTP_2);
+        assert!(!request.headers().contains_key(header::HOST));
+        assert_eq!(request.headers()[header::TE], "trailers");
+        // Failed over to another pod: the authority stays the client's.
+        h2_request(&mut request, "127.0.0.1:9001".parse().expect("addr"), true);
+        assert_eq!(
+            request.uri().authority().map(|a| a.as_str()),
+            Some("rpc.default.example.com")
+        );
+        assert!(wants_trailers(&headers(&[("te", "gzip, trailers")])));
+        assert!(!wants_trailers(&headers(&[("te", "gzip")])));
     }
 }

@@ -1,16 +1,24 @@
-//! HTTP/1.1 connections to pods, driven inside the proxied request's own task.
+//! Connections to pods.
 //!
-//! hyper's pooled client runs every upstream connection as a task of its own, so each proxied
-//! request wakes a second task (often on another worker thread). Here the request future and,
-//! later, the response body poll the connection themselves; a connection whose response was read
-//! to the end goes back to a per-pod idle list. Upgrades (WebSocket) still use hyper's client.
+//! - **HTTP/1.1**, driven inside the proxied request's own task: hyper's pooled client runs
+//!   every upstream connection as a task of its own, so each proxied request would wake a second
+//!   task (often on another worker thread). Here the request future and, later, the response
+//!   body poll the connection themselves; a connection whose response was read to the end goes
+//!   back to a per-pod idle list. Upgrades (WebSocket) still use hyper's client.
+//! - **h2c** (a container port named `h2c`): requests are multiplexed over at most
+//!   [`H2_MAX_CONNECTIONS_PER_POD`] HTTP/2 connections per pod, each driven by a task of its
+//!   own (one connection serves many requests). A request goes to the connection carrying the
+//!   fewest open streams; another connection opens only when every one carries
+//!   [`H2_STREAMS_PER_CONNECTION`]. Trailers and streaming bodies pass both ways.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -18,13 +26,21 @@ use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 /// Idle connections kept per pod.
 const MAX_IDLE_PER_POD: usize = 256;
 /// Locks the idle lists are spread over, by pod address.
 const SHARDS: usize = 16;
+/// HTTP/2 connections per h2c pod at most.
+pub const H2_MAX_CONNECTIONS_PER_POD: usize = 4;
+/// Open streams on every connection to a pod before another connection to it opens.
+pub const H2_STREAMS_PER_CONNECTION: usize = 64;
+/// Pings on an HTTP/2 connection to a pod that is otherwise quiet, and the wait for the answer.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a request to a pod failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,25 +76,180 @@ impl PodConnection {
 #[allow(clippy::vec_box)]
 type IdleLists = HashMap<SocketAddr, Vec<Box<PodConnection>>>;
 
-/// Idle connections per pod address.
-#[derive(Default)]
-pub struct Upstream {
-    idle: [Mutex<IdleLists>; SHARDS],
+/// One HTTP/2 connection to a pod and the streams open on it.
+struct H2Connection {
+    send: http2::SendRequest<Body>,
+    streams: Arc<AtomicUsize>,
 }
 
+/// HTTP/2 connections by pod.
+type H2Lists = HashMap<SocketAddr, Vec<H2Connection>>;
+
+/// An open stream on an HTTP/2 connection, counted until dropped.
+struct OpenStream(Arc<AtomicUsize>);
+
+impl OpenStream {
+    fn new(streams: &Arc<AtomicUsize>) -> Self {
+        streams.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(streams))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Idle HTTP/1.1 connections and open HTTP/2 connections per pod address.
+pub struct Upstream {
+    idle: [Mutex<IdleLists>; SHARDS],
+    h2: [Mutex<H2Lists>; SHARDS],
+    h2_builder: http2::Builder<TokioExecutor>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        let mut h2_builder = http2::Builder::new(TokioExecutor::new());
+        h2_builder
+            .timer(TokioTimer::new())
+            .adaptive_window(true)
+            .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+        Self {
+            idle: Default::default(),
+            h2: Default::default(),
+            h2_builder,
+        }
+    }
+}
+
+/// The shard of `address`: pods spread over several locks, so requests to different pods
+/// rarely meet on one.
+fn shard_index(address: SocketAddr) -> usize {
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) => u128::from(u32::from(ip)),
+        std::net::IpAddr::V6(ip) => u128::from(ip),
+    };
+    let mixed = ip ^ (u128::from(address.port()) << 7) ^ u128::from(address.port());
+    usize::try_from(mixed % SHARDS as u128).unwrap_or(0)
+}
+
+/// A request sent on an HTTP/2 connection: the answer to come, and the stream it holds.
+type H2Sent = (
+    Pin<
+        Box<
+            dyn Future<
+                    Output = Result<
+                        Response<Incoming>,
+                        hyper::client::conn::TrySendError<Request<Body>>,
+                    >,
+                > + Send,
+        >,
+    >,
+    OpenStream,
+);
+
 impl Upstream {
-    /// The idle lists of `address`'s shard: pods spread over several locks, so requests to
-    /// different pods rarely meet on one.
+    /// The idle HTTP/1.1 lists of `address`'s shard.
     fn shard(&self, address: SocketAddr) -> std::sync::MutexGuard<'_, IdleLists> {
-        let ip = match address.ip() {
-            std::net::IpAddr::V4(ip) => u128::from(u32::from(ip)),
-            std::net::IpAddr::V6(ip) => u128::from(ip),
-        };
-        let mixed = ip ^ (u128::from(address.port()) << 7) ^ u128::from(address.port());
-        let index = usize::try_from(mixed % SHARDS as u128).unwrap_or(0);
-        self.idle[index]
+        self.idle[shard_index(address)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The HTTP/2 lists of `address`'s shard.
+    fn h2_shard(&self, address: SocketAddr) -> std::sync::MutexGuard<'_, H2Lists> {
+        self.h2[shard_index(address)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `request` on the least busy open connection to `address`, unless there is none or
+    /// every one is busy while another may still open; then the request comes back (moved, not
+    /// copied: the large error is the request itself).
+    #[allow(clippy::result_large_err)]
+    fn h2_try_send(
+        &self,
+        address: SocketAddr,
+        request: Request<Body>,
+    ) -> Result<H2Sent, Request<Body>> {
+        let mut lists = self.h2_shard(address);
+        let Some(list) = lists.get_mut(&address) else {
+            return Err(request);
+        };
+        list.retain(|c| !c.send.is_closed());
+        let room = list.len() < H2_MAX_CONNECTIONS_PER_POD;
+        let Some(best) = list
+            .iter_mut()
+            .min_by_key(|c| c.streams.load(Ordering::Relaxed))
+        else {
+            lists.remove(&address);
+            return Err(request);
+        };
+        if room && best.streams.load(Ordering::Relaxed) >= H2_STREAMS_PER_CONNECTION {
+            return Err(request);
+        }
+        let stream = OpenStream::new(&best.streams);
+        Ok((Box::pin(best.send.try_send_request(request)), stream))
+    }
+
+    /// Adds a new connection to `address` and sends `request` on it.
+    fn h2_add_and_send(
+        &self,
+        address: SocketAddr,
+        mut send: http2::SendRequest<Body>,
+        request: Request<Body>,
+    ) -> H2Sent {
+        let streams = Arc::new(AtomicUsize::new(0));
+        let stream = OpenStream::new(&streams);
+        let answer = Box::pin(send.try_send_request(request));
+        let mut lists = self.h2_shard(address);
+        let list = lists.entry(address).or_default();
+        // Connections opened at once by requests that raced: the surplus serves its one
+        // request and closes when that ends.
+        if list.len() < H2_MAX_CONNECTIONS_PER_POD {
+            list.push(H2Connection { send, streams });
+        }
+        (answer, stream)
+    }
+
+    /// Sends `request` to the h2c pod at `address` over HTTP/2 (the request carries its
+    /// authority in its URI). As [`Upstream::send`], a request that certainly never reached the
+    /// pod comes back in the error.
+    pub async fn send_h2(
+        self: &Arc<Self>,
+        address: SocketAddr,
+        request: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let (answer, stream) = match self.h2_try_send(address, request) {
+            Ok(sent) => sent,
+            Err(request) => match connect_h2(address, &self.h2_builder).await {
+                Ok(send) => self.h2_add_and_send(address, send, request),
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        unsent: Some(request),
+                    });
+                }
+            },
+        };
+        match answer.await {
+            Ok(response) => Ok(response.map(|inner| UpstreamBody {
+                inner,
+                conn: None,
+                stream: Some(stream),
+                upstream: Arc::clone(self),
+                address,
+            })),
+            Err(mut e) => {
+                let unsent = e.take_message();
+                Err(SendError {
+                    error: UpstreamError::Http(e.into_error()),
+                    unsent,
+                })
+            }
+        }
     }
 
     fn take(&self, address: SocketAddr) -> Option<Box<PodConnection>> {
@@ -144,6 +315,7 @@ impl Upstream {
             Some(Ok(response)) => Ok(response.map(|inner| UpstreamBody {
                 inner,
                 conn: Some(pc),
+                stream: None,
                 upstream: Arc::clone(self),
                 address,
             })),
@@ -174,6 +346,28 @@ async fn connect(address: SocketAddr) -> Result<Box<PodConnection>, UpstreamErro
     Ok(Box::new(PodConnection { send, conn }))
 }
 
+/// A new HTTP/2 connection (prior knowledge) to an h2c pod, driven by a task of its own until
+/// every handle to it is gone and its streams ended.
+async fn connect_h2(
+    address: SocketAddr,
+    builder: &http2::Builder<TokioExecutor>,
+) -> Result<http2::SendRequest<Body>, UpstreamError> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(UpstreamError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = builder
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::Http)?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.await {
+            tracing::debug!(%address, %error, "HTTP/2 connection to a pod ended.");
+        }
+    });
+    Ok(send)
+}
+
 /// A failed send; `unsent` holds the request when it never reached the pod.
 #[derive(Debug)]
 pub struct SendError {
@@ -181,10 +375,12 @@ pub struct SendError {
     pub unsent: Option<Request<Body>>,
 }
 
-/// A pod's response body; reading it drives the connection, which is reused once the body ended.
+/// A pod's response body. On HTTP/1.1 reading it drives the connection, which is reused once
+/// the body ended; on HTTP/2 it holds its stream open (counted on its connection) until dropped.
 pub struct UpstreamBody {
     inner: Incoming,
     conn: Option<Box<PodConnection>>,
+    stream: Option<OpenStream>,
     upstream: Arc<Upstream>,
     address: SocketAddr,
 }
@@ -216,6 +412,7 @@ impl HttpBody for UpstreamBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) {
             this.recycle();
+            this.stream = None;
         }
         polled
     }

@@ -32,6 +32,17 @@ pub enum DispatchError {
     Timeout(String),
 }
 
+/// How requests reach a revision's pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodProtocol {
+    /// HTTP/1.1, one request per connection at a time.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (container port named `h2c`): requests are multiplexed over
+    /// a few connections per pod; trailers and streaming bodies pass both ways (gRPC).
+    H2c,
+}
+
 /// One immutable revision of a Knative Service as the data path sees it.
 pub struct Revision {
     pub namespace: String,
@@ -44,6 +55,8 @@ pub struct Revision {
     pub timeout: Duration,
     /// `responseStartTimeoutSeconds`: the longest wait for response headers once on a pod.
     pub response_start_timeout: Option<Duration>,
+    /// How requests reach the pods.
+    pub protocol: PodProtocol,
     dispatch: Mutex<Dispatch>,
     /// Fires on every change of demand (arrival, queueing, completion) and of pods.
     pub changed: Arc<Notify>,
@@ -78,7 +91,7 @@ pub struct RevisionCounts {
     pub pods: Vec<PodSlots>,
 }
 
-/// What bounds a revision's requests.
+/// What bounds a revision's requests, and how they reach its pods.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Requests per pod at once; 0 = unlimited.
@@ -90,6 +103,8 @@ pub struct Limits {
     pub response_start_timeout: Option<Duration>,
     /// Requests that may wait for a slot.
     pub queue_depth: usize,
+    /// HTTP/1.1 or h2c to the pods.
+    pub protocol: PodProtocol,
 }
 
 impl Revision {
@@ -106,6 +121,7 @@ impl Revision {
             timeout,
             response_start_timeout,
             queue_depth,
+            protocol,
         } = limits;
         Arc::new(Self {
             namespace: namespace.to_owned(),
@@ -115,6 +131,7 @@ impl Revision {
             container_concurrency,
             timeout,
             response_start_timeout,
+            protocol,
             dispatch: Mutex::new(Dispatch {
                 queue: DispatchQueue::new(container_concurrency, queue_depth),
                 area: 0.0,

@@ -17,7 +17,7 @@ use triggers::{ServiceConfig, TrafficRevision};
 
 use super::route::SharedRoutes;
 use super::route::{Route, RouteTable, Target};
-use super::{Limits, Revision};
+use super::{Limits, PodProtocol, Revision};
 use crate::metrics::{Metrics, ProxyCounters};
 
 /// Starts and stops what runs a revision (pods and autoscaler); implemented by the runtime.
@@ -297,6 +297,11 @@ impl Registry {
                 timeout: template.timeout,
                 response_start_timeout: template.response_start_timeout,
                 queue_depth: template.scaling.queue_depth,
+                protocol: if template.pod.serving_container().h2c {
+                    PodProtocol::H2c
+                } else {
+                    PodProtocol::Http1
+                },
             },
             ProxyCounters::new(&self.metrics, &service.namespace, &service.name, name),
         );

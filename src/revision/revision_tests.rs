@@ -23,6 +23,7 @@ fn revision(cc: u32, depth: usize) -> Arc<Revision> {
             timeout: Duration::from_secs(10),
             response_start_timeout: None,
             queue_depth: depth,
+            protocol: Default::default(),
         },
         Default::default(),
     )

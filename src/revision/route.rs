@@ -161,6 +161,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 response_start_timeout: None,
                 queue_depth: 10,
+                protocol: Default::default(),
             },
             Default::default(),
         )

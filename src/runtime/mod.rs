@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use triggers::Snapshot;
 
 use crate::actuator::{LocalRuntime, PodOutput};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Clients, Dispatcher};
 use crate::ingress::conn::{self, ConnLimits};
 use crate::ingress::{admin, events, proxy};
 use crate::metrics::Metrics;
@@ -109,11 +109,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
 
     let topology = Arc::new(ArcSwap::from_pointee(Topology::default()));
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .build()
-        .context("building the delivery HTTP client")?;
+    let client = Clients::new().context("building the delivery HTTP clients")?;
     let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
     let dispatcher = Arc::new(Dispatcher::new(
         client,

@@ -4,6 +4,7 @@
 mod backends;
 mod delivery;
 mod durability;
+mod grpc;
 mod hardening;
 mod harness;
 mod ingress;

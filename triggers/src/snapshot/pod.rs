@@ -44,6 +44,9 @@ pub struct ContainerSpec {
     /// Port the serving container listens on; `None` lets the runtime choose and pass `PORT`.
     /// Always `None` for other containers.
     pub port: Option<u16>,
+    /// The port is named `h2c` (Knative's convention): the container speaks HTTP/2 with prior
+    /// knowledge (gRPC services), so requests reach it over multiplexed HTTP/2 connections.
+    pub h2c: bool,
     /// Working directory of the process.
     pub working_dir: Option<String>,
     /// Readiness probe; for the serving container `None` means ready once the port accepts
@@ -260,6 +263,7 @@ impl ContainerSpec {
             args: Vec::new(),
             env: Vec::new(),
             port: None,
+            h2c: false,
             working_dir: None,
             readiness: None,
             liveness: None,

@@ -358,6 +358,7 @@ impl Checker<'_, '_, '_, '_> {
             args: container.args.clone().unwrap_or_default(),
             env: env?,
             port: port?,
+            h2c: port_name.as_deref() == Some("h2c"),
             working_dir: container.working_dir.clone(),
             readiness: readiness?,
             liveness: liveness?,

@@ -198,6 +198,7 @@ fn full_service() {
             name: "app".into(),
             env: vec![EnvVar::plain("MODE", "live"), EnvVar::plain("EMPTY", "")],
             port: Some(8081),
+            h2c: true,
             working_dir: Some("/srv".into()),
             readiness: Some(Probe {
                 action: ProbeAction::HttpGet {
