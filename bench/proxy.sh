@@ -10,8 +10,8 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 RATE_WORKERS=${RATE_WORKERS:-32}
 RATE_PER_WORKER=${RATE_PER_WORKER:-100}   # 32 × 100 = 3200 rps fixed rate
-for tool in wrk hey nginx; do
-  command -v "$tool" >/dev/null || { echo "installing $tool"; apt-get install -y -qq wrk hey nginx-light >/dev/null; }
+for tool in wrk hey nginx h2load; do
+  command -v "$tool" >/dev/null || { echo "installing $tool"; apt-get install -y -qq wrk hey nginx-light nghttp2-client >/dev/null; }
 done
 if [ -z "${TIDEGATE_BIN:-}" ]; then cargo build --release --quiet; fi
 BIN=${TIDEGATE_BIN:-$PWD/target/release/tidegate}
