@@ -494,12 +494,7 @@ fn h2_request(request: &mut Request<Body>, pod: SocketAddr, te_trailers: bool) {
 
 /// Whether the client asked for trailers (`TE: trailers`).
 fn wants_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+    has_token(headers, &header::TE, "trailers")
 }
 
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -615,13 +610,17 @@ async fn tunnel(
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    headers.contains_key(header::UPGRADE) && has_token(headers, &header::CONNECTION, "upgrade")
+}
+
+/// Whether the comma-separated header `name` lists `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 fn prepare_request(request: &mut Request<Body>, peer: Option<SocketAddr>, upgrade: bool) {

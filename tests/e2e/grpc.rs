@@ -119,24 +119,9 @@ out["no_pod"] = failure(lambda: stuck.unary_unary("/demo.Demo/Say")(b"x"))
 print(json.dumps(out))
 "#;
 
-fn grpc_importable() -> bool {
-    let importable = std::process::Command::new("python3")
-        .args(["-c", "import grpc"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !importable {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "grpcio must be importable under CI (scripts/test.sh installs it)"
-        );
-        eprintln!("skipping: python3 cannot import grpc (run scripts/test.sh to install it)");
-    }
-    importable
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_of_every_kind_reach_an_h2c_pod_scaled_from_zero_with_statuses_and_deadlines() {
-    if !grpc_importable() {
+    if !python_imports("grpc") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");

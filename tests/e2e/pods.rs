@@ -357,16 +357,7 @@ server.wait_for_termination()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_readiness_probe_asks_the_health_service() {
-    let importable = std::process::Command::new("python3")
-        .args(["-c", "import grpc, grpc_health.v1.health"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !importable {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "grpcio and grpcio-health-checking must be importable under CI (scripts/test.sh installs them)"
-        );
-        eprintln!("skipping: python3 cannot import grpc (run scripts/test.sh to install it)");
+    if !python_imports("grpc, grpc_health.v1.health") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
