@@ -10,6 +10,7 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 RATE_WORKERS=${RATE_WORKERS:-32}
 RATE_PER_WORKER=${RATE_PER_WORKER:-100}   # 32 × 100 = 3200 rps fixed rate
+# MEMORY=0 skips the memory part.
 for tool in wrk hey nginx h2load; do
   command -v "$tool" >/dev/null || { echo "installing $tool"; apt-get install -y -qq wrk hey nginx-light nghttp2-client >/dev/null; }
 done
@@ -17,7 +18,16 @@ if [ -z "${TIDEGATE_BIN:-}" ]; then cargo build --release --quiet; fi
 BIN=${TIDEGATE_BIN:-$PWD/target/release/tidegate}
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+# Children are listed before their parent dies: a parent killed first orphans them (nginx's
+# workers, holding this script's stdout open), one killed last respawns them.
+cleanup() {
+  for p in "${PIDS[@]}"; do
+    local kids; kids=$(pgrep -P "$p" || true)
+    kill -9 "$p" 2>/dev/null || true
+    [ -z "$kids" ] || kill -9 $kids 2>/dev/null || true
+  done
+  wait 2>/dev/null || true; rm -rf "$WORK"
+}
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { local t=0; for p in "$@"; do read -r -a f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo $t; }
@@ -138,6 +148,7 @@ rate "nginx" "http://127.0.0.1:$NGINX_PORT/" "bench.default.example.com"
 
 echo
 kill -9 $GW 2>/dev/null || true
+[ "${MEMORY:-1}" = 1 ] || exit 0
 # Memory, on fresh gateways serving only a revision whose pod never becomes ready, so every
 # request stays queued: idle, then 10 000 requests as h2c streams (50 connections × 200), then
 # 10 000 HTTP/1.1 connections with one request each.

@@ -172,6 +172,10 @@ struct ServeArgs {
     /// raised to its hard limit at start), never closer to it than 256.
     #[arg(long, env = "TIDEGATE_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Threads serving the ingress, each with its own runtime and accept loop (default: one
+    /// per core).
+    #[arg(long, env = "TIDEGATE_INGRESS_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    ingress_threads: Option<u16>,
     /// Read Brokers, Triggers and Knative Services from the Kubernetes API instead of
     /// --manifests, and reach pods through EndpointSlices.
     #[arg(long, env = "TIDEGATE_KUBERNETES")]
@@ -298,6 +302,10 @@ fn main() -> ExitCode {
                     }
                 },
                 max_connections: args.max_connections,
+                ingress_threads: args.ingress_threads.map_or_else(
+                    || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+                    usize::from,
+                ),
                 kubernetes: args
                     .kubernetes
                     .then(|| tidegate::kubernetes::KubernetesConfig {

@@ -350,6 +350,22 @@ impl Drop for OpenRequest {
 /// A request as handlers get it, with where its body's failure is recorded.
 pub type IncomingRequest = Request<ClientBody>;
 
+/// What every listener thread of one listener shares: the cap on open connections and the
+/// signal that asks idle connections to close when it is reached.
+pub struct ConnGate {
+    permits: Arc<Semaphore>,
+    pressure: Notify,
+}
+
+impl ConnGate {
+    pub fn new(max_connections: usize) -> Arc<ConnGate> {
+        Arc::new(ConnGate {
+            permits: Arc::new(Semaphore::new(max_connections)),
+            pressure: Notify::new(),
+        })
+    }
+}
+
 /// Serves HTTP/1.1 and h2c connections from `listener` with `handler` until `stop` fires, then
 /// shuts every connection down gracefully and waits for them.
 pub async fn serve<H, F>(
@@ -361,7 +377,22 @@ pub async fn serve<H, F>(
     H: Fn(IncomingRequest, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<axum::body::Body>> + Send + 'static,
 {
-    let limits = Arc::new(limits);
+    let gate = ConnGate::new(limits.max_connections);
+    serve_gated(listener, Arc::new(limits), gate, handler, stop).await;
+}
+
+/// As [`serve`], for one of several accept loops on one listener (one per ingress thread):
+/// `gate` caps the connections of all of them together.
+pub async fn serve_gated<H, F>(
+    listener: tokio::net::TcpListener,
+    limits: Arc<ConnLimits>,
+    gate: Arc<ConnGate>,
+    handler: H,
+    stop: CancellationToken,
+) where
+    H: Fn(IncomingRequest, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<axum::body::Body>> + Send + 'static,
+{
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -374,18 +405,16 @@ pub async fn serve<H, F>(
         .keep_alive_timeout(limits.h2_keepalive_timeout)
         .max_concurrent_streams(limits.h2_max_concurrent_streams);
     let builder = Arc::new(builder);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let pressure = Arc::new(Notify::new());
     let tracker = tokio_util::task::TaskTracker::new();
     loop {
         // At the cap: stop accepting and ask idle connections to make room.
         let permit = loop {
-            match Arc::clone(&permits).try_acquire_owned() {
+            match Arc::clone(&gate.permits).try_acquire_owned() {
                 Ok(permit) => break Some(permit),
                 Err(_) => {
-                    pressure.notify_waiters();
+                    gate.pressure.notify_waiters();
                     let acquired = tokio::select! {
-                        permit = Arc::clone(&permits).acquire_owned() => permit.ok(),
+                        permit = Arc::clone(&gate.permits).acquire_owned() => permit.ok(),
                         () = tokio::time::sleep(SHED_MIN_IDLE) => None,
                         () = stop.cancelled() => break None,
                     };
@@ -419,26 +448,34 @@ pub async fn serve<H, F>(
                 let response = handler(request, peer);
                 async move {
                     let response = response.await;
-                    Ok::<_, Infallible>(
-                        response
-                            .map(|inner| axum::body::Body::new(TrackedBody { inner, _open: open })),
-                    )
+                    Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, _open: open }))
                 }
             })
         };
-        let (builder, limits, pressure, stop) = (
+        let (builder, limits, gate, stop) = (
             Arc::clone(&builder),
             Arc::clone(&limits),
-            Arc::clone(&pressure),
+            Arc::clone(&gate),
             stop.clone(),
         );
         tracker.spawn(async move {
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
-            let outcome = tokio::select! {
-                result = connection.as_mut() => Some(result),
-                () = until_shutdown(&state, &limits, &pressure, &stop) => None,
-            };
+            // The watch for shutdown waits for rare things (its timer, pressure, stop): polled
+            // only when one of them woke it, not at every read and write of the connection.
+            let mut shutdown = std::pin::pin!(WhenWoken::new(until_shutdown(
+                &state,
+                &limits,
+                &gate.pressure,
+                &stop
+            )));
+            let outcome = std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Some(result));
+                }
+                shutdown.as_mut().poll(cx).map(|()| None)
+            })
+            .await;
             let result = match outcome {
                 Some(result) => result,
                 None => {
@@ -463,6 +500,55 @@ pub async fn serve<H, F>(
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// A future polled only after its own waker fired (and at the first poll), so a task that
+/// also drives busier futures does not re-poll it, and re-register its wakers, at every wake-up.
+struct WhenWoken<F> {
+    inner: Pin<Box<F>>,
+    flag: Arc<WakeFlag>,
+}
+
+/// Records that the inner future was woken, then wakes the task.
+struct WakeFlag {
+    woken: std::sync::atomic::AtomicBool,
+    task: futures::task::AtomicWaker,
+}
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future> WhenWoken<F> {
+    fn new(inner: F) -> Self {
+        WhenWoken {
+            inner: Box::pin(inner),
+            flag: Arc::new(WakeFlag {
+                woken: std::sync::atomic::AtomicBool::new(true),
+                task: futures::task::AtomicWaker::new(),
+            }),
+        }
+    }
+}
+
+impl<F: Future> Future for WhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.flag.task.register(cx.waker());
+        if !self.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = std::task::Waker::from(Arc::clone(&self.flag));
+        self.inner.as_mut().poll(&mut Context::from_waker(&waker))
+    }
 }
 
 /// Returns when the connection should shut down: idle for the idle timeout, idle while the

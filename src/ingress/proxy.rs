@@ -100,6 +100,15 @@ impl ProxyState {
         }
     }
 
+    /// The state for one more ingress thread: the same routes and clients, with idle pod
+    /// connections of its own (see [`Upstream::sibling`]).
+    pub fn for_thread(&self) -> Self {
+        Self {
+            upstream: Arc::new(self.upstream.sibling()),
+            ..self.clone()
+        }
+    }
+
     /// The answer to a Knative ingress probe (`K-Network-Probe: probe`, Kubernetes mode): 200
     /// echoing `K-Network-Hash`, as Knative's activator and queue-proxy answer it, so an
     /// ingress that probes its backends sees tidegate programmed even at zero pods.
@@ -643,12 +652,12 @@ fn prepare_request(request: &mut Request<Body>, peer: Option<SocketAddr>, upgrad
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     if let Some(peer) = peer {
-        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {}", peer.ip()),
-            None => peer.ip().to_string(),
+        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.ip())).ok(),
+            None => Some(peer_ip_value(peer.ip())),
         };
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        if let Some(value) = value {
+            headers.insert(X_FORWARDED_FOR, value);
         }
     }
     headers.insert(
@@ -662,7 +671,38 @@ fn prepare_request(request: &mut Request<Body>, peer: Option<SocketAddr>, upgrad
     *request.version_mut() = Version::HTTP_11;
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// A client address as a header value. Most requests on a thread come from the same few
+/// addresses (an ingress, a load balancer), so the last one is kept: a hit costs a reference
+/// count, not a format and an allocation.
+fn peer_ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((cached, value)) = last.as_ref()
+            && *cached == ip
+        {
+            return value.clone();
+        }
+        let value = HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        *last = Some((ip, value.clone()));
+        value
+    })
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a lookup for each.
+    if !headers
+        .keys()
+        .any(|name| name == header::UPGRADE || HOP_BY_HOP.contains(name))
+    {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

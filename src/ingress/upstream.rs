@@ -102,24 +102,37 @@ impl Drop for OpenStream {
 }
 
 /// Idle HTTP/1.1 connections and open HTTP/2 connections per pod address.
+///
+/// Each ingress thread has an `Upstream` of its own ([`Upstream::sibling`]): an HTTP/1.1
+/// connection to a pod is registered with the runtime of the thread that opened it, so keeping
+/// it on that thread keeps a request, its client connection and its pod connection on one core.
+/// HTTP/2 connections (a task each, many requests at once) are shared by all siblings, so a pod
+/// gets at most [`H2_MAX_CONNECTIONS_PER_POD`] whatever the number of threads.
 pub struct Upstream {
     idle: [Mutex<IdleLists>; SHARDS],
-    h2: [Mutex<H2Lists>; SHARDS],
-    h2_builder: http2::Builder<TokioExecutor>,
+    h2: Arc<H2Pool>,
+}
+
+/// The HTTP/2 connections every sibling [`Upstream`] shares.
+struct H2Pool {
+    lists: [Mutex<H2Lists>; SHARDS],
+    builder: http2::Builder<TokioExecutor>,
 }
 
 impl Default for Upstream {
     fn default() -> Self {
-        let mut h2_builder = http2::Builder::new(TokioExecutor::new());
-        h2_builder
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             .adaptive_window(true)
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
         Self {
             idle: Default::default(),
-            h2: Default::default(),
-            h2_builder,
+            h2: Arc::new(H2Pool {
+                lists: Default::default(),
+                builder,
+            }),
         }
     }
 }
@@ -151,6 +164,15 @@ type H2Sent = (
 );
 
 impl Upstream {
+    /// An `Upstream` with idle HTTP/1.1 lists of its own that shares this one's HTTP/2
+    /// connections.
+    pub fn sibling(&self) -> Upstream {
+        Upstream {
+            idle: Default::default(),
+            h2: Arc::clone(&self.h2),
+        }
+    }
+
     /// The idle HTTP/1.1 lists of `address`'s shard.
     fn shard(&self, address: SocketAddr) -> std::sync::MutexGuard<'_, IdleLists> {
         self.idle[shard_index(address)]
@@ -160,7 +182,7 @@ impl Upstream {
 
     /// The HTTP/2 lists of `address`'s shard.
     fn h2_shard(&self, address: SocketAddr) -> std::sync::MutexGuard<'_, H2Lists> {
-        self.h2[shard_index(address)]
+        self.h2.lists[shard_index(address)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -224,7 +246,7 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (answer, stream) = match self.h2_try_send(address, request) {
             Ok(sent) => sent,
-            Err(request) => match connect_h2(address, &self.h2_builder).await {
+            Err(request) => match connect_h2(address, &self.h2.builder).await {
                 Ok(send) => self.h2_add_and_send(address, send, request),
                 Err(error) => {
                     return Err(SendError {

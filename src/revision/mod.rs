@@ -168,8 +168,7 @@ impl Revision {
     /// through [`Revision::changed`]; the request waits in FIFO order until a pod is ready.
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<SlotGuard, DispatchError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        let (ticket, wake) = {
+        let (ticket, rx, wake) = {
             let mut q = self.lock();
             let before = demand(&q);
             if let Some(slot) = q.try_acquire() {
@@ -183,8 +182,10 @@ impl Revision {
                     slot,
                 });
             }
+            // Only a request that has to wait pays for a channel.
+            let (tx, rx) = oneshot::channel();
             match q.enqueue(tx) {
-                Ok(ticket) => (ticket, self.wakes(before, &mut q)),
+                Ok(ticket) => (ticket, rx, self.wakes(before, &mut q)),
                 Err(_) => {
                     return Err(DispatchError::QueueFull(self.name.clone(), q.queued()));
                 }

@@ -57,6 +57,8 @@ pub struct ServeConfig {
     pub connections: ConnLimits,
     /// Requested cap on open ingress connections (bounded by the descriptor limit).
     pub max_connections: Option<usize>,
+    /// Threads serving the ingress, each with a runtime of its own (default: one per core).
+    pub ingress_threads: usize,
     /// Kubernetes mode: desired state from the API server instead of `manifests`.
     pub kubernetes: Option<crate::kubernetes::KubernetesConfig>,
 }
@@ -147,8 +149,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let snapshot = Arc::new(snapshot);
     applier.apply(&snapshot).await;
 
-    let ingress_listener = TcpListener::bind(config.listen)
-        .await
+    let ingress_listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding ingress on {}", config.listen))?;
     let admin_listener = TcpListener::bind(config.admin_listen)
         .await
@@ -177,8 +178,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         "Connection limits set."
     );
     let stop_ingress = CancellationToken::new();
-    let ingress_task = tokio::spawn(crate::ingress::serve(
+    let ingress = crate::ingress::start(
         ingress_listener,
+        config.ingress_threads,
         ingress_limits,
         events::IngressState {
             topology: Arc::clone(&topology),
@@ -194,7 +196,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             ..proxy::ProxyState::new(Arc::clone(&routes), &config.domain)
         },
         stop_ingress.clone(),
-    ));
+    )?;
+    let ingress_task = tokio::spawn(ingress.finished());
     let stop_admin = CancellationToken::new();
     let admin = admin::router(admin::AdminState {
         metrics: Arc::clone(&metrics),
