@@ -463,17 +463,13 @@ pub async fn serve_gated<H, F>(
             let mut connection = std::pin::pin!(connection);
             // The watch for shutdown waits for rare things (its timer, pressure, stop): polled
             // only when one of them woke it, not at every read and write of the connection.
-            let mut shutdown = std::pin::pin!(WhenWoken::new(until_shutdown(
-                &state,
-                &limits,
-                &gate.pressure,
-                &stop
-            )));
+            let watch = std::pin::pin!(until_shutdown(&state, &limits, &gate.pressure, &stop));
+            let mut shutdown = WhenWoken::new(watch);
             let outcome = std::future::poll_fn(|cx| {
                 if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                     return Poll::Ready(Some(result));
                 }
-                shutdown.as_mut().poll(cx).map(|()| None)
+                Pin::new(&mut shutdown).poll(cx).map(|()| None)
             })
             .await;
             let result = match outcome {
@@ -504,8 +500,8 @@ pub async fn serve_gated<H, F>(
 
 /// A future polled only after its own waker fired (and at the first poll), so a task that
 /// also drives busier futures does not re-poll it, and re-register its wakers, at every wake-up.
-struct WhenWoken<F> {
-    inner: Pin<Box<F>>,
+struct WhenWoken<'a, F> {
+    inner: Pin<&'a mut F>,
     flag: Arc<WakeFlag>,
 }
 
@@ -526,10 +522,10 @@ impl std::task::Wake for WakeFlag {
     }
 }
 
-impl<F: Future> WhenWoken<F> {
-    fn new(inner: F) -> Self {
+impl<'a, F: Future> WhenWoken<'a, F> {
+    fn new(inner: Pin<&'a mut F>) -> Self {
         WhenWoken {
-            inner: Box::pin(inner),
+            inner,
             flag: Arc::new(WakeFlag {
                 woken: std::sync::atomic::AtomicBool::new(true),
                 task: futures::task::AtomicWaker::new(),
@@ -538,7 +534,7 @@ impl<F: Future> WhenWoken<F> {
     }
 }
 
-impl<F: Future> Future for WhenWoken<F> {
+impl<F: Future> Future for WhenWoken<'_, F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {

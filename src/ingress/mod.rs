@@ -49,7 +49,6 @@ pub fn start(
             .context("sharing the ingress listener with an ingress thread")?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .thread_name(format!("tidegate-ingress-{index}"))
             .build()
             .context("starting an ingress runtime")?;
         let (proxy, events, limits, gate, stop) = (
