@@ -84,7 +84,7 @@ done
 sleep 1
 IDLE_RSS=$(rss_kib $GW)
 
-NGINX_PORT=$(port)
+NGINX_PORT=$(port); NGINX_H2_PORT=$(port)
 mkdir -p "$WORK/nginx"
 cat > "$WORK/nginx/nginx.conf" <<NGINX
 worker_processes 2;
@@ -96,6 +96,11 @@ http {
   upstream backend { server $POD; keepalive 128; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; }
+  }
+  # h2c with prior knowledge (cleartext http2), the same upstream.
+  server {
+    listen 127.0.0.1:$NGINX_H2_PORT http2;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; }
   }
 }
@@ -139,6 +144,41 @@ import sys
 r = dict(a.split("=") for a in sys.argv[1:])
 print(f"ratio tidegate/nginx rps: {float(r['tidegate'])/float(r['nginx']):.2f}   tidegate/direct: {float(r['tidegate'])/float(r['direct']):.2f}")
 PY
+
+# h2c inbound: h2load, H2_CONNS connections × H2_STREAMS streams; latency percentiles from its
+# per-request log.
+H2_CONNS=${H2_CONNS:-4}; H2_STREAMS=${H2_STREAMS:-16}
+h2results=()
+h2run() {
+  local name=$1 url=$2 host=$3; shift 3
+  local before; before=$(cpu_ticks "$@")
+  local out; out=$(h2load -t2 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$DURATION" -H "host: $host" --log-file="$WORK/h2.log" "$url")
+  local after; after=$(cpu_ticks "$@")
+  local rps; rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+  local done_; done_=$(awk '/^requests:/ {print $6}' <<<"$out")
+  local ok; ok=$(awk '/^status codes:/ {print $3}' <<<"$out")
+  local hz; hz=$(getconf CLK_TCK)
+  python3 - "$name" "$rps" "$ok" "$done_" "$after" "$before" "$hz" "$WORK/h2.log" <<'PY'
+import sys
+name, rps, ok, done, after, before, hz, log = sys.argv[1:]
+durations = sorted(int(l.split()[2]) for l in open(log) if len(l.split()) >= 3)
+pct = lambda p: durations[min(len(durations) - 1, int(len(durations) * p))] / 1000 if durations else 0
+cpu = (int(after) - int(before)) / int(hz) / max(int(done), 1) * 1e6
+print(f"{name:<28} {rps:>10} {pct(0.5):>8.2f}ms {pct(0.99):>8.2f}ms {cpu:>14.1f}   ({ok} of {done} 2xx)")
+PY
+  h2results+=("$name=$rps")
+}
+echo
+echo "h2c inbound: h2load -c$H2_CONNS -m$H2_STREAMS -D${DURATION}s (prior knowledge), pod reached over HTTP/1.1"
+printf '%-28s %10s %10s %10s %14s\n' scenario rps p50 p99 "proxy µs CPU/req"
+h2run "tidegate h2c" "http://127.0.0.1:$INGRESS/" "bench.default.example.com" $GW
+h2run "nginx h2c" "http://127.0.0.1:$NGINX_H2_PORT/" "bench.default.example.com" "${NGX_ALL[@]}"
+python3 - "${h2results[@]}" <<'PY'
+import sys
+r = dict(a.split("=") for a in sys.argv[1:])
+print(f"ratio tidegate/nginx rps (h2c): {float(r['tidegate h2c'])/float(r['nginx h2c']):.2f}")
+PY
+
 echo
 echo "fixed rate: hey -c $RATE_WORKERS -q $RATE_PER_WORKER (≈$((RATE_WORKERS*RATE_PER_WORKER)) rps)"
 printf '%-28s %10s %10s %10s\n' scenario rps p50 p99

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -28,9 +28,12 @@ use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+
+use super::h1;
 
 /// Default time to receive a request's headers (hyper's default; nginx uses 60 s).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -200,7 +203,7 @@ impl ClientBodyError {
 /// A request body with a timeout between reads and one for the whole body. The clocks start at
 /// the first read, so a request waiting in a revision's queue is not timed out by them.
 pub struct ClientBody {
-    inner: Incoming,
+    inner: Inner,
     read_timeout: Duration,
     total_timeout: Duration,
     /// Set at the first poll.
@@ -210,11 +213,19 @@ pub struct ClientBody {
     fault: BodyFault,
 }
 
+/// Where a request body comes from.
+enum Inner {
+    /// Read by hyper as the handler asks for it.
+    Incoming(Incoming),
+    /// Read with the head already (see [`super::h1`]).
+    Buffered(Option<Bytes>),
+}
+
 impl ClientBody {
     pub fn new(inner: Incoming, limits: &ConnLimits) -> ClientBody {
         let inner_is_empty = inner.is_end_stream();
         ClientBody {
-            inner,
+            inner: Inner::Incoming(inner),
             read_timeout: limits.body_read_timeout,
             total_timeout: limits.body_timeout,
             deadline: None,
@@ -224,6 +235,18 @@ impl ClientBody {
             } else {
                 BodyFault(Some(Arc::default()))
             },
+        }
+    }
+
+    /// A body that arrived whole: it cannot stall or break, so it has no timeouts.
+    pub fn buffered(body: Bytes) -> ClientBody {
+        ClientBody {
+            inner: Inner::Buffered((!body.is_empty()).then_some(body)),
+            read_timeout: Duration::ZERO,
+            total_timeout: Duration::ZERO,
+            deadline: None,
+            sleep: None,
+            fault: BodyFault(None),
         }
     }
 
@@ -251,9 +274,13 @@ impl HttpBody for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        let inner = match &mut this.inner {
+            Inner::Incoming(inner) => inner,
+            Inner::Buffered(body) => return Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+        };
         let now = Instant::now();
         let deadline = *this.deadline.get_or_insert(now + this.total_timeout);
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 // Data arrived: the pause clock restarts at the next wait.
                 if let Some(sleep) = this.sleep.as_mut() {
@@ -290,11 +317,19 @@ impl HttpBody for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Incoming(inner) => inner.is_end_stream(),
+            Inner::Buffered(body) => body.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Incoming(inner) => inner.size_hint(),
+            Inner::Buffered(body) => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 
@@ -304,8 +339,10 @@ fn far_future() -> Instant {
 }
 
 /// Activity of one connection: requests open and when the last one ended.
-struct ConnState {
+pub struct ConnState {
     open: AtomicUsize,
+    /// Set when the connection should close after the answers it owes.
+    pub closing: AtomicBool,
     /// Milliseconds since `epoch` when the connection last became idle.
     idle_since: AtomicU64,
     epoch: Instant,
@@ -315,12 +352,13 @@ impl ConnState {
     fn new() -> ConnState {
         ConnState {
             open: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
 
-    fn enter(self: &Arc<Self>) -> OpenRequest {
+    pub fn enter(self: &Arc<Self>) -> OpenRequest {
         self.open.fetch_add(1, Ordering::AcqRel);
         OpenRequest(Arc::clone(self))
     }
@@ -336,7 +374,7 @@ impl ConnState {
 }
 
 /// An open request on a connection; the connection is idle again once every one is dropped.
-struct OpenRequest(Arc<ConnState>);
+pub struct OpenRequest(Arc<ConnState>);
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {
@@ -438,64 +476,148 @@ pub async fn serve_gated<H, F>(
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = Arc::new(ConnState::new());
-        let service = {
-            let (state, limits, handler) =
-                (Arc::clone(&state), Arc::clone(&limits), handler.clone());
-            hyper::service::service_fn(move |request: Request<Incoming>| {
-                let open = state.enter();
-                let request = request.map(|body| ClientBody::new(body, &limits));
-                let response = handler(request, peer);
-                async move {
-                    let response = response.await;
-                    Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, _open: open }))
-                }
-            })
-        };
-        let (builder, limits, gate, stop) = (
+        let (builder, limits, gate, handler, stop) = (
             Arc::clone(&builder),
             Arc::clone(&limits),
             Arc::clone(&gate),
+            handler.clone(),
             stop.clone(),
         );
-        tracker.spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            // The watch for shutdown waits for rare things (its timer, pressure, stop): polled
-            // only when one of them woke it, not at every read and write of the connection.
-            let watch = std::pin::pin!(until_shutdown(&state, &limits, &gate.pressure, &stop));
-            let mut shutdown = WhenWoken::new(watch);
-            let outcome = std::future::poll_fn(|cx| {
-                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-                    return Poll::Ready(Some(result));
-                }
-                Pin::new(&mut shutdown).poll(cx).map(|()| None)
-            })
-            .await;
-            let result = match outcome {
-                Some(result) => result,
-                None => {
-                    connection.as_mut().graceful_shutdown();
-                    if stop.is_cancelled() {
-                        // Draining: open requests get the caller's drain timeout.
-                        connection.await
-                    } else {
-                        // Idle: nothing is lost by dropping it if it does not close in time.
-                        tokio::time::timeout(SHUTDOWN_GRACE, connection)
-                            .await
-                            .unwrap_or(Ok(()))
-                    }
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%error, "Connection ended with an error.");
-            }
+        let task = async move {
+            serve_connection(stream, peer, &builder, &limits, &gate, handler, &stop).await;
             drop(permit);
-        });
+        };
+        tracker.spawn(task);
     }
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// Serves one connection: HTTP/1.1 requests by [`h1`] while they are of the kind it serves,
+/// then (or for h2c from the start) by hyper, until it closes, a timeout or pressure closes it
+/// while idle, or `stop` fires (open requests are answered first).
+async fn serve_connection<H, F>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    limits: &Arc<ConnLimits>,
+    gate: &ConnGate,
+    handler: H,
+    stop: &CancellationToken,
+) where
+    H: Fn(IncomingRequest, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<axum::body::Body>> + Send + 'static,
+{
+    let state = Arc::new(ConnState::new());
+    // The watch for shutdown waits for rare things (its timer, pressure, stop): polled only
+    // when one of them woke it, not at every read and write of the connection.
+    let watch = std::pin::pin!(until_shutdown(&state, limits, &gate.pressure, stop));
+    let mut shutdown = WhenWoken::new(watch);
+    let mut shutdown_fired = false;
+    let mut stream = stream;
+    let mut pending = bytes::BytesMut::new();
+    let end = {
+        let mut fast = std::pin::pin!(h1::serve(
+            &stream,
+            &mut pending,
+            peer,
+            limits,
+            &state,
+            &handler
+        ));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(end) = fast.as_mut().poll(cx) {
+                return Poll::Ready(end);
+            }
+            if !shutdown_fired && Pin::new(&mut shutdown).poll(cx).is_ready() {
+                shutdown_fired = true;
+                state.closing.store(true, Ordering::Release);
+            }
+            // Asked to close: at once when no answer is owed, else after it (h1 sees `closing`).
+            if shutdown_fired && state.idle_for().is_some() {
+                return Poll::Ready(h1::End::Closed);
+            }
+            Poll::Pending
+        })
+        .await
+    };
+    if let h1::End::Closed = end {
+        // The client reads the last answer to its end before the socket closes.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, stream.shutdown()).await;
+        return;
+    }
+    // Boxed: hyper's connection is large and rare here, and would make every connection
+    // (and every request waiting for a revision) as large.
+    let shutdown = (!shutdown_fired).then_some(&mut shutdown);
+    let io = h1::Rewind::new(stream, pending.freeze());
+    Box::pin(serve_with_hyper(
+        io, peer, builder, limits, &state, handler, shutdown, stop,
+    ))
+    .await;
+}
+
+/// The rest of a connection, served by hyper; `shutdown` is the connection's watch unless it
+/// fired already.
+#[allow(clippy::too_many_arguments)]
+async fn serve_with_hyper<H, F, W>(
+    io: h1::Rewind,
+    peer: SocketAddr,
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    limits: &Arc<ConnLimits>,
+    state: &Arc<ConnState>,
+    handler: H,
+    shutdown: Option<&mut W>,
+    stop: &CancellationToken,
+) where
+    H: Fn(IncomingRequest, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<axum::body::Body>> + Send + 'static,
+    W: Future<Output = ()> + Unpin,
+{
+    let service = {
+        let (state, limits) = (Arc::clone(state), Arc::clone(limits));
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let open = state.enter();
+            let request = request.map(|body| ClientBody::new(body, &limits));
+            let response = handler(request, peer);
+            async move {
+                let response = response.await;
+                Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, _open: open }))
+            }
+        })
+    };
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let outcome = match shutdown {
+        None => None,
+        Some(shutdown) => {
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Some(result));
+                }
+                Pin::new(&mut *shutdown).poll(cx).map(|()| None)
+            })
+            .await
+        }
+    };
+    let result = match outcome {
+        Some(result) => result,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            if stop.is_cancelled() {
+                // Draining: open requests get the caller's drain timeout.
+                connection.await
+            } else {
+                // Idle: nothing is lost by dropping it if it does not close in time.
+                tokio::time::timeout(SHUTDOWN_GRACE, connection)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "Connection ended with an error.");
+    }
 }
 
 /// A future polled only after its own waker fired (and at the first poll), so a task that
@@ -507,7 +629,7 @@ struct WhenWoken<'a, F> {
 
 /// Records that the inner future was woken, then wakes the task.
 struct WakeFlag {
-    woken: std::sync::atomic::AtomicBool,
+    woken: AtomicBool,
     task: futures::task::AtomicWaker,
 }
 
@@ -527,7 +649,7 @@ impl<'a, F: Future> WhenWoken<'a, F> {
         WhenWoken {
             inner,
             flag: Arc::new(WakeFlag {
-                woken: std::sync::atomic::AtomicBool::new(true),
+                woken: AtomicBool::new(true),
                 task: futures::task::AtomicWaker::new(),
             }),
         }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod conn;
 pub mod events;
+mod h1;
 pub mod proxy;
 pub mod upstream;
 
@@ -72,7 +73,9 @@ pub fn start(
                     Ok(Some(route)) => {
                         proxy::forward(&proxy, &route, request, Some(peer), &fault).await
                     }
-                    Ok(None) => match events.oneshot(request).await {
+                    // Boxed: the router's future is larger than the proxy's, and would make
+                    // every waiting proxied request as large.
+                    Ok(None) => match Box::pin(events.oneshot(request)).await {
                         Ok(response) => response,
                         Err(never) => match never {},
                     },

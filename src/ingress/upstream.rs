@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -106,12 +106,22 @@ impl Drop for OpenStream {
 /// Each ingress thread has an `Upstream` of its own ([`Upstream::sibling`]): an HTTP/1.1
 /// connection to a pod is registered with the runtime of the thread that opened it, so keeping
 /// it on that thread keeps a request, its client connection and its pod connection on one core.
+/// A thread with no idle connection to a pod takes one idle on a sibling before it opens
+/// another (its I/O is then driven from the other thread's runtime, a cross-thread wake-up per
+/// read, until it closes): a pod that serves one connection at a time (Python's `http.server`)
+/// is never left waiting on a connection that idles on another thread, and a pod sees no more
+/// connections than requests at once.
 /// HTTP/2 connections (a task each, many requests at once) are shared by all siblings, so a pod
 /// gets at most [`H2_MAX_CONNECTIONS_PER_POD`] whatever the number of threads.
 pub struct Upstream {
-    idle: [Mutex<IdleLists>; SHARDS],
+    idle: Arc<IdleShards>,
+    /// The idle lists of every sibling, this one's included.
+    all_idle: Arc<RwLock<Vec<Arc<IdleShards>>>>,
     h2: Arc<H2Pool>,
 }
+
+/// One `Upstream`'s idle HTTP/1.1 connections, sharded by pod address.
+type IdleShards = [Mutex<IdleLists>; SHARDS];
 
 /// The HTTP/2 connections every sibling [`Upstream`] shares.
 struct H2Pool {
@@ -127,8 +137,10 @@ impl Default for Upstream {
             .adaptive_window(true)
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+        let idle = Arc::<IdleShards>::default();
         Self {
-            idle: Default::default(),
+            all_idle: Arc::new(RwLock::new(vec![Arc::clone(&idle)])),
+            idle,
             h2: Arc::new(H2Pool {
                 lists: Default::default(),
                 builder,
@@ -167,17 +179,21 @@ impl Upstream {
     /// An `Upstream` with idle HTTP/1.1 lists of its own that shares this one's HTTP/2
     /// connections.
     pub fn sibling(&self) -> Upstream {
+        let idle = Arc::<IdleShards>::default();
+        self.all_idle
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&idle));
         Upstream {
-            idle: Default::default(),
+            idle,
+            all_idle: Arc::clone(&self.all_idle),
             h2: Arc::clone(&self.h2),
         }
     }
 
     /// The idle HTTP/1.1 lists of `address`'s shard.
     fn shard(&self, address: SocketAddr) -> std::sync::MutexGuard<'_, IdleLists> {
-        self.idle[shard_index(address)]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock_shard(&self.idle, address)
     }
 
     /// The HTTP/2 lists of `address`'s shard.
@@ -274,16 +290,15 @@ impl Upstream {
         }
     }
 
+    /// An idle connection to `address`: this thread's, else a sibling's.
     fn take(&self, address: SocketAddr) -> Option<Box<PodConnection>> {
-        let mut idle = self.shard(address);
-        let list = idle.get_mut(&address)?;
-        while let Some(mut pc) = list.pop() {
-            if pc.reusable() {
-                return Some(pc);
-            }
+        if let Some(pc) = take_from(&self.idle, address) {
+            return Some(pc);
         }
-        idle.remove(&address);
-        None
+        let all = self.all_idle.read().unwrap_or_else(PoisonError::into_inner);
+        all.iter()
+            .filter(|other| !Arc::ptr_eq(other, &self.idle))
+            .find_map(|other| take_from(other, address))
     }
 
     fn put(&self, address: SocketAddr, mut pc: Box<PodConnection>) {
@@ -354,6 +369,26 @@ impl Upstream {
             }),
         }
     }
+}
+
+/// The idle lists of `address`'s shard in `shards`.
+fn lock_shard(shards: &IdleShards, address: SocketAddr) -> std::sync::MutexGuard<'_, IdleLists> {
+    shards[shard_index(address)]
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A reusable idle connection to `address` from `shards`; closed ones found on the way go.
+fn take_from(shards: &IdleShards, address: SocketAddr) -> Option<Box<PodConnection>> {
+    let mut idle = lock_shard(shards, address);
+    let list = idle.get_mut(&address)?;
+    while let Some(mut pc) = list.pop() {
+        if pc.reusable() {
+            return Some(pc);
+        }
+    }
+    idle.remove(&address);
+    None
 }
 
 /// A new connection to a pod. Boxed once per connection, so moving it per request stays cheap.
@@ -460,7 +495,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_refused_request_comes_back_untouched_and_answered_ones_reuse_the_connection() {
+    async fn refused_requests_come_back_and_answered_ones_share_a_connection_across_threads() {
         let upstream = Arc::new(Upstream::default());
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = closed.local_addr().expect("addr");
@@ -496,7 +531,10 @@ mod tests {
                 );
             }
         });
-        for _ in 0..2 {
+        // The third from another ingress thread's Upstream: it takes the idle connection
+        // rather than open a second one (a pod may serve one connection at a time).
+        let sibling = Arc::new(upstream.sibling());
+        for upstream in [&upstream, &upstream, &sibling] {
             let response = upstream
                 .send(
                     address,
