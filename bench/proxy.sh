@@ -93,7 +93,9 @@ error_log stderr error;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream backend { server $POD; keepalive 128; }
+  # tidegate closes no connection after a number of requests; nginx by default after 1000.
+  keepalive_requests 100000000;
+  upstream backend { server $POD; keepalive 128; keepalive_requests 100000000; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; }
@@ -151,8 +153,9 @@ H2_CONNS=${H2_CONNS:-4}; H2_STREAMS=${H2_STREAMS:-16}
 h2results=()
 h2run() {
   local name=$1 url=$2 host=$3; shift 3
+  rm -f "$WORK/h2.log"
   local before; before=$(cpu_ticks "$@")
-  local out; out=$(h2load -t2 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$DURATION" -H "host: $host" --log-file="$WORK/h2.log" "$url")
+  local out; out=$(h2load -t2 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$DURATION" -H ":authority: $host" --log-file="$WORK/h2.log" "$url")
   local after; after=$(cpu_ticks "$@")
   local rps; rps=$(awk '/^finished in/ {print $4}' <<<"$out")
   local done_; done_=$(awk '/^requests:/ {print $6}' <<<"$out")

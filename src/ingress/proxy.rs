@@ -363,7 +363,10 @@ async fn forward_request(
             let send: Pin<Box<dyn Future<Output = _> + Send>> = match revision.protocol {
                 PodProtocol::Http1 => {
                     *upstream.uri_mut() = origin_form(upstream.uri());
-                    Box::pin(state.upstream.send(guard.address(), upstream))
+                    let pod = guard.pod();
+                    let revision = &revision;
+                    let alone = move || revision.pod_in_flight(pod) <= 1;
+                    Box::pin(state.upstream.send(guard.address(), upstream, alone))
                 }
                 PodProtocol::H2c => {
                     h2_request(&mut upstream, guard.address(), te_trailers);

@@ -57,6 +57,9 @@ pub enum UpstreamError {
 struct PodConnection {
     send: SendRequest<Body>,
     conn: Connection<TokioIo<TcpStream>, Body>,
+    /// The idle lists of the thread that opened it (whose runtime drives its I/O): it goes
+    /// back there after a request, also one that borrowed it.
+    home: Arc<IdleShards>,
 }
 
 impl PodConnection {
@@ -106,11 +109,11 @@ impl Drop for OpenStream {
 /// Each ingress thread has an `Upstream` of its own ([`Upstream::sibling`]): an HTTP/1.1
 /// connection to a pod is registered with the runtime of the thread that opened it, so keeping
 /// it on that thread keeps a request, its client connection and its pod connection on one core.
-/// A thread with no idle connection to a pod takes one idle on a sibling before it opens
-/// another (its I/O is then driven from the other thread's runtime, a cross-thread wake-up per
-/// read, until it closes): a pod that serves one connection at a time (Python's `http.server`)
-/// is never left waiting on a connection that idles on another thread, and a pod sees no more
-/// connections than requests at once.
+/// A thread with no idle connection to a pod that has no other request in flight borrows one
+/// idle on a sibling before it opens another, and returns it there (its I/O stays with the
+/// runtime that opened it; the borrowed request pays a cross-thread wake-up per read): a pod
+/// that serves one connection at a time (Python's `http.server`) is never left waiting on a
+/// connection that idles on another thread. Under load each thread opens its own.
 /// HTTP/2 connections (a task each, many requests at once) are shared by all siblings, so a pod
 /// gets at most [`H2_MAX_CONNECTIONS_PER_POD`] whatever the number of threads.
 pub struct Upstream {
@@ -189,11 +192,6 @@ impl Upstream {
             all_idle: Arc::clone(&self.all_idle),
             h2: Arc::clone(&self.h2),
         }
-    }
-
-    /// The idle HTTP/1.1 lists of `address`'s shard.
-    fn shard(&self, address: SocketAddr) -> std::sync::MutexGuard<'_, IdleLists> {
-        lock_shard(&self.idle, address)
     }
 
     /// The HTTP/2 lists of `address`'s shard.
@@ -277,7 +275,6 @@ impl Upstream {
                 inner,
                 conn: None,
                 stream: Some(stream),
-                upstream: Arc::clone(self),
                 address,
             })),
             Err(mut e) => {
@@ -290,10 +287,18 @@ impl Upstream {
         }
     }
 
-    /// An idle connection to `address`: this thread's, else a sibling's.
-    fn take(&self, address: SocketAddr) -> Option<Box<PodConnection>> {
+    /// An idle connection to `address`: this thread's, else, when `alone()` (nothing else is
+    /// in flight on the pod), a sibling's.
+    fn take(
+        &self,
+        address: SocketAddr,
+        alone: impl FnOnce() -> bool,
+    ) -> Option<Box<PodConnection>> {
         if let Some(pc) = take_from(&self.idle, address) {
             return Some(pc);
+        }
+        if !alone() {
+            return None;
         }
         let all = self.all_idle.read().unwrap_or_else(PoisonError::into_inner);
         all.iter()
@@ -301,11 +306,12 @@ impl Upstream {
             .find_map(|other| take_from(other, address))
     }
 
-    fn put(&self, address: SocketAddr, mut pc: Box<PodConnection>) {
+    fn put(address: SocketAddr, mut pc: Box<PodConnection>) {
         if !pc.reusable() {
             return;
         }
-        let mut idle = self.shard(address);
+        let home = Arc::clone(&pc.home);
+        let mut idle = lock_shard(&home, address);
         let list = idle.entry(address).or_default();
         if list.len() < MAX_IDLE_PER_POD {
             list.push(pc);
@@ -314,15 +320,18 @@ impl Upstream {
 
     /// Sends `request` to the pod at `address` and returns its response head; the body streams
     /// from the same connection as it is read. A request that certainly never reached the pod
-    /// comes back in the error, untouched, so it can go to another pod.
+    /// comes back in the error, untouched, so it can go to another pod. `alone()` says whether
+    /// this is the only request in flight on the pod (asked only when this thread has no idle
+    /// connection to it).
     pub async fn send(
         self: &Arc<Self>,
         address: SocketAddr,
         request: Request<Body>,
+        alone: impl FnOnce() -> bool,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let mut pc = match self.take(address) {
+        let mut pc = match self.take(address, alone) {
             Some(pc) => pc,
-            None => match connect(address).await {
+            None => match connect(address, &self.idle).await {
                 Ok(pc) => pc,
                 Err(error) => {
                     return Err(SendError {
@@ -353,7 +362,6 @@ impl Upstream {
                 inner,
                 conn: Some(pc),
                 stream: None,
-                upstream: Arc::clone(self),
                 address,
             })),
             Some(Err(mut e)) => {
@@ -392,7 +400,10 @@ fn take_from(shards: &IdleShards, address: SocketAddr) -> Option<Box<PodConnecti
 }
 
 /// A new connection to a pod. Boxed once per connection, so moving it per request stays cheap.
-async fn connect(address: SocketAddr) -> Result<Box<PodConnection>, UpstreamError> {
+async fn connect(
+    address: SocketAddr,
+    home: &Arc<IdleShards>,
+) -> Result<Box<PodConnection>, UpstreamError> {
     let stream = TcpStream::connect(address)
         .await
         .map_err(UpstreamError::Connect)?;
@@ -400,7 +411,11 @@ async fn connect(address: SocketAddr) -> Result<Box<PodConnection>, UpstreamErro
     let (send, conn) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(UpstreamError::Http)?;
-    Ok(Box::new(PodConnection { send, conn }))
+    Ok(Box::new(PodConnection {
+        send,
+        conn,
+        home: Arc::clone(home),
+    }))
 }
 
 /// A new HTTP/2 connection (prior knowledge) to an h2c pod, driven by a task of its own until
@@ -438,7 +453,6 @@ pub struct UpstreamBody {
     inner: Incoming,
     conn: Option<Box<PodConnection>>,
     stream: Option<OpenStream>,
-    upstream: Arc<Upstream>,
     address: SocketAddr,
 }
 
@@ -447,7 +461,7 @@ impl UpstreamBody {
         if self.inner.is_end_stream()
             && let Some(pc) = self.conn.take()
         {
-            self.upstream.put(self.address, pc);
+            Upstream::put(self.address, pc);
         }
     }
 }
@@ -504,7 +518,7 @@ mod tests {
             .header("x-id", "7")
             .body(Body::from("payload"));
         let err = upstream
-            .send(address, request.expect("request"))
+            .send(address, request.expect("request"), || true)
             .await
             .err()
             .expect("refused");
@@ -539,6 +553,7 @@ mod tests {
                 .send(
                     address,
                     Request::get("/").body(Body::empty()).expect("request"),
+                    || true,
                 )
                 .await
                 .expect("answer");

@@ -235,9 +235,9 @@ async fn grpc_calls_of_every_kind_reach_an_h2c_pod_scaled_from_zero_with_statuse
 async fn an_h2c_only_service_gets_http1_requests_and_trigger_deliveries_over_http2() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // sample-service --h2c-only fails any HTTP/1.1 connection: everything below must arrive
-    // over HTTP/2.
+    // over HTTP/2. One pod at most, so `GET /events` sees every delivery.
     let trigger = format!(
-        "apiVersion: tidegate.dev/v1alpha1\nkind: Trigger\nmetadata:\n  name: worker\n  namespace: default\nspec:\n  broker: default\n  service:\n    spec:\n      template:\n        spec:\n          containerConcurrency: 4\n          containers:\n            - command: [tidegate, sample-service, --h2c-only]\n              ports: [{{name: h2c, containerPort: {}}}]\n",
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Trigger\nmetadata:\n  name: worker\n  namespace: default\nspec:\n  broker: default\n  service:\n    spec:\n      template:\n        metadata:\n          annotations:\n            autoscaling.knative.dev/max-scale: \"1\"\n        spec:\n          containerConcurrency: 4\n          containers:\n            - command: [tidegate, sample-service, --h2c-only]\n              ports: [{{name: h2c, containerPort: {}}}]\n",
         free_port()
     );
     let dir = manifests(tmp.path(), &[("b.yaml", BROKER), ("t.yaml", &trigger)]);
