@@ -73,8 +73,19 @@ where
     F: Future<Output = Response<axum::body::Body>>,
 {
     let mut sleep = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
+    // See [`drained`].
+    let single_threaded = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread;
     loop {
-        let parsed = match next_request(stream, pending, limits, sleep.as_mut()).await {
+        let next = next_request(
+            stream,
+            pending,
+            limits,
+            state,
+            sleep.as_mut(),
+            single_threaded,
+        );
+        let parsed = match next.await {
             Next::Request(parsed) => parsed,
             Next::Closed => return End::Closed,
             Next::Handoff => return End::Handoff,
@@ -121,7 +132,9 @@ async fn next_request(
     stream: &TcpStream,
     pending: &mut BytesMut,
     limits: &ConnLimits,
+    state: &Arc<ConnState>,
     mut sleep: Pin<&mut tokio::time::Sleep>,
+    single_threaded: bool,
 ) -> Next {
     if !pending.is_empty() {
         match take_parsed(pending) {
@@ -131,9 +144,11 @@ async fn next_request(
         }
     }
     let (mut armed, mut reads) = (false, 0);
+    // A head on its way is not idleness: the header read timeout governs it, not the idle one.
+    let mut _receiving = None;
     loop {
         // A request that is already there needs no timer.
-        match read_some(stream, pending) {
+        match read_some(stream, pending, single_threaded) {
             Read::Request(parsed) => return Next::Request(parsed),
             Read::Closed => return Next::Closed,
             Read::Handoff => return Next::Handoff,
@@ -141,6 +156,7 @@ async fn next_request(
         }
         // A head that trickles in is hyper's: each attempt here parses it from the start.
         if !pending.is_empty() {
+            _receiving.get_or_insert_with(|| state.enter());
             reads += 1;
             if reads > MAX_PARTIAL_READS {
                 return Next::Handoff;
@@ -176,43 +192,73 @@ thread_local! {
 }
 
 /// Reads what the socket has without waiting and parses it.
-fn read_some(stream: &TcpStream, pending: &mut BytesMut) -> Read {
+fn read_some(stream: &TcpStream, pending: &mut BytesMut, single_threaded: bool) -> Read {
     if pending.is_empty() {
         // The common case, a whole request in one read: parsed from the thread's buffer, and
         // only what is left over is kept with the connection.
         return READ_BUFFER.with_borrow_mut(|buffer| match stream.try_read(buffer) {
             Ok(0) => Read::Closed,
-            Ok(n) => match parse(&buffer[..n]) {
-                Parse::Complete(parsed) => {
-                    if parsed.consumed < n {
-                        pending.extend_from_slice(&buffer[parsed.consumed..n]);
-                    }
-                    Read::Request(parsed)
+            Ok(n) => {
+                if single_threaded && n < buffer.len() {
+                    drained(stream);
                 }
-                Parse::Partial => {
-                    pending.extend_from_slice(&buffer[..n]);
-                    Read::More
-                }
-                Parse::Hyper => {
-                    pending.extend_from_slice(&buffer[..n]);
-                    Read::Handoff
-                }
-            },
+                read_from_buffer(&buffer[..n], pending)
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::More,
             Err(_) => Read::Closed,
         });
     }
     pending.reserve(THREAD_BUFFER);
+    let room = pending.capacity() - pending.len();
     match stream.try_read_buf(pending) {
         Ok(0) => Read::Closed,
-        Ok(_) => match take_parsed(pending) {
-            Parse::Complete(parsed) => Read::Request(parsed),
-            Parse::Partial => Read::More,
-            Parse::Hyper => Read::Handoff,
-        },
+        Ok(n) => {
+            if single_threaded && n < room {
+                drained(stream);
+            }
+            match take_parsed(pending) {
+                Parse::Complete(parsed) => Read::Request(parsed),
+                Parse::Partial => Read::More,
+                Parse::Hyper => Read::Handoff,
+            }
+        }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::More,
         Err(_) => Read::Closed,
     }
+}
+
+/// A request from what one read put in the thread's buffer; what it does not take is kept in
+/// `pending`.
+fn read_from_buffer(read: &[u8], pending: &mut BytesMut) -> Read {
+    match parse(read) {
+        Parse::Complete(parsed) => {
+            if parsed.consumed < read.len() {
+                pending.extend_from_slice(&read[parsed.consumed..]);
+            }
+            Read::Request(parsed)
+        }
+        Parse::Partial => {
+            pending.extend_from_slice(read);
+            Read::More
+        }
+        Parse::Hyper => {
+            pending.extend_from_slice(read);
+            Read::Handoff
+        }
+    }
+}
+
+/// Records that a read returned less than it asked for, so the socket had nothing more: the
+/// next wait for it (for end-of-file while the request runs, or for the next request) registers
+/// at once instead of first reading to learn there is nothing (one `recvfrom` fewer per
+/// request). Sound only on a single-threaded runtime (the ingress threads'): its I/O driver runs
+/// only between polls of this task, so data that arrives after the read is reported after
+/// this, never lost; on a multi-threaded one (the admin listener) the driver could report it in
+/// between, and this would erase it.
+fn drained(stream: &TcpStream) {
+    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
 }
 
 /// Parses the request at the start of `pending` and removes it from there; an emptied buffer

@@ -365,3 +365,82 @@ async fn framing_and_routing_follow_the_rfc() {
         assert_eq!(status_of(&r), 400, "{:?} got {r:?}", String::from_utf8_lossy(raw));
     }
 }
+
+/// A Service whose only pod never becomes ready: every request to it waits in the queue.
+const COLD: &str = "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: cold, namespace: default}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/class: precise.tidegate.dev
+        autoscaling.knative.dev/initial-scale: \"0\"
+        autoscaling.knative.dev/max-scale: \"1\"
+    spec:
+      timeoutSeconds: 600
+      containers:
+        - command: [sh, -c, \"exec sleep 600\"]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-autoscaler, namespace: knative-serving}
+data:
+  allow-zero-initial-scale: \"true\"
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_keep_their_order_and_a_client_that_leaves_frees_its_place() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = manifests(tmp.path(), &[("broker.yaml", BROKER), ("cold.yaml", COLD)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+
+    // Three requests in one write: answered in order on the one connection, the last one
+    // (Connection: close) closes it.
+    let r = raw_exchange(
+        &gw.ingress,
+        b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\nPOST /default/default HTTP/1.1\r\nHost: x\r\nce-specversion: 1.0\r\nce-id: p1\r\nce-source: s\r\nce-type: t\r\nContent-Length: 2\r\n\r\n{}GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let statuses: Vec<u16> = r
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| r[at + 9..at + 12].parse().ok())
+        .collect();
+    assert_eq!(statuses, [404, 202, 404], "{r}");
+    assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+
+    // HTTP/1.0 without keep-alive: one answer, then the connection closes.
+    let mut old = TcpStream::connect(addr(&gw.ingress))
+        .await
+        .expect("connect");
+    old.write_all(b"GET /nothing HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let (answer, closed) = read_until_closed(&mut old, Duration::from_secs(10)).await;
+    assert_eq!(status_of(&answer), 404, "{answer}");
+    assert!(closed.is_some(), "an HTTP/1.0 connection stayed open");
+
+    // A request queued for a revision with no pod, whose client goes away: its place in the
+    // queue is freed at once, not when the revision's timeout (600 s) ends.
+    let queued = || async {
+        gw.revisions()
+            .await
+            .iter()
+            .filter(|r| r["service"] == "cold")
+            .map(|r| r["queued"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let mut waiting = TcpStream::connect(addr(&gw.ingress))
+        .await
+        .expect("connect");
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nHost: cold.default.example.com\r\n\r\n")
+        .await
+        .expect("write");
+    eventually("the request is queued", || async { queued().await == 1 }).await;
+    drop(waiting);
+    eventually("the queue is empty once the client left", || async {
+        queued().await == 0
+    })
+    .await;
+}
