@@ -1,5 +1,7 @@
 //! Connection handling shared by the ingress and the admin listener: timeouts, a cap on open
 //! connections, request bodies that cannot stall, and shedding of idle connections under pressure.
+//! A connection is served by [`super::h1`] while its requests are the plain HTTP/1.1 kind that
+//! arrived whole, and by hyper (HTTP/1.1 and h2c) from the first one that is not.
 //!
 //! - **Headers**: hyper's header read timeout runs from the moment a connection waits for a
 //!   request until its head is complete, so on HTTP/1.1 it also bounds keep-alive idleness.

@@ -26,8 +26,9 @@ use tower::ServiceExt as _;
 /// shared by all threads.
 ///
 /// Our own accept loop ([`conn::serve_gated`]) instead of `axum::serve`: proxied requests go
-/// straight from hyper to [`proxy::forward`] without the router in between, every connection
-/// gets `TCP_NODELAY`, and the listener's timeouts and connection cap apply.
+/// straight from the connection (served by [`h1`] or, for what it does not serve, by hyper) to
+/// [`proxy::forward`] without the router in between, every connection gets `TCP_NODELAY`, and
+/// the listener's timeouts and connection cap apply.
 pub fn start(
     listener: std::net::TcpListener,
     threads: usize,
