@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tidegate::actuator::logs::LogFormat;
 use tidegate::commands;
 use tidegate::ingress::events::DEFAULT_MAX_BODY_BYTES;
 use tidegate::runtime::{self, ServeConfig};
@@ -47,6 +48,16 @@ fn purge_at_once() {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The gateway's log on stderr: `text` for people (colours only on a terminal), `json` for
+    /// log shippers (one object per line, pods' lines included).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEGATE_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +82,8 @@ enum Command {
         )]
         admin: String,
     },
+    /// Print the last lines a revision's local pods wrote, and with -f follow new ones.
+    Logs(commands::logs::LogsArgs),
     /// Internal: start a pod's program tied to the gateway's lifetime.
     #[command(hide = true)]
     ExecPod {
@@ -250,13 +263,21 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Serve(_)) {
         purge_at_once();
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -302,6 +323,7 @@ fn main() -> ExitCode {
                     }
                 },
                 max_connections: args.max_connections,
+                log_format: cli.log_format,
                 ingress_threads: args.ingress_threads.map_or_else(
                     || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
                     usize::from,
@@ -335,6 +357,7 @@ fn main() -> ExitCode {
             },
             Command::ExecPod { .. } => Ok(ExitCode::FAILURE),
             Command::Status { admin } => commands::status(&admin).await.map(|()| ExitCode::SUCCESS),
+            Command::Logs(args) => commands::logs::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Simulate(args) => commands::simulate::run(args),
             Command::SampleService(args) => {
                 let listen = args.listen.unwrap_or_else(|| {

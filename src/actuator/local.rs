@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::PodSink;
+use super::logs::{LogFormat, PodLogs, SERVING_CONTAINER, Stream};
 use super::output::for_each_line;
 use super::pod_dir::{PodBase, PodDir};
 use super::probe::probe_with;
@@ -49,7 +50,8 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Where the pods' stdout and stderr go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PodOutput {
-    /// To the gateway log, one `info` event per line with the pod's name in the `pod` field.
+    /// To the gateway's stderr as the pod wrote it, prefixed with the pod (see
+    /// [`super::logs`]), and into the pod's log ring.
     #[default]
     Log,
     /// Nowhere (e.g. benchmarks).
@@ -59,6 +61,8 @@ pub enum PodOutput {
 /// Owns every pod process of the gateway.
 pub struct LocalRuntime {
     output: PodOutput,
+    /// Pods' recent lines (and their echo on stderr).
+    logs: Arc<PodLogs>,
     /// Where pods' volumes are written (made when the first pod with volumes starts); the
     /// error when it could not be made.
     pod_base: SharedPodBase,
@@ -116,6 +120,7 @@ struct Registry {
 struct Revision {
     /// `namespace/revision`, for logs.
     name: String,
+    logs: Arc<PodLogs>,
     pod_base: SharedPodBase,
     spec: PodSpec,
     /// The spec failed validation: nothing is started.
@@ -204,8 +209,9 @@ struct Spawned {
 
 /// What [`Revision::spawn`] needs of one container.
 struct ContainerRun<'a> {
-    /// `namespace/revision/pod-N[/container]`, for logs.
-    label: String,
+    /// `pod-N` and the container's name, for the pod's log ring.
+    pod: String,
+    container: &'a str,
     /// The serving container: it gets `PORT`.
     serving: bool,
     command: &'a [String],
@@ -260,15 +266,26 @@ struct Gate<'a> {
 
 impl LocalRuntime {
     pub fn new(output: PodOutput) -> Arc<Self> {
+        Self::with_log_format(output, LogFormat::Text)
+    }
+
+    /// As [`new`](Self::new), echoing pods' lines on stderr in `format`.
+    pub fn with_log_format(output: PodOutput, format: LogFormat) -> Arc<Self> {
         super::pod_dir::remove_stale();
         Arc::new(Self {
             output,
+            logs: PodLogs::echoing(format),
             pod_base: SharedPodBase::default(),
             next_pod: Arc::new(AtomicU64::new(1)),
             registry: Mutex::new(Registry::default()),
             tasks: TaskTracker::new(),
             force: CancellationToken::new(),
         })
+    }
+
+    /// The pods' recent lines, for the admin API.
+    pub fn logs(&self) -> Arc<PodLogs> {
+        Arc::clone(&self.logs)
     }
 
     /// Registers a revision at scale 0 and starts its reconcile task. An invalid spec (see
@@ -287,6 +304,7 @@ impl LocalRuntime {
         }
         let revision = Arc::new(Revision {
             name,
+            logs: Arc::clone(&self.logs),
             pod_base: self.pod_base.clone(),
             spec,
             invalid: invalid.is_some(),
@@ -550,7 +568,8 @@ impl Revision {
         let uid = uuid::Uuid::new_v4().to_string();
         let pod_name = format!("{}-{id}", self.name.rsplit('/').next().unwrap_or("pod"));
         let container = ContainerRun {
-            label: name.clone(),
+            pod: format!("pod-{id}"),
+            container: SERVING_CONTAINER,
             serving: true,
             command: &spec.command,
             args: &spec.args,
@@ -563,7 +582,8 @@ impl Revision {
         let mut sidecars = Vec::with_capacity(spec.sidecars.len());
         for sidecar in &spec.sidecars {
             let run = ContainerRun {
-                label: format!("{name}/{}", sidecar.name),
+                pod: format!("pod-{id}"),
+                container: &sidecar.name,
                 serving: false,
                 command: &sidecar.command,
                 args: &sidecar.args,
@@ -687,24 +707,32 @@ impl Revision {
             command.current_dir(dir);
         }
         let mut child = command.spawn().map_err(|e| format!("spawn failed: {e}"))?;
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let label = run.label.clone();
-            self.tasks.spawn(for_each_line(
-                stream,
-                move |line| info!(pod = %label, "{line}"),
-            ));
+        for (stream, kind) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                Stream::Stdout,
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                Stream::Stderr,
+            ),
+        ] {
+            let Some(stream) = stream else { continue };
+            let (logs, revision, pod, container) = (
+                Arc::clone(&self.logs),
+                self.name.clone(),
+                run.pod.clone(),
+                run.container.to_owned(),
+            );
+            self.tasks.spawn(for_each_line(stream, move |line| {
+                logs.record(&revision, &pod, &container, kind, line);
+            }));
         }
         Ok(child)
     }
@@ -751,6 +779,7 @@ impl Revision {
         }
         self.sink.pod_gone(pod.id);
         self.state().pods.remove(&pod.id);
+        self.logs.pod_gone(&self.name, &format!("pod-{}", pod.id));
         self.wake.notify_one();
     }
 

@@ -462,58 +462,48 @@ async fn periodic_probes_take_a_pod_out_of_dispatch_and_back() {
         .expect("stopped in time");
 }
 
-/// Collects what the fmt subscriber writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("capture lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
-async fn pod_output_is_logged_with_the_pod_name() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    // tracing caches each callsite's interest process-wide; while only one dispatcher is
-    // registered, a sibling test thread without a subscriber can cache "never" for the pod-output
-    // callsite (tokio-rs/tracing#3611). A second live dispatcher takes that shortcut away.
-    let _pin = tracing::Dispatch::new(tracing_subscriber::registry());
-    // The test runtime has one thread, so every task logs through this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+async fn pod_output_is_kept_per_pod_with_its_stream_and_outlives_the_pod() {
     let runtime = LocalRuntime::new(PodOutput::Log);
     let sink = Arc::new(FakeSink::default());
     let pods = runtime.revision(
         "ns/chatty-00001".into(),
-        shell("echo hello from stdout; echo hello from stderr >&2; exec sleep 30"),
+        shell("echo hello from stdout; printf '\\033[2mdim\\033[0m\\n' >&2; exec sleep 30"),
         sink,
     );
     pods.scale(1);
-    let logged = || String::from_utf8_lossy(&capture.0.lock().expect("capture lock")).into_owned();
-    wait_for("both lines logged", || {
-        let log = logged();
-        log.contains("hello from stdout") && log.contains("hello from stderr")
+    let logs = runtime.logs();
+    let page = || logs.read("ns/chatty-00001", None, 0, 100);
+    wait_for("both lines kept", || {
+        page().is_some_and(|p| p.lines.len() == 2)
     })
     .await;
-    let log = logged();
-    let line = log
-        .lines()
-        .find(|l| l.contains("hello from stdout"))
-        .expect("the stdout line");
-    assert!(line.contains("pod=ns/chatty-00001/pod-"), "{line}");
+    let page = page().expect("page");
+    let pod = page.pods[0].clone();
+    assert!(pod.starts_with("pod-"), "{pod}");
+    let out = page
+        .lines
+        .iter()
+        .find(|l| l.stream == Stream::Stdout)
+        .expect("stdout");
+    assert_eq!(out.text, "hello from stdout");
+    assert_eq!(out.container, SERVING_CONTAINER);
+    let err = page
+        .lines
+        .iter()
+        .find(|l| l.stream == Stream::Stderr)
+        .expect("stderr");
+    assert_eq!(
+        err.text, "\u{1b}[2mdim\u{1b}[0m",
+        "kept as the pod wrote it"
+    );
     tokio::time::timeout(WAIT, pods.stop())
         .await
         .expect("stopped in time");
+    let after = logs
+        .read("ns/chatty-00001", Some(&pod), 0, 100)
+        .expect("kept");
+    assert_eq!(after.lines.len(), 2, "an ended pod's lines stay readable");
 }
 
 #[test]

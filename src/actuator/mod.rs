@@ -23,6 +23,7 @@
 //! `drain_timeout`).
 
 mod local;
+pub mod logs;
 mod output;
 mod pod_dir;
 mod probe;

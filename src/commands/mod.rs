@@ -1,6 +1,7 @@
-//! Client-side subcommands: `send`, `check`, `status`, `simulate`.
+//! Client-side subcommands: `send`, `check`, `status`, `logs`, `simulate`.
 
 pub mod exec_pod;
+pub mod logs;
 pub mod send;
 pub mod simulate;
 

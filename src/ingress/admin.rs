@@ -1,16 +1,17 @@
 //! The admin API: health, readiness, Prometheus metrics and JSON views of brokers, triggers,
-//! revisions and the manifest set.
+//! revisions, local pods' recent log lines and the manifest set.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
+use crate::actuator::logs::{LogPage, MAX_PAGE, PodLogs};
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::revision::registry::Registry;
@@ -33,6 +34,8 @@ pub struct AdminState {
     pub manifests: Arc<ManifestStatus>,
     /// What keeps the desired-state provider from the current state (Kubernetes watches).
     pub provider: Arc<ProviderHealth>,
+    /// Local pods' recent lines; `None` in Kubernetes mode (pods log to the cluster).
+    pub pod_logs: Option<Arc<PodLogs>>,
 }
 
 /// One row of `/api/v1/revisions`.
@@ -132,6 +135,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/triggers", get(triggers))
         .route("/api/v1/brokers", get(brokers))
         .route("/api/v1/revisions", get(revisions))
+        .route(
+            "/api/v1/revisions/{namespace}/{revision}/logs",
+            get(revision_logs),
+        )
         .route("/api/v1/manifests", get(manifests))
         .with_state(state)
 }
@@ -378,6 +385,74 @@ pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatu
 
 async fn revisions(State(state): State<AdminState>) -> Json<Vec<RevisionStatus>> {
     Json(revision_rows(&state.registry))
+}
+
+/// Query of `/api/v1/revisions/{namespace}/{revision}/logs`.
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    /// One pod (`pod-N`), else all.
+    pod: Option<String>,
+    /// Only lines after this sequence number (the `next` of an earlier answer).
+    #[serde(default)]
+    after: u64,
+    /// The latest this many lines (at most 5000).
+    limit: Option<usize>,
+}
+
+fn not_found(field: &str, message: String) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": message, "field": field })),
+    )
+        .into_response()
+}
+
+/// The recent lines of a revision's local pods (`tidegate logs`).
+async fn revision_logs(
+    State(state): State<AdminState>,
+    Path((namespace, revision)): Path<(String, String)>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    let Some(logs) = &state.pod_logs else {
+        return not_found(
+            "revision",
+            "pod logs are kept for local pods only; in Kubernetes mode read them with kubectl logs"
+                .into(),
+        );
+    };
+    let name = format!("{namespace}/{revision}");
+    let known = revision_rows(&state.registry)
+        .iter()
+        .any(|r| r.namespace == namespace && r.revision == revision);
+    let limit = query.limit.unwrap_or(MAX_PAGE);
+    let page = logs.read(&name, query.pod.as_deref(), query.after, limit);
+    let page = match page {
+        Some(page) => page,
+        None if known => LogPage {
+            revision: name,
+            pods: Vec::new(),
+            lines: Vec::new(),
+            next: query.after,
+        },
+        None => return not_found("revision", format!("no revision {name}")),
+    };
+    if let Some(pod) = &query.pod
+        && !page.pods.contains(pod)
+    {
+        return not_found(
+            "pod",
+            format!(
+                "revision {} has no lines from {pod} (pods with lines: {})",
+                page.revision,
+                if page.pods.is_empty() {
+                    "none".to_owned()
+                } else {
+                    page.pods.join(", ")
+                }
+            ),
+        );
+    }
+    Json(page).into_response()
 }
 
 async fn manifests(State(state): State<AdminState>) -> Json<ManifestsReport> {

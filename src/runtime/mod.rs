@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub max_connections: Option<usize>,
     /// Threads serving the ingress, each with a runtime of its own (default: one per core).
     pub ingress_threads: usize,
+    /// How pods' lines are echoed on stderr (the gateway's own log is set up by `main`).
+    pub log_format: crate::actuator::logs::LogFormat,
     /// Kubernetes mode: desired state from the API server instead of `manifests`.
     pub kubernetes: Option<crate::kubernetes::KubernetesConfig>,
 }
@@ -119,7 +121,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Arc::clone(&metrics),
     ));
     let ready = Arc::new(AtomicBool::new(false));
-    let pods = LocalRuntime::new(PodOutput::Log);
+    let pods = LocalRuntime::with_log_format(PodOutput::Log, config.log_format);
     let launcher: Arc<dyn RevisionLauncher> = match &cluster {
         Some(cluster) => Arc::clone(&cluster.launcher) as Arc<dyn RevisionLauncher>,
         None => Arc::new(launch::LocalLauncher {
@@ -208,6 +210,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         store: Arc::clone(&store),
         manifests: Arc::clone(&manifest_status),
         provider: Arc::clone(&provider_health),
+        pod_logs: cluster.is_none().then(|| pods.logs()),
     });
     let admin_task = tokio::spawn({
         let stop = stop_admin.clone();

@@ -35,6 +35,8 @@ pub struct Gateway {
     extra: Vec<String>,
     /// File-descriptor limit (soft and hard) the process runs with, via `prlimit`.
     nofile: Option<u64>,
+    /// Where the process's stderr goes (else the test's own).
+    log: Option<PathBuf>,
 }
 
 impl Gateway {
@@ -57,6 +59,28 @@ impl Gateway {
             data: data.to_owned(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             nofile: None,
+            log: None,
+        };
+        gw.spawn_until("/readyz").await;
+        gw
+    }
+
+    /// Starts with its stderr written to `log` (a file the test reads).
+    pub async fn start_logging_to(
+        manifests: &Path,
+        data: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> Gateway {
+        let mut gw = Gateway {
+            child: None,
+            ingress: String::new(),
+            admin: String::new(),
+            manifests: manifests.to_owned(),
+            data: data.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            nofile: None,
+            log: Some(log.to_owned()),
         };
         gw.spawn_until("/readyz").await;
         gw
@@ -87,6 +111,7 @@ impl Gateway {
             data: data.to_owned(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             nofile,
+            log: None,
         };
         gw.spawn_until(until).await;
         gw
@@ -142,7 +167,16 @@ impl Gateway {
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(match &self.log {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .expect("open the gateway's log file"),
+                ),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("spawn tidegate serve");
         self.child = Some(child);

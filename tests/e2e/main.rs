@@ -10,5 +10,6 @@ mod harness;
 mod ingress;
 mod kubernetes;
 mod manifests;
+mod operator;
 mod pods;
 mod serving;

@@ -1,0 +1,164 @@
+//! What an operator reads: pods' lines in the gateway log and through `tidegate logs`.
+
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+
+use crate::harness::*;
+
+/// A Service whose pod writes a coloured line at start, then a numbered tick every 200 ms,
+/// while it serves (Python's `http.server`, whose request lines go to stderr).
+const CHATTY: &str = r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: chatty, namespace: default}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/min-scale: "1"
+    spec:
+      containers:
+        - command:
+            - sh
+            - -c
+            - |
+              printf '\033[2mdim\033[0m started\n'
+              (i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo "tick $i"; sleep 0.2; done) &
+              exec python3 -m http.server "$PORT" --bind 127.0.0.1
+"#;
+
+async fn tidegate(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(bin())
+        .args(args)
+        .output()
+        .await
+        .expect("run tidegate")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_lines_reach_the_log_as_written_and_tidegate_logs_reads_and_follows_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = manifests(tmp.path(), &[("chatty.yaml", CHATTY)]);
+    let log = tmp.path().join("gateway.log");
+    let gw = Gateway::start_logging_to(&dir, &tmp.path().join("data"), &[], &log).await;
+
+    // In the gateway log: the pod's bytes untouched (its escape sequences are not re-escaped),
+    // prefixed with the pod; the gateway's own lines carry no colours (stderr is a file).
+    eventually("the pod's first line in the gateway log", || async {
+        std::fs::read(&log).is_ok_and(|l| {
+            String::from_utf8_lossy(&l).contains("default/chatty-00001/pod-1 | \u{1b}[2mdim")
+        })
+    })
+    .await;
+    let text = String::from_utf8_lossy(&std::fs::read(&log).expect("log")).into_owned();
+    assert!(
+        !text.contains("\\x1b"),
+        "escape sequences re-escaped: {text}"
+    );
+    let own: Vec<&str> = text.lines().filter(|l| !l.contains(" | ")).collect();
+    assert!(!own.is_empty(), "{text}");
+    assert!(own.iter().all(|l| !l.contains('\u{1b}')), "{own:?}");
+
+    // `tidegate logs`: the lines kept, the first one as written.
+    let revision = "default/chatty-00001";
+    let out = tidegate(&["logs", revision, "--admin", &gw.admin]).await;
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        printed.starts_with("pod-1 | \u{1b}[2mdim\u{1b}[0m started\n"),
+        "{printed}"
+    );
+    assert!(printed.contains("pod-1 | tick 1\n"), "{printed}");
+    let tail = tidegate(&["logs", revision, "--tail", "1", "--admin", &gw.admin]).await;
+    assert_eq!(String::from_utf8_lossy(&tail.stdout).lines().count(), 1);
+
+    // -f prints lines written after it started.
+    let mut follow = tokio::process::Command::new(bin())
+        .args(["logs", revision, "-f", "--tail", "1", "--admin", &gw.admin])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn logs -f");
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().expect("stdout")).lines();
+    let tick = |line: &str| {
+        line.strip_prefix("pod-1 | tick ")
+            .and_then(|n| n.parse::<u32>().ok())
+    };
+    let mut ticks = Vec::new();
+    while ticks.len() < 4 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a line within 10 s")
+            .expect("read")
+            .expect("not at the end");
+        ticks.extend(tick(&line));
+    }
+    let (first, later) = (ticks[0], ticks[3]);
+    assert!(later >= first + 3, "followed {first} then {later}");
+    follow.kill().await.expect("stop logs -f");
+
+    // Unknown revision and pod: 404 naming the field, and the command says so.
+    let r = reqwest::get(format!(
+        "{}/api/v1/revisions/default/nothing-00001/logs",
+        gw.admin
+    ))
+    .await
+    .expect("request");
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["field"], "revision", "{body}");
+    let r = reqwest::get(format!(
+        "{}/api/v1/revisions/{revision}/logs?pod=pod-9",
+        gw.admin
+    ))
+    .await
+    .expect("request");
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("pod-1")),
+        "{body}"
+    );
+    let out = tidegate(&["logs", "default/nothing-00001", "--admin", &gw.admin]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no revision default/nothing-00001"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_log_format_writes_one_object_per_line_pods_included() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = manifests(tmp.path(), &[("chatty.yaml", CHATTY)]);
+    let log = tmp.path().join("gateway.log");
+    let _gw = Gateway::start_logging_to(
+        &dir,
+        &tmp.path().join("data"),
+        &["--log-format", "json"],
+        &log,
+    )
+    .await;
+    eventually("a pod line in the log", || async {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("tick 2"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).expect("log");
+    let objects: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let pod = objects
+        .iter()
+        .find(|o| o["message"] == "\u{1b}[2mdim\u{1b}[0m started")
+        .expect("the pod's first line, as written");
+    assert_eq!(pod["pod"], "pod-1", "{pod}");
+    assert_eq!(pod["revision"], "default/chatty-00001", "{pod}");
+    assert_eq!(pod["stream"], "stdout", "{pod}");
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["level"] == "INFO" && o["target"] != "pod"),
+        "the gateway's own events are objects too: {text}"
+    );
+}
