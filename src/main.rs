@@ -72,7 +72,7 @@ enum Command {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
-    /// Show brokers and triggers from a running gateway's admin API.
+    /// Show the manifest set, revisions, brokers and triggers from a running gateway's admin API.
     Status {
         /// Admin API base URL.
         #[arg(
@@ -81,6 +81,16 @@ enum Command {
             default_value = "http://127.0.0.1:9090"
         )]
         admin: String,
+        /// Output: tables, `wide` tables (each pod's in-flight against its limit), `json` or
+        /// `yaml` (everything the admin API said).
+        #[arg(short, long, value_enum, default_value_t = commands::StatusFormat::Table)]
+        output: commands::StatusFormat,
+        /// Redraw every --interval until interrupted (like `kubectl get -w` / `watch`).
+        #[arg(short, long)]
+        watch: bool,
+        /// How often --watch redraws.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
     },
     /// Print the last lines a revision's local pods wrote, and with -f follow new ones.
     Logs(commands::logs::LogsArgs),
@@ -356,7 +366,14 @@ fn main() -> ExitCode {
                 Err(e) => Err(anyhow::anyhow!("cannot render the CRDs: {e}")),
             },
             Command::ExecPod { .. } => Ok(ExitCode::FAILURE),
-            Command::Status { admin } => commands::status(&admin).await.map(|()| ExitCode::SUCCESS),
+            Command::Status {
+                admin,
+                output,
+                watch,
+                interval,
+            } => commands::status(&admin, output, watch, interval)
+                .await
+                .map(|()| ExitCode::SUCCESS),
             Command::Logs(args) => commands::logs::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Simulate(args) => commands::simulate::run(args),
             Command::SampleService(args) => {

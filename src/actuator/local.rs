@@ -209,7 +209,7 @@ struct Spawned {
 
 /// What [`Revision::spawn`] needs of one container.
 struct ContainerRun<'a> {
-    /// `pod-N` and the container's name, for the pod's log ring.
+    /// The pod's name and the container's, for the pod's log ring.
     pod: String,
     container: &'a str,
     /// The serving container: it gets `PORT`.
@@ -566,9 +566,9 @@ impl Revision {
             None
         };
         let uid = uuid::Uuid::new_v4().to_string();
-        let pod_name = format!("{}-{id}", self.name.rsplit('/').next().unwrap_or("pod"));
+        let pod_name = self.pod_name(id);
         let container = ContainerRun {
-            pod: format!("pod-{id}"),
+            pod: pod_name.clone(),
             container: SERVING_CONTAINER,
             serving: true,
             command: &spec.command,
@@ -582,7 +582,7 @@ impl Revision {
         let mut sidecars = Vec::with_capacity(spec.sidecars.len());
         for sidecar in &spec.sidecars {
             let run = ContainerRun {
-                pod: format!("pod-{id}"),
+                pod: pod_name.clone(),
                 container: &sidecar.name,
                 serving: false,
                 command: &sidecar.command,
@@ -737,6 +737,12 @@ impl Revision {
         Ok(child)
     }
 
+    /// A pod's name, `{revision}-{id}`, as `/api/v1/revisions` and the downward API's
+    /// `metadata.name` give it.
+    fn pod_name(&self, id: PodId) -> String {
+        format!("{}-{id}", self.name.rsplit('/').next().unwrap_or("pod"))
+    }
+
     /// One pod's life: readiness, serving, removal or death, then `pod_gone`.
     async fn run_pod(self: Arc<Self>, mut pod: Spawned) {
         let end = match self.until_ready(&mut pod).await {
@@ -779,7 +785,7 @@ impl Revision {
         }
         self.sink.pod_gone(pod.id);
         self.state().pods.remove(&pod.id);
-        self.logs.pod_gone(&self.name, &format!("pod-{}", pod.id));
+        self.logs.pod_gone(&self.name, &self.pod_name(pod.id));
         self.wake.notify_one();
     }
 

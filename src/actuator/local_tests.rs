@@ -480,7 +480,7 @@ async fn pod_output_is_kept_per_pod_with_its_stream_and_outlives_the_pod() {
     .await;
     let page = page().expect("page");
     let pod = page.pods[0].clone();
-    assert!(pod.starts_with("pod-"), "{pod}");
+    assert!(pod.starts_with("chatty-00001-"), "{pod}");
     let out = page
         .lines
         .iter()

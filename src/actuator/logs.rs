@@ -1,5 +1,5 @@
 //! What local pods write: each line goes to the gateway's stderr as the pod wrote it, prefixed
-//! with the pod (or as one JSON object per line with `--log-format json`), and into a bounded
+//! `namespace/pod` (or as one JSON object per line with `--log-format json`), and into a bounded
 //! ring per pod that `tidegate logs` reads through the admin API
 //! (`/api/v1/revisions/{namespace}/{revision}/logs`).
 //!
@@ -48,7 +48,7 @@ pub struct LogLine {
     pub seq: u64,
     /// When the gateway read it (RFC 3339, UTC).
     pub time: String,
-    /// `pod-N`.
+    /// The pod's name, `{revision}-{N}` (as `/api/v1/revisions` lists it).
     pub pod: String,
     pub container: String,
     pub stream: Stream,
@@ -197,13 +197,15 @@ impl PodLogs {
     }
 }
 
-/// Writes `line` to stderr: text as `namespace/revision/pod-N[/container] | text`, the pod's
-/// bytes untouched (its own colours included); JSON as one object per line.
+/// Writes `line` to stderr: text as `namespace/pod[/container] | text` (as `kubectl logs
+/// --prefix` names them), the pod's bytes untouched (its own colours included); JSON as one
+/// object per line.
 fn echo(format: LogFormat, revision: &str, line: &LogLine) {
     let mut out = Vec::with_capacity(line.text.len() + revision.len() + 48);
     match format {
         LogFormat::Text => {
-            let _ = write!(out, "{revision}/{}", line.pod);
+            let namespace = revision.split('/').next().unwrap_or(revision);
+            let _ = write!(out, "{namespace}/{}", line.pod);
             if line.container != SERVING_CONTAINER {
                 let _ = write!(out, "/{}", line.container);
             }

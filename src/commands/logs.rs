@@ -17,7 +17,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct LogsArgs {
     /// The revision, as `namespace/revision` (`tidegate status` lists them).
     pub revision: String,
-    /// Only this pod (`pod-N`, as the lines and `tidegate status` name it).
+    /// Only this pod (as the lines and `tidegate status -o wide` name it: `hello-00001-1`).
     #[arg(long)]
     pub pod: Option<String>,
     /// Keep printing new lines as the pods write them, until interrupted.
@@ -97,7 +97,7 @@ async fn fetch(
         .context("reading the admin API's answer")
 }
 
-/// `pod-N[/container] | text`, the text as the pod wrote it.
+/// `pod[/container] | text`, the text as the pod wrote it.
 fn print_lines(lines: &[LogLine]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for line in lines {

@@ -56,44 +56,130 @@ pub fn check(dirs: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// How `tidegate status` prints (`-o`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// Tables.
+    #[default]
+    Table,
+    /// Tables with each pod's in-flight count against its limit and address.
+    Wide,
+    /// Everything the admin API said, as one JSON document.
+    Json,
+    /// The same as YAML.
+    Yaml,
+}
+
+/// What `tidegate status` shows: the admin API's four views at one moment.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct StatusSnapshot {
+    pub manifests: ManifestsReport,
+    pub revisions: Vec<RevisionStatus>,
+    pub brokers: Vec<BrokerStatus>,
+    pub triggers: Vec<TriggerStatus>,
+}
+
+/// How long one request to the admin API may take.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `tidegate status`: the manifest set (with warnings when a reload was rejected or the
-/// persisted last-good set is served), then revisions, brokers and triggers as tables.
-pub async fn status(admin: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+/// persisted last-good set is served), then revisions, brokers and triggers; with `watch`,
+/// again every `interval` until interrupted (redrawn in place on a terminal, appended with a
+/// timestamp otherwise; an unreachable admin API is reported and retried).
+pub async fn status(
+    admin: &str,
+    format: StatusFormat,
+    watch: bool,
+    interval: std::time::Duration,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+    let client = reqwest::Client::builder()
+        .timeout(STATUS_TIMEOUT)
+        .build()
+        .context("building the HTTP client")?;
     let base = admin.trim_end_matches('/');
-    let manifests: ManifestsReport = client
-        .get(format!("{base}/api/v1/manifests"))
-        .send()
-        .await
-        .with_context(|| format!("contacting the admin API at {base}"))?
-        .error_for_status()?
-        .json()
-        .await?;
-    let brokers: Vec<BrokerStatus> = client
-        .get(format!("{base}/api/v1/brokers"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let triggers: Vec<TriggerStatus> = client
-        .get(format!("{base}/api/v1/triggers"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let revisions: Vec<RevisionStatus> = client
-        .get(format!("{base}/api/v1/revisions"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    print!("{}", render_manifests(&manifests));
-    print!("{}", render_revisions(&revisions));
-    print!("{}", render(&brokers, &triggers));
-    Ok(())
+    if !watch {
+        let snapshot = fetch_status(&client, base).await?;
+        print!("{}", render_status(&snapshot, format)?);
+        return Ok(());
+    }
+    let terminal = std::io::stdout().is_terminal();
+    let interval = interval.max(std::time::Duration::from_millis(100));
+    loop {
+        let text = match fetch_status(&client, base).await {
+            // One document per line, as `kubectl get -w -o json` streams objects.
+            Ok(snapshot) if !terminal && format == StatusFormat::Json => {
+                serde_json::to_string(&snapshot)? + "\n"
+            }
+            Ok(snapshot) => render_status(&snapshot, format)?,
+            // The numbers of the last good read would pass for live ones: none are shown.
+            Err(error) => format!("admin API unreachable: {error:#}; retrying\n"),
+        };
+        let mut out = std::io::stdout().lock();
+        if terminal {
+            // Home, the new text, then clear whatever the previous one left below it.
+            write!(out, "\x1b[H\x1b[2J{text}")?;
+        } else if format == StatusFormat::Json {
+            write!(out, "{text}")?;
+        } else {
+            writeln!(
+                out,
+                "--- {}",
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )?;
+            write!(out, "{text}")?;
+        }
+        out.flush()?;
+        drop(out);
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn fetch_status(client: &reqwest::Client, base: &str) -> anyhow::Result<StatusSnapshot> {
+    async fn get<T: serde::de::DeserializeOwned>(
+        client: &reqwest::Client,
+        url: String,
+    ) -> anyhow::Result<T> {
+        Ok(client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("contacting the admin API at {url}"))?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+    let (manifests, revisions, brokers, triggers) = tokio::try_join!(
+        get(client, format!("{base}/api/v1/manifests")),
+        get(client, format!("{base}/api/v1/revisions")),
+        get(client, format!("{base}/api/v1/brokers")),
+        get(client, format!("{base}/api/v1/triggers")),
+    )?;
+    Ok(StatusSnapshot {
+        manifests,
+        revisions,
+        brokers,
+        triggers,
+    })
+}
+
+fn render_status(snapshot: &StatusSnapshot, format: StatusFormat) -> anyhow::Result<String> {
+    Ok(match format {
+        StatusFormat::Json => serde_json::to_string_pretty(snapshot)? + "\n",
+        StatusFormat::Yaml => serde_saphyr::to_string(snapshot)?,
+        StatusFormat::Table | StatusFormat::Wide => {
+            let wide = format == StatusFormat::Wide;
+            format!(
+                "{}{}{}",
+                render_manifests(&snapshot.manifests),
+                render_revisions(&snapshot.revisions, wide),
+                render(&snapshot.brokers, &snapshot.triggers)
+            )
+        }
+    })
 }
 
 fn render_manifests(report: &ManifestsReport) -> String {
@@ -135,7 +221,7 @@ fn render_manifests(report: &ManifestsReport) -> String {
     out
 }
 
-fn render_revisions(revisions: &[RevisionStatus]) -> String {
+fn render_revisions(revisions: &[RevisionStatus], wide: bool) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
@@ -179,6 +265,20 @@ fn render_revisions(revisions: &[RevisionStatus]) -> String {
                 "  reserved pod {} ({state}, {} in flight)",
                 pod.id, pod.in_flight
             );
+        }
+        if wide {
+            for pod in r.pods.iter().filter(|p| !p.reserved) {
+                let limit = match r.container_concurrency {
+                    0 => "unlimited".to_owned(),
+                    cc => cc.to_string(),
+                };
+                let state = if pod.accepting { "ready" } else { "draining" };
+                let _ = writeln!(
+                    out,
+                    "  pod {:<10} {:<22} in flight {:>4} of {limit:<9} {state}",
+                    pod.id, pod.address, pod.in_flight
+                );
+            }
         }
         if let Some(reason) = &r.reason {
             let _ = writeln!(out, "  problem: {reason}");

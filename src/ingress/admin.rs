@@ -390,7 +390,7 @@ async fn revisions(State(state): State<AdminState>) -> Json<Vec<RevisionStatus>>
 /// Query of `/api/v1/revisions/{namespace}/{revision}/logs`.
 #[derive(Debug, Deserialize)]
 struct LogQuery {
-    /// One pod (`pod-N`), else all.
+    /// One pod (its name, as `pods[].id` of `/api/v1/revisions`), else all.
     pod: Option<String>,
     /// Only lines after this sequence number (the `next` of an earlier answer).
     #[serde(default)]

@@ -46,7 +46,7 @@ async fn pod_lines_reach_the_log_as_written_and_tidegate_logs_reads_and_follows_
     // prefixed with the pod; the gateway's own lines carry no colours (stderr is a file).
     eventually("the pod's first line in the gateway log", || async {
         std::fs::read(&log).is_ok_and(|l| {
-            String::from_utf8_lossy(&l).contains("default/chatty-00001/pod-1 | \u{1b}[2mdim")
+            String::from_utf8_lossy(&l).contains("default/chatty-00001-1 | \u{1b}[2mdim")
         })
     })
     .await;
@@ -65,10 +65,10 @@ async fn pod_lines_reach_the_log_as_written_and_tidegate_logs_reads_and_follows_
     assert!(out.status.success(), "{out:?}");
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        printed.starts_with("pod-1 | \u{1b}[2mdim\u{1b}[0m started\n"),
+        printed.starts_with("chatty-00001-1 | \u{1b}[2mdim\u{1b}[0m started\n"),
         "{printed}"
     );
-    assert!(printed.contains("pod-1 | tick 1\n"), "{printed}");
+    assert!(printed.contains("chatty-00001-1 | tick 1\n"), "{printed}");
     let tail = tidegate(&["logs", revision, "--tail", "1", "--admin", &gw.admin]).await;
     assert_eq!(String::from_utf8_lossy(&tail.stdout).lines().count(), 1);
 
@@ -81,7 +81,7 @@ async fn pod_lines_reach_the_log_as_written_and_tidegate_logs_reads_and_follows_
         .expect("spawn logs -f");
     let mut lines = tokio::io::BufReader::new(follow.stdout.take().expect("stdout")).lines();
     let tick = |line: &str| {
-        line.strip_prefix("pod-1 | tick ")
+        line.strip_prefix("chatty-00001-1 | tick ")
             .and_then(|n| n.parse::<u32>().ok())
     };
     let mut ticks = Vec::new();
@@ -108,7 +108,7 @@ async fn pod_lines_reach_the_log_as_written_and_tidegate_logs_reads_and_follows_
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["field"], "revision", "{body}");
     let r = reqwest::get(format!(
-        "{}/api/v1/revisions/{revision}/logs?pod=pod-9",
+        "{}/api/v1/revisions/{revision}/logs?pod=chatty-00001-9",
         gw.admin
     ))
     .await
@@ -116,7 +116,9 @@ async fn pod_lines_reach_the_log_as_written_and_tidegate_logs_reads_and_follows_
     assert_eq!(r.status(), 404);
     let body: serde_json::Value = r.json().await.expect("json");
     assert!(
-        body["error"].as_str().is_some_and(|e| e.contains("pod-1")),
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("chatty-00001-1")),
         "{body}"
     );
     let out = tidegate(&["logs", "default/nothing-00001", "--admin", &gw.admin]).await;
@@ -152,7 +154,7 @@ async fn the_json_log_format_writes_one_object_per_line_pods_included() {
         .iter()
         .find(|o| o["message"] == "\u{1b}[2mdim\u{1b}[0m started")
         .expect("the pod's first line, as written");
-    assert_eq!(pod["pod"], "pod-1", "{pod}");
+    assert_eq!(pod["pod"], "chatty-00001-1", "{pod}");
     assert_eq!(pod["revision"], "default/chatty-00001", "{pod}");
     assert_eq!(pod["stream"], "stdout", "{pod}");
     assert!(
@@ -161,4 +163,100 @@ async fn the_json_log_format_writes_one_object_per_line_pods_included() {
             .any(|o| o["level"] == "INFO" && o["target"] != "pod"),
         "the gateway's own events are objects too: {text}"
     );
+}
+
+/// Runs `tidegate ARGS` for `run`, then stops it and returns what it printed.
+async fn run_for(args: &[&str], run: Duration) -> String {
+    let mut child = tokio::process::Command::new(bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn tidegate");
+    tokio::time::sleep(run).await;
+    child.start_kill().expect("stop it");
+    let out = child.wait_with_output().await.expect("output");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_prints_json_yaml_and_wide_and_watches_until_stopped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = manifests(
+        tmp.path(),
+        &[("chatty.yaml", CHATTY), ("broker.yaml", BROKER)],
+    );
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    eventually("the pod is ready", || async {
+        gw.revisions().await.iter().any(|r| r["ready_pods"] == 1)
+    })
+    .await;
+    let admin = gw.admin.as_str();
+
+    let json = tidegate(&["status", "-o", "json", "--admin", admin]).await;
+    assert!(json.status.success(), "{json:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON document");
+    assert_eq!(doc["revisions"][0]["revision"], "chatty-00001", "{doc}");
+    assert_eq!(doc["brokers"][0]["name"], "default", "{doc}");
+    assert!(doc["manifests"]["generation"].as_u64().is_some(), "{doc}");
+
+    let yaml = tidegate(&["status", "-o", "yaml", "--admin", admin]).await;
+    let yaml = String::from_utf8_lossy(&yaml.stdout).into_owned();
+    assert!(
+        yaml.contains("revisions:") && yaml.contains("revision: chatty-00001"),
+        "{yaml}"
+    );
+
+    let wide = tidegate(&["status", "-o", "wide", "--admin", admin]).await;
+    let wide = String::from_utf8_lossy(&wide.stdout).into_owned();
+    let pod_row = wide
+        .lines()
+        .find(|l| l.trim_start().starts_with("pod chatty-00001-1"))
+        .unwrap_or_else(|| panic!("no pod row: {wide}"));
+    assert!(
+        pod_row.contains("in flight") && pod_row.contains("ready"),
+        "{pod_row}"
+    );
+
+    // --watch, stdout not a terminal: a timestamped snapshot per interval until stopped.
+    let watched = run_for(
+        &["status", "--watch", "--interval", "300ms", "--admin", admin],
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert!(watched.matches("--- ").count() >= 3, "{watched}");
+    assert!(watched.matches("REVISIONS").count() >= 3, "{watched}");
+    // With -o json: one document per line.
+    let watched = run_for(
+        &[
+            "status",
+            "-w",
+            "-o",
+            "json",
+            "--interval",
+            "300ms",
+            "--admin",
+            admin,
+        ],
+        Duration::from_millis(1500),
+    )
+    .await;
+    let documents: Vec<serde_json::Value> = watched
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(documents.len() >= 3, "{watched}");
+
+    // An admin API that goes away: said so, no stale numbers, and the watch carries on.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let watched = run_for(
+        &["status", "-w", "--interval", "200ms", "--admin", &closed],
+        Duration::from_millis(1200),
+    )
+    .await;
+    assert!(
+        watched.matches("admin API unreachable").count() >= 2,
+        "{watched}"
+    );
+    assert!(!watched.contains("REVISIONS"), "{watched}");
 }
