@@ -36,6 +36,8 @@ pub struct AdminState {
     pub provider: Arc<ProviderHealth>,
     /// Local pods' recent lines; `None` in Kubernetes mode (pods log to the cluster).
     pub pod_logs: Option<Arc<PodLogs>>,
+    /// The dashboard's sampler (`/` and `/api/v1/stream`).
+    pub dashboard: Option<Arc<super::dashboard::Dashboard>>,
 }
 
 /// One row of `/api/v1/revisions`.
@@ -129,6 +131,8 @@ pub struct BrokerStatus {
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(super::dashboard::page))
+        .route("/api/v1/stream", get(super::dashboard::stream))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -281,7 +285,12 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 async fn triggers(State(state): State<AdminState>) -> Json<Vec<TriggerStatus>> {
-    let rows = state
+    Json(trigger_rows(&state))
+}
+
+/// The rows of `/api/v1/triggers`.
+pub fn trigger_rows(state: &AdminState) -> Vec<TriggerStatus> {
+    state
         .dispatcher
         .triggers()
         .iter()
@@ -303,12 +312,16 @@ async fn triggers(State(state): State<AdminState>) -> Json<Vec<TriggerStatus>> {
             in_flight: t.counters.in_flight(),
             pending: t.pending(),
         })
-        .collect();
-    Json(rows)
+        .collect()
 }
 
 async fn brokers(State(state): State<AdminState>) -> Json<Vec<BrokerStatus>> {
-    let rows = state
+    Json(broker_rows(&state))
+}
+
+/// The rows of `/api/v1/brokers`.
+pub fn broker_rows(state: &AdminState) -> Vec<BrokerStatus> {
+    state
         .topology
         .load()
         .entries()
@@ -329,8 +342,7 @@ async fn brokers(State(state): State<AdminState>) -> Json<Vec<BrokerStatus>> {
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
         })
-        .collect();
-    Json(rows)
+        .collect()
 }
 
 /// The revisions table, as `/api/v1/revisions` and `/metrics` show it.

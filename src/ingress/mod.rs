@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod dashboard;
 pub mod events;
 mod h1;
 pub mod proxy;

@@ -201,7 +201,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     )?;
     let ingress_task = tokio::spawn(ingress.finished());
     let stop_admin = CancellationToken::new();
-    let admin = admin::router(admin::AdminState {
+    let dashboard = crate::ingress::dashboard::Dashboard::new(stop_admin.clone());
+    let admin_state = admin::AdminState {
         metrics: Arc::clone(&metrics),
         topology: Arc::clone(&topology),
         dispatcher: Arc::clone(&dispatcher),
@@ -211,7 +212,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         manifests: Arc::clone(&manifest_status),
         provider: Arc::clone(&provider_health),
         pod_logs: cluster.is_none().then(|| pods.logs()),
-    });
+        dashboard: Some(Arc::clone(&dashboard)),
+    };
+    tokio::spawn(Arc::clone(&dashboard).run(admin_state.clone()));
+    let admin = admin::router(admin_state);
     let admin_task = tokio::spawn({
         let stop = stop_admin.clone();
         let handler = move |request: conn::IncomingRequest, _peer| {

@@ -260,3 +260,238 @@ async fn status_prints_json_yaml_and_wide_and_watches_until_stopped() {
     );
     assert!(!watched.contains("REVISIONS"), "{watched}");
 }
+
+/// Node.js and `playwright-core` (in `$TIDEGATE_TOOLS/node`, installed by `scripts/test.sh`) and
+/// Chromium, or `None` with the reason printed.
+fn browser_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let tools = std::env::var_os("TIDEGATE_TOOLS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/tidegate-tools"))
+        })?;
+    let modules = tools.join("node/node_modules");
+    let chromium = std::env::var_os("CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if node && modules.join("playwright-core").is_dir() && chromium.exists() {
+        return Some(modules);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: needs node, playwright-core in {} and Chromium at {} (README's test command installs them)",
+        modules.display(),
+        chromium.display()
+    );
+    eprintln!(
+        "SKIPPED {test}: needs node, playwright-core in {} and Chromium at {} (bash scripts/test.sh installs them)",
+        modules.display(),
+        chromium.display()
+    );
+    None
+}
+
+/// A Service whose one pod answers after 3 s, one request at a time.
+const SLOW: &str = r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: slow, namespace: default}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/class: precise.tidegate.dev
+        autoscaling.knative.dev/min-scale: "1"
+        autoscaling.knative.dev/max-scale: "1"
+    spec:
+      containerConcurrency: 1
+      containers:
+        - command: [tidegate, sample-service, --delay, 3s]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_live_revisions_in_a_real_browser_and_survives_a_restart() {
+    use tokio::io::AsyncWriteExt as _;
+    let Some(modules) = browser_or_skip("the_dashboard_shows_live_revisions_in_a_real_browser")
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = manifests(tmp.path(), &[("slow.yaml", SLOW), ("broker.yaml", BROKER)]);
+    let mut gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    eventually("the slow pod is ready", || async {
+        gw.revisions().await.iter().any(|r| r["ready_pods"] == 1)
+    })
+    .await;
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/dashboard.cjs");
+    let mut browser = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&gw.admin)
+        .arg("default/slow-00001")
+        .arg(&screenshot)
+        .env("NODE_PATH", &modules)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start node");
+    let mut to_browser = browser.stdin.take().expect("stdin");
+    let mut from_browser =
+        tokio::io::BufReader::new(browser.stdout.take().expect("stdout")).lines();
+    let mut expect = async |word: &str| {
+        let line = tokio::time::timeout(Duration::from_secs(60), from_browser.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("the browser did not say {word:?} within 60 s"))
+            .expect("read");
+        assert_eq!(
+            line.as_deref(),
+            Some(word),
+            "the browser script stopped (see its stderr)"
+        );
+    };
+    expect("shown").await;
+
+    // Six requests on a pod that takes one at a time for 3 s: one in flight, five queued.
+    let client = reqwest::Client::new();
+    let load: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("{}/", gw.ingress));
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .header("host", "slow.default.example.com")
+                    .timeout(Duration::from_secs(60))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    to_browser
+        .write_all(b"load\n")
+        .await
+        .expect("tell the browser");
+    expect("moved").await;
+    assert!(
+        std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 10_000),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+    eprintln!("dashboard screenshot: {}", screenshot.display());
+
+    // The gateway goes away: the page says it is not live; back, it is live again by itself.
+    to_browser
+        .write_all(b"restart\n")
+        .await
+        .expect("tell the browser");
+    gw.kill9();
+    expect("stale").await;
+    gw.kill9_and_restart().await;
+    expect("live").await;
+    let status = tokio::time::timeout(Duration::from_secs(30), browser.wait())
+        .await
+        .expect("the browser script ends")
+        .expect("wait");
+    assert!(status.success(), "the browser script failed: {status}");
+    for request in load {
+        let _ = request.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_is_json_and_queries_only_metrics_tidegate_exposes() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/grafana/tidegate-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("read the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut queries: Vec<String> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(queries.len() >= 10, "{queries:?}");
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
+        if let Some(definition) = variable["definition"].as_str() {
+            queries.push(definition.to_owned());
+        }
+    }
+    let mut names: Vec<String> = queries
+        .iter()
+        .flat_map(|q| {
+            q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("tidegate_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+
+    // A gateway with a broker, a trigger to a Service and a proxied request: every family has
+    // series.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let quick = SLOW
+        .replace("name: slow", "name: quick")
+        .replace(", --delay, 3s", "");
+    let trigger = "apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: to-quick, namespace: default}
+spec:
+  broker: default
+  subscriber:
+    ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: quick}
+";
+    let dir = manifests(
+        tmp.path(),
+        &[
+            ("quick.yaml", &quick),
+            ("broker.yaml", BROKER),
+            ("trigger.yaml", trigger),
+        ],
+    );
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    eventually("the quick pod answers", || async {
+        client
+            .get(format!("{}/", gw.ingress))
+            .header("host", "quick.default.example.com")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let r = publish(
+        &client,
+        &gw.broker_url("default", "default"),
+        "g1",
+        "t",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    eventually("the event delivered", || async {
+        gw.trigger("to-quick").await["delivered"] == 1
+    })
+    .await;
+    let metrics = gw.metrics().await;
+    let exposed: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !exposed.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "queried but not exposed: {missing:?}\n{metrics}"
+    );
+}
