@@ -55,6 +55,31 @@ pub trait DemandSource: Send + Sync {
     fn applied_scale(&self) -> Option<u32> {
         None
     }
+    /// The class's current decision in words (KPA's mode, the precise demand and the bound that
+    /// limits it), for the admin API and the dashboard. Called when it changes.
+    fn explain(&self, _decision: String) {}
+}
+
+/// Says `decision` to `source` when it differs from the last one said.
+fn explain(source: &dyn DemandSource, last: &mut Option<String>, decision: String) {
+    if last.as_deref() != Some(decision.as_str()) {
+        source.explain(decision.clone());
+        *last = Some(decision);
+    }
+}
+
+/// Which bound of `policy` turns `wanted` into `bounded`, in words.
+fn bound_note(wanted: u32, bounded: u32, policy: &Policy) -> String {
+    if bounded < wanted {
+        format!(
+            ", held to max-scale {}",
+            policy.max_scale.unwrap_or(bounded)
+        )
+    } else if bounded > wanted {
+        format!(", raised to min-scale {}", policy.min_scale.max(bounded))
+    } else {
+        String::new()
+    }
 }
 
 /// Runs the autoscaler of one revision until `stop` is cancelled.
@@ -148,6 +173,12 @@ fn decide_kpa(
 ) {
     let decision = kpa.decide(now, source.ready_pods(), policy);
     let desired = with_backlog(decision.desired, source.demand().backlog, policy);
+    source.explain(format!(
+        "{} mode: stable average {:.1}, panic average {:.1} → {desired} pods",
+        if decision.panic { "panic" } else { "stable" },
+        decision.observed_stable,
+        decision.observed_panic,
+    ));
     debug!(
         desired,
         panic = decision.panic,
@@ -220,6 +251,10 @@ async fn run_hpa(
         let demand = source.demand();
         let decided = hpa.decide(now, &pods, current, demand, &hpa_policy);
         let desired = with_backlog(decided, demand.backlog, &policy);
+        source.explain(format!(
+            "{} pods sampled at {current} → {desired}",
+            pods.len()
+        ));
         debug!(desired, current, pods = pods.len(), "HPA decided.");
         applier.apply(desired);
     }
@@ -233,6 +268,8 @@ async fn run_precise(
     stop: CancellationToken,
 ) {
     let mut precise = Precise::new();
+    // Explained only when the demand or the decision changed (this loop runs at every change).
+    let (mut last_demand, mut said) = (None, None);
     let mut refresh = interval(policy.tick.max(Duration::from_millis(1)));
     refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -246,7 +283,22 @@ async fn run_precise(
         }
         // Schedule windows open and close on the wall clock; the refresh tick notices.
         let policy = policy.at(jiff::Timestamp::now());
-        let desired = precise.decide(Instant::now(), source.demand(), &policy);
+        let demand = source.demand();
+        let desired = precise.decide(Instant::now(), demand, &policy);
+        if last_demand != Some((demand, desired)) {
+            last_demand = Some((demand, desired));
+            let wanted = super::precise::demand_pods(demand, &policy);
+            explain(
+                source.as_ref(),
+                &mut said,
+                format!(
+                    "demand {} requests + {} backlog → {wanted} pods{} → {desired}",
+                    demand.requests(),
+                    demand.backlog,
+                    bound_note(wanted, policy.bound(wanted), &policy),
+                ),
+            );
+        }
         applier.apply(desired);
     }
 }

@@ -267,6 +267,9 @@ fn render_revisions(revisions: &[RevisionStatus], wide: bool) -> String {
             );
         }
         if wide {
+            if let Some(decision) = &r.decision {
+                let _ = writeln!(out, "  decision: {decision}");
+            }
             for pod in r.pods.iter().filter(|p| !p.reserved) {
                 let limit = match r.container_concurrency {
                     0 => "unlimited".to_owned(),

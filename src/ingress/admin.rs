@@ -63,6 +63,10 @@ pub struct RevisionStatus {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub reserved_resources: std::collections::BTreeMap<String, String>,
     pub pods: Vec<PodStatus>,
+    /// The autoscaler's current decision in words: KPA's mode and averages, the precise
+    /// class's demand and the bound that limits it, the HPA's samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
     /// Pod spec fields accepted and kept for Kubernetes mode that change nothing here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_locally: Vec<String>,
@@ -372,6 +376,7 @@ pub fn revision_rows(registry: &std::sync::Mutex<Registry>) -> Vec<RevisionStatu
                 reserved_pods: counts.reserved_pods,
                 reserved_resources: live.running.reserved_resources(),
                 ignored_locally: live.ignored_locally.clone(),
+                decision: r.decision().map(|d| d.to_string()),
                 pods: counts
                     .pods
                     .iter()

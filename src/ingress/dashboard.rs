@@ -7,8 +7,8 @@
 //! and each revision's ready, desired, in-flight and queued counts go into a history of the last
 //! [`HISTORY`] samples (15 minutes), which a stream sends first, so a page opened late still
 //! draws its charts. Bounds: the history keeps at most [`HISTORY_REVISIONS`] revisions per
-//! sample; a stream that falls [`STREAM_BUFFER`] samples behind skips to the latest; the admin
-//! listener's connection cap bounds the streams.
+//! sample; a stream that falls [`STREAM_BUFFER`] samples behind skips to the latest; at most
+//! [`MAX_STREAMS`] streams are open (more get 503 with `Retry-After`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -37,6 +37,9 @@ pub const HISTORY_REVISIONS: usize = 200;
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Samples a slow stream may fall behind before it skips ahead.
 const STREAM_BUFFER: usize = 8;
+/// Streams open at once at most: the admin listener's 128 connections stay mostly for probes
+/// and the API.
+pub const MAX_STREAMS: usize = 32;
 
 const PAGE: &str = include_str!("dashboard/index.html");
 
@@ -47,6 +50,7 @@ pub struct Dashboard {
     samples: broadcast::Sender<Arc<str>>,
     /// Ends the sampler and every stream (the admin listener drains at shutdown).
     stop: CancellationToken,
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// The state at one moment, as a stream sends it.
@@ -73,6 +77,7 @@ impl Dashboard {
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             samples: broadcast::channel(STREAM_BUFFER).0,
             stop,
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         })
     }
 
@@ -176,12 +181,21 @@ pub async fn stream(State(state): State<AdminState>) -> Response {
         )
             .into_response();
     };
+    let Ok(permit) = Arc::clone(&dashboard.streams).try_acquire_owned() else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            format!("{MAX_STREAMS} dashboard streams are open already\n"),
+        )
+            .into_response();
+    };
     let receiver = dashboard.samples.subscribe();
     let first = Event::default()
         .event("history")
         .data(dashboard.history_json());
     let stop = dashboard.stop.clone();
-    let rest = futures::stream::unfold(receiver, move |mut receiver| {
+    // The permit travels with the stream and is given back when the client goes away.
+    let rest = futures::stream::unfold((receiver, permit), move |(mut receiver, permit)| {
         let stop = stop.clone();
         async move {
             loop {
@@ -192,7 +206,7 @@ pub async fn stream(State(state): State<AdminState>) -> Response {
                 match received {
                     Ok(sample) => {
                         let event = Event::default().event("sample").data(&*sample);
-                        return Some((Ok::<_, Infallible>(event), receiver));
+                        return Some((Ok::<_, Infallible>(event), (receiver, permit)));
                     }
                     // Too slow: the samples it missed are gone; the next one is current.
                     Err(broadcast::error::RecvError::Lagged(_)) => {}

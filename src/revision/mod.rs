@@ -61,6 +61,8 @@ pub struct Revision {
     /// Fires on every change of demand (arrival, queueing, completion) and of pods.
     pub changed: Arc<Notify>,
     desired: AtomicU32,
+    /// The autoscaler's last decision in words (admin API, dashboard).
+    decision: std::sync::Mutex<Option<Arc<str>>>,
     /// Set once a pod of this revision was ready (Knative's revision Ready condition).
     ever_ready: AtomicBool,
     /// Requests and deliveries that ever asked for a slot (the rps metric's source).
@@ -140,6 +142,7 @@ impl Revision {
             }),
             changed: Arc::new(Notify::new()),
             desired: AtomicU32::new(0),
+            decision: std::sync::Mutex::new(None),
             ever_ready: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
@@ -377,6 +380,21 @@ impl Revision {
 
     pub fn desired(&self) -> u32 {
         self.desired.load(Ordering::Relaxed)
+    }
+
+    /// The autoscaler's last decision in words.
+    pub fn decision(&self) -> Option<Arc<str>> {
+        self.decision
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_decision(&self, decision: String) {
+        *self
+            .decision
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(decision.into());
     }
 
     pub fn set_desired(&self, desired: u32) {

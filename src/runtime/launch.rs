@@ -441,6 +441,10 @@ impl DemandSource for HpaDemand {
         self.revision.requests_total()
     }
 
+    fn explain(&self, decision: String) {
+        self.revision.0.set_decision(decision);
+    }
+
     fn applied_scale(&self) -> Option<u32> {
         Some(self.revision.0.desired())
     }
@@ -562,6 +566,9 @@ impl DemandSource for RevisionDemand {
     }
     fn average_concurrency(&self) -> Option<f64> {
         Some(self.0.average_concurrency())
+    }
+    fn explain(&self, decision: String) {
+        self.0.set_decision(decision);
     }
 }
 

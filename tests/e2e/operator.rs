@@ -495,3 +495,48 @@ spec:
         "queried but not exposed: {missing:?}\n{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_streams_are_capped_and_the_admin_port_stays_served() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = manifests(tmp.path(), &[("broker.yaml", BROKER)]);
+    let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/stream", gw.admin);
+    let mut open = Vec::new();
+    for _ in 0..32 {
+        let r = client.get(&url).send().await.expect("stream");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        open.push(r);
+    }
+    let refused = client.get(&url).send().await.expect("request");
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let health = client
+        .get(format!("{}/healthz", gw.admin))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    // The first event of a stream is the history.
+    let mut first = open.pop().expect("a stream");
+    let chunk = tokio::time::timeout(Duration::from_secs(5), first.chunk())
+        .await
+        .expect("an event within 5 s")
+        .expect("read")
+        .expect("data");
+    assert!(
+        String::from_utf8_lossy(&chunk).starts_with("event: history"),
+        "{chunk:?}"
+    );
+    drop(first);
+    eventually("a stream closed frees its place", || async {
+        client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
