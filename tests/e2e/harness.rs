@@ -51,16 +51,9 @@ impl Gateway {
 
     /// Starts with its ingress on `ingress` (`127.0.0.1:PORT`), for flags that name it.
     pub async fn start_on(manifests: &Path, data: &Path, extra: &[&str], ingress: &str) -> Gateway {
-        let mut gw = Gateway {
-            child: None,
-            ingress: format!("http://{ingress}"),
-            admin: format!("http://127.0.0.1:{}", free_port()),
-            manifests: manifests.to_owned(),
-            data: data.to_owned(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            nofile: None,
-            log: None,
-        };
+        let mut gw = Self::unstarted(manifests, data, extra);
+        gw.ingress = format!("http://{ingress}");
+        gw.admin = format!("http://127.0.0.1:{}", free_port());
         gw.spawn_until("/readyz").await;
         gw
     }
@@ -72,16 +65,8 @@ impl Gateway {
         extra: &[&str],
         log: &Path,
     ) -> Gateway {
-        let mut gw = Gateway {
-            child: None,
-            ingress: String::new(),
-            admin: String::new(),
-            manifests: manifests.to_owned(),
-            data: data.to_owned(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            nofile: None,
-            log: Some(log.to_owned()),
-        };
+        let mut gw = Self::unstarted(manifests, data, extra);
+        gw.log = Some(log.to_owned());
         gw.spawn_until("/readyz").await;
         gw
     }
@@ -103,18 +88,24 @@ impl Gateway {
         nofile: Option<u64>,
         until: &str,
     ) -> Gateway {
-        let mut gw = Gateway {
+        let mut gw = Self::unstarted(manifests, data, extra);
+        gw.nofile = nofile;
+        gw.spawn_until(until).await;
+        gw
+    }
+
+    /// A gateway not started yet; ports are picked at the first start unless set.
+    fn unstarted(manifests: &Path, data: &Path, extra: &[&str]) -> Gateway {
+        Gateway {
             child: None,
             ingress: String::new(),
             admin: String::new(),
             manifests: manifests.to_owned(),
             data: data.to_owned(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            nofile,
+            nofile: None,
             log: None,
-        };
-        gw.spawn_until(until).await;
-        gw
+        }
     }
 
     /// The admin port's `/metrics` text.
