@@ -30,6 +30,12 @@ if ! python3 -c 'import kmock' >/dev/null 2>&1 \
   echo "installing kmock (PyPI) into $TOOLS/py" >&2
   python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/py" 'kmock==0.8'
 fi
+# opentelemetry-proto: the OTLP receiver of the tracing test (tests/e2e/otlp_receiver.py).
+if ! python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' >/dev/null 2>&1 \
+  && ! PYTHONPATH="$TOOLS/py" python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' >/dev/null 2>&1; then
+  echo "installing opentelemetry-proto (PyPI) into $TOOLS/py" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/py" 'opentelemetry-proto==1.45.2'
+fi
 export PYTHONPATH="$TOOLS/py${PYTHONPATH:+:$PYTHONPATH}"
 # Headless Chromium and playwright-core (npm) for the dashboard's browser test
 # (tests/e2e/operator.rs, tests/e2e/dashboard.cjs).

@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod revision;
 pub mod runtime;
 pub mod sample_service;
+pub mod telemetry;
 pub mod topology;

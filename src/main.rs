@@ -195,6 +195,11 @@ struct ServeArgs {
     /// raised to its hard limit at start), never closer to it than 256.
     #[arg(long, env = "TIDEGATE_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Export OpenTelemetry traces to this OTLP/HTTP endpoint (protobuf), e.g.
+    /// `http://127.0.0.1:4318/v1/traces`. An unreachable one drops spans (counted in
+    /// `tidegate_otlp_spans_dropped_total`), never requests.
+    #[arg(long, env = "TIDEGATE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Threads serving the ingress, each with its own runtime and accept loop (default: one
     /// per core).
     #[arg(long, env = "TIDEGATE_INGRESS_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -273,20 +278,50 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Serve(_)) {
         purge_at_once();
     }
+    // The log's filter never lets the trace spans in: they are for the OTLP layer only.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(std::io::stderr)
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init(),
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            format!("{}=off", tidegate::telemetry::TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
+    let traces = match &cli.command {
+        Command::Serve(args) => match args
+            .otlp_endpoint
+            .as_deref()
+            .map(tidegate::telemetry::provider)
+        {
+            Some(Ok(provider)) => Some(provider),
+            Some(Err(error)) => {
+                eprintln!("error: --otlp-endpoint: {error:#}");
+                return ExitCode::from(2);
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let log = match cli.log_format {
+            LogFormat::Text => tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                .boxed(),
+            LogFormat::Json => tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                .boxed(),
+        };
+        tracing_subscriber::registry()
+            .with(log)
+            .with(traces.as_ref().map(tidegate::telemetry::layer))
+            .init();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -399,6 +434,10 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Spans still queued go out before the process ends (bounded by the exporter's timeout).
+    if let Some(provider) = traces {
+        let _ = provider.shutdown();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -268,6 +268,8 @@ pub struct Metrics {
     pub storage_available: Gauge,
     /// Failed cursor commits of the embedded store (synced at scrape).
     pub storage_cursor_save_failures: Counter,
+    /// Spans not exported to the OTLP endpoint (synced at scrape).
+    otlp_spans_dropped: Counter,
     /// Requests and deliveries running on pods, per revision (refreshed at scrape).
     pub revision_in_flight: Family<RevisionLabels, Gauge>,
     /// Requests and deliveries waiting in the gateway for a slot, per revision.
@@ -393,6 +395,12 @@ impl Metrics {
         );
         let storage_available = Gauge::default();
         let storage_cursor_save_failures = Counter::default();
+        let otlp_spans_dropped = Counter::default();
+        registry.register(
+            "otlp_spans_dropped",
+            "Spans not exported to --otlp-endpoint (unreachable, refused, or its queue full)",
+            otlp_spans_dropped.clone(),
+        );
         registry.register(
             "broker_ready",
             "1 while the broker can store events, 0 while it cannot (/api/v1/brokers says why)",
@@ -477,6 +485,7 @@ impl Metrics {
             trigger_filter_errors,
             storage_available,
             storage_cursor_save_failures,
+            otlp_spans_dropped,
             revision_in_flight,
             revision_queued,
             revision_ready_pods,
@@ -504,6 +513,11 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
+        let dropped = crate::telemetry::dropped_spans();
+        let seen = self.otlp_spans_dropped.get();
+        if dropped > seen {
+            self.otlp_spans_dropped.inc_by(dropped - seen);
+        }
         let mut out = String::with_capacity(8192);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -17,6 +17,8 @@ use triggers::DeliveryConfig;
 use super::backoff;
 use super::error::AttemptError;
 use super::stats::TriggerCounters;
+use tracing::Instrument as _;
+
 use crate::metrics::AttemptOutcome;
 use crate::revision::route::SharedRoutes;
 use crate::revision::{DispatchError, PodProtocol};
@@ -103,7 +105,31 @@ pub async fn deliver_with_retries(
 ) -> Outcome {
     let mut retry = 0u32;
     loop {
-        let result = attempt(client, routes, endpoint, event, delivery.timeout).await;
+        // One span per attempt, a child of the event's trace context (its ingest span's, or the
+        // publisher's).
+        let span = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            "delivery",
+            endpoint = %endpoint,
+            retry,
+            outcome = tracing::field::Empty,
+        );
+        if let Some(parent) = event.attribute("traceparent") {
+            let state = event.attribute("tracestate");
+            crate::telemetry::set_parent(&span, &parent, state.as_deref());
+        }
+        let result = attempt(client, routes, endpoint, event, delivery.timeout)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "outcome",
+            match &result {
+                Ok(_) => "delivered",
+                Err(e) if e.retryable() => "retryable",
+                Err(_) => "rejected",
+            },
+        );
+        drop(span);
         counters.attempt(match &result {
             Ok(_) => AttemptOutcome::Success,
             Err(AttemptError::Timeout(_)) => AttemptOutcome::Timeout,
@@ -186,6 +212,12 @@ pub async fn attempt(
         {
             headers.insert(name, value);
         }
+    }
+    // With traces exported, the subscriber's parent is this attempt's span.
+    if let Some(context) = crate::telemetry::traceparent(&tracing::Span::current())
+        && let Ok(value) = HeaderValue::from_str(&context)
+    {
+        headers.insert("traceparent", value);
     }
     let request = http
         .post(&*url)

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::conn::{BodyFaultKind, ClientBodyError};
 use crate::topology::SharedTopology;
@@ -184,6 +185,19 @@ async fn publish(
         return Err(IngressError::UnknownBroker { namespace, name });
     };
     let counters = &entry.counters;
+    // Receive → durable store; the publisher's trace context, if it sent one, is the parent.
+    let span = tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        "ingest",
+        broker = %format_args!("{namespace}/{name}"),
+        events = tracing::field::Empty,
+    );
+    if let Some(parent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        let state = headers.get("tracestate").and_then(|v| v.to_str().ok());
+        crate::telemetry::set_parent(&span, parent, state);
+    }
+    // Events without a trace context of their own join the ingest span's trace.
+    let ingest_context = crate::telemetry::traceparent(&span);
     let result = async {
         let Some(broker) = entry.broker.as_ref() else {
             return Err(IngressError::NotReady(
@@ -221,7 +235,7 @@ async fn publish(
             body,
             state.max_batch_events,
             |mut event| {
-                prepare(&mut event, &headers, &arrival)?;
+                prepare(&mut event, &headers, &arrival, ingest_context.as_deref())?;
                 batch.push(&event)
             },
         )?;
@@ -231,8 +245,10 @@ async fn publish(
                 .await
                 .map_err(IngressError::Storage)?;
         }
+        tracing::Span::current().record("events", count as u64);
         Ok(count as u64)
     }
+    .instrument(span)
     .await;
     match &result {
         Ok(count) => {
@@ -293,6 +309,7 @@ fn prepare(
     event: &mut CloudEvent,
     headers: &HeaderMap,
     arrival: &AttrValue,
+    ingest_context: Option<&str>,
 ) -> Result<(), EventError> {
     match event.attribute(TTL_EXTENSION) {
         None => event.set_attribute(TTL_EXTENSION, AttrValue::Integer(DEFAULT_BROKER_TTL))?,
@@ -320,6 +337,11 @@ fn prepare(
         {
             event.set_attribute(name, AttrValue::String(value.to_owned()))?;
         }
+    }
+    if let Some(context) = ingest_context
+        && event.attribute("traceparent").is_none()
+    {
+        event.set_attribute("traceparent", AttrValue::String(context.to_owned()))?;
     }
     Ok(())
 }

@@ -39,6 +39,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::conn::{BodyFault, BodyFaultKind};
 use super::upstream::{SendError, Upstream, UpstreamBody};
@@ -260,12 +261,35 @@ pub async fn forward(
     peer: Option<SocketAddr>,
     fault: &BodyFault,
 ) -> Response<Body> {
-    if !is_grpc(request.headers()) {
-        return forward_request(state, route, request, peer, fault, None).await;
+    // The request's span (with `queue` and `upstream` children), a child of the client's trace
+    // context when it sent one; disabled (free) unless traces are exported.
+    let span = tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        "proxy",
+        service = %format_args!("{}/{}", route.namespace, route.service),
+    );
+    if !span.is_disabled()
+        && let Some(parent) = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+    {
+        let state = request
+            .headers()
+            .get("tracestate")
+            .and_then(|v| v.to_str().ok());
+        crate::telemetry::set_parent(&span, parent, state);
     }
-    let client_limit = grpc_timeout(request.headers());
-    let response = forward_request(state, route, request, peer, fault, client_limit).await;
-    grpc_refusal(response)
+    async move {
+        if !is_grpc(request.headers()) {
+            return forward_request(state, route, request, peer, fault, None).await;
+        }
+        let client_limit = grpc_timeout(request.headers());
+        let response = forward_request(state, route, request, peer, fault, client_limit).await;
+        grpc_refusal(response)
+    }
+    .instrument(span)
+    .await
 }
 
 /// Forwards one request along `route`; `client_limit` (a gRPC client's deadline) shortens the
@@ -296,7 +320,8 @@ async fn forward_request(
     let mut next = Some(request);
     let mut prepared = false;
     let (guard, answer) = loop {
-        let guard = match revision.acquire(deadline).await {
+        let queue = tracing::info_span!(target: crate::telemetry::TARGET, "queue");
+        let guard = match revision.acquire(deadline).instrument(queue).await {
             Ok(guard) => guard,
             Err(e) => {
                 revision.proxied.count(match e {
@@ -359,6 +384,19 @@ async fn forward_request(
                     .headers_mut()
                     .insert(GRPC_TIMEOUT, grpc_timeout_value(left));
             }
+            // Until the pod's response head; the pod's parent in the trace.
+            let upstream_span = tracing::info_span!(
+                target: crate::telemetry::TARGET,
+                "upstream",
+                pod = guard.pod(),
+            );
+            if let Some(context) = crate::telemetry::traceparent(&upstream_span)
+                && let Ok(value) = HeaderValue::from_str(&context)
+            {
+                upstream
+                    .headers_mut()
+                    .insert(HeaderName::from_static("traceparent"), value);
+            }
             // Boxed: a queued request's future must not carry the send machinery's size.
             let send: Pin<Box<dyn Future<Output = _> + Send>> = match revision.protocol {
                 PodProtocol::Http1 => {
@@ -373,7 +411,10 @@ async fn forward_request(
                     Box::pin(state.upstream.send_h2(guard.address(), upstream))
                 }
             };
-            match tokio::time::timeout_at(answer_by, send).await {
+            match tokio::time::timeout_at(answer_by, send)
+                .instrument(upstream_span)
+                .await
+            {
                 Err(_) => Err(None),
                 Ok(Ok(response)) => Ok(Answer::Pooled(response)),
                 Ok(Err(SendError {

@@ -540,3 +540,213 @@ async fn dashboard_streams_are_capped_and_the_admin_port_stays_served() {
     })
     .await;
 }
+
+/// The OTLP receiver of `otlp_receiver.py` and where it writes the spans it decoded.
+struct OtlpReceiver {
+    child: std::process::Child,
+    url: String,
+    spans: std::path::PathBuf,
+}
+
+impl OtlpReceiver {
+    async fn start(dir: &std::path::Path) -> OtlpReceiver {
+        let (port_file, spans) = (dir.join("otlp.port"), dir.join("spans.jsonl"));
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/otlp_receiver.py");
+        let child = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&port_file)
+            .arg(&spans)
+            .spawn()
+            .expect("start the OTLP receiver");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Ok(port) = std::fs::read_to_string(&port_file) {
+                break port;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the OTLP receiver did not start (needs opentelemetry-proto from PyPI; bash scripts/test.sh installs it)"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        OtlpReceiver {
+            child,
+            url: format!("http://127.0.0.1:{port}/v1/traces"),
+            spans,
+        }
+    }
+
+    fn spans(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.spans)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_reach_an_otlp_receiver_in_one_trace_from_ingest_to_the_subscriber() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let receiver = OtlpReceiver::start(tmp.path()).await;
+    let subscriber = Subscriber::accepting().await;
+    let quick = SLOW
+        .replace("name: slow", "name: quick")
+        .replace(", --delay, 3s", "");
+    let dir = manifests(
+        tmp.path(),
+        &[
+            ("broker.yaml", BROKER),
+            ("trigger.yaml", &trigger("traced", &subscriber.url, "")),
+            ("quick.yaml", &quick),
+        ],
+    );
+    let gw = Gateway::start(
+        &dir,
+        &tmp.path().join("data"),
+        &["--otlp-endpoint", &receiver.url],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let r = publish(
+        &client,
+        &gw.broker_url("default", "default"),
+        "traced-1",
+        "t",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let got = subscriber.wait_for(1).await;
+    let seen = got[0]
+        .header("traceparent")
+        .expect("the subscriber got a traceparent")
+        .to_owned();
+
+    // One trace: ingest → delivery (its child), and the subscriber's parent is the delivery.
+    let find = |name: &str| receiver.spans().into_iter().find(|s| s["name"] == name);
+    eventually("an ingest and a delivery span exported", || async {
+        find("ingest").is_some() && find("delivery").is_some()
+    })
+    .await;
+    let (ingest, delivery) = (
+        find("ingest").expect("ingest"),
+        find("delivery").expect("delivery"),
+    );
+    assert_eq!(ingest["service"], "tidegate");
+    assert_eq!(
+        ingest["trace_id"], delivery["trace_id"],
+        "{ingest} {delivery}"
+    );
+    assert_eq!(delivery["parent_span_id"], ingest["span_id"], "{delivery}");
+    // tracing-opentelemetry sends unsigned integers as strings.
+    let number = |v: &serde_json::Value| v.to_string().trim_matches('"').to_owned();
+    assert_eq!(number(&delivery["attributes"]["retry"]), "0", "{delivery}");
+    assert_eq!(delivery["attributes"]["outcome"], "delivered", "{delivery}");
+    assert_eq!(number(&ingest["attributes"]["events"]), "1", "{ingest}");
+    let trace_id = ingest["trace_id"].as_str().expect("hex");
+    assert!(
+        seen.contains(trace_id) && seen.contains(delivery["span_id"].as_str().expect("hex")),
+        "the subscriber saw {seen}, the trace is {trace_id}"
+    );
+
+    // A publisher's own trace context is kept: its trace id, ingest a child of its span.
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = client
+        .post(gw.broker_url("default", "default"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "traced-2")
+        .header("ce-source", "test")
+        .header("ce-type", "t")
+        .header("traceparent", parent)
+        .body("{}")
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 202);
+    eventually("the publisher's trace exported", || async {
+        let spans = receiver.spans();
+        spans.iter().any(|s| {
+            s["name"] == "ingest"
+                && s["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+                && s["parent_span_id"] == "00f067aa0ba902b7"
+        }) && spans
+            .iter()
+            .any(|s| s["name"] == "delivery" && s["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736")
+    })
+    .await;
+
+    // A proxied request: proxy, with its queue wait and upstream time as children.
+    eventually("the quick service answers", || async {
+        client
+            .get(format!("{}/", gw.ingress))
+            .header("host", "quick.default.example.com")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    eventually("proxy, queue and upstream spans in one trace", || async {
+        let spans = receiver.spans();
+        spans.iter().filter(|s| s["name"] == "proxy").any(|proxy| {
+            let child = |name: &str| {
+                spans.iter().any(|s| {
+                    s["name"] == name
+                        && s["trace_id"] == proxy["trace_id"]
+                        && s["parent_span_id"] == proxy["span_id"]
+                })
+            };
+            child("queue") && child("upstream")
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_otlp_endpoint_drops_and_counts_spans_and_serves_as_usual() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let subscriber = Subscriber::accepting().await;
+    let dir = manifests(
+        tmp.path(),
+        &[
+            ("broker.yaml", BROKER),
+            ("trigger.yaml", &trigger("t", &subscriber.url, "")),
+        ],
+    );
+    let closed = format!("http://127.0.0.1:{}/v1/traces", free_port());
+    let gw = Gateway::start(
+        &dir,
+        &tmp.path().join("data"),
+        &["--otlp-endpoint", &closed],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let r = publish(
+            &client,
+            &gw.broker_url("default", "default"),
+            &format!("e{i}"),
+            "t",
+            &[],
+        )
+        .await;
+        assert_eq!(r.status(), 202);
+    }
+    subscriber.wait_for(5).await;
+    eventually("dropped spans counted", || async {
+        gw.metrics().await.lines().any(|l| {
+            l.strip_prefix("tidegate_otlp_spans_dropped_total ")
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v >= 1.0)
+        })
+    })
+    .await;
+}
