@@ -2,7 +2,9 @@
 // Usage: node dashboard.cjs ADMIN_URL REVISION SCREENSHOT
 // Protocol with the Rust test on stdin/stdout: prints "shown" once the revision is on the page,
 // waits for "load" (requests are then held on it), prints "moved" when the page's in-flight or
-// queued count for it went above 0; then "restart" (the gateway is killed and started again):
+// queued count for it went above 0; then "bad" (a broken manifest was written): prints
+// "rejected" once the page shows the rejected reload with its located error; then "restart"
+// (the gateway is killed and started again):
 // prints "stale" when the page says it is not live, "live" when it is live again. Exits 1 with
 // the reason on any failure or console error.
 const { chromium } = require("playwright-core");
@@ -47,6 +49,12 @@ async function until(what, check, ms = 20000) {
     await page.screenshot({ path: screenshot, fullPage: true });
     if (errors.length) throw new Error("console errors: " + errors.join(" | "));
     say("moved");
+    await next(); // "bad": a manifest with an error was written
+    await until("the rejected reload and its located error", async () => {
+      const text = await page.textContent("#manifests");
+      return text.includes("rejected") && /bad\.yaml \(document 0\) \S+: /.test(text);
+    });
+    say("rejected");
     await next(); // "restart"
     await until("the page to say it is not live", async () =>
       (await page.evaluate(() => document.body.classList.contains("stale"))) &&

@@ -382,6 +382,19 @@ async fn the_dashboard_shows_live_revisions_in_a_real_browser_and_survives_a_res
     );
     eprintln!("dashboard screenshot: {}", screenshot.display());
 
+    // A manifest with an error: the page shows the rejected reload and where the error is.
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: bad, namespace: default}\nspec:\n  template:\n    spec:\n      containerConcurrency: -3\n      containers: [{command: [x]}]\n",
+    )
+    .expect("write a bad manifest");
+    to_browser
+        .write_all(b"bad\n")
+        .await
+        .expect("tell the browser");
+    expect("rejected").await;
+    std::fs::remove_file(dir.join("bad.yaml")).expect("remove it");
+
     // The gateway goes away: the page says it is not live; back, it is live again by itself.
     to_browser
         .write_all(b"restart\n")
