@@ -305,23 +305,41 @@ fn main() -> ExitCode {
         use tracing_subscriber::Layer as _;
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
-        let log = match cli.log_format {
-            LogFormat::Text => tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        match (&traces, cli.log_format) {
+            // Each layer its own filter: the log's, and the trace spans for the exporter.
+            (Some(provider), format) => {
+                let log = match format {
+                    LogFormat::Text => tracing_subscriber::fmt::layer()
+                        .with_ansi(ansi)
+                        .with_writer(std::io::stderr)
+                        .with_filter(filter)
+                        .boxed(),
+                    LogFormat::Json => tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_writer(std::io::stderr)
+                        .with_filter(filter)
+                        .boxed(),
+                };
+                tracing_subscriber::registry()
+                    .with(log)
+                    .with(tidegate::telemetry::layer(provider))
+                    .init();
+            }
+            // One global filter: spans nobody wants are never recorded.
+            (None, LogFormat::Text) => tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(ansi)
                 .with_writer(std::io::stderr)
-                .with_filter(filter)
-                .boxed(),
-            LogFormat::Json => tracing_subscriber::fmt::layer()
+                .init(),
+            (None, LogFormat::Json) => tracing_subscriber::fmt()
                 .json()
                 .flatten_event(true)
+                .with_env_filter(filter)
                 .with_writer(std::io::stderr)
-                .with_filter(filter)
-                .boxed(),
-        };
-        tracing_subscriber::registry()
-            .with(log)
-            .with(traces.as_ref().map(tidegate::telemetry::layer))
-            .init();
+                .init(),
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -268,11 +268,13 @@ pub async fn forward(
         "proxy",
         service = %format_args!("{}/{}", route.namespace, route.service),
     );
-    if !span.is_disabled()
-        && let Some(parent) = request
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
+    if span.is_disabled() {
+        return forward_untraced(state, route, request, peer, fault).await;
+    }
+    if let Some(parent) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
     {
         let state = request
             .headers()
@@ -280,16 +282,23 @@ pub async fn forward(
             .and_then(|v| v.to_str().ok());
         crate::telemetry::set_parent(&span, parent, state);
     }
-    async move {
-        if !is_grpc(request.headers()) {
-            return forward_request(state, route, request, peer, fault, None).await;
-        }
-        let client_limit = grpc_timeout(request.headers());
-        let response = forward_request(state, route, request, peer, fault, client_limit).await;
-        grpc_refusal(response)
+    // Boxed: a queued request's future stays as small as without traces.
+    Box::pin(forward_untraced(state, route, request, peer, fault).instrument(span)).await
+}
+
+async fn forward_untraced(
+    state: &ProxyState,
+    route: &Route,
+    request: Request<Body>,
+    peer: Option<SocketAddr>,
+    fault: &BodyFault,
+) -> Response<Body> {
+    if !is_grpc(request.headers()) {
+        return forward_request(state, route, request, peer, fault, None).await;
     }
-    .instrument(span)
-    .await
+    let client_limit = grpc_timeout(request.headers());
+    let response = forward_request(state, route, request, peer, fault, client_limit).await;
+    grpc_refusal(response)
 }
 
 /// Forwards one request along `route`; `client_limit` (a gRPC client's deadline) shortens the
