@@ -39,16 +39,21 @@ fi
 export PYTHONPATH="$TOOLS/py${PYTHONPATH:+:$PYTHONPATH}"
 # Headless Chromium and playwright-core (npm) for the dashboard's browser test
 # (tests/e2e/operator.rs, tests/e2e/dashboard.cjs).
-if ! need chromium && need apt-get; then
-  echo "installing chromium (Debian)" >&2
-  (apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }) \
-    || echo "could not install chromium; the dashboard's browser test will be skipped" >&2
+browser_packages=""
+need chromium || browser_packages=" chromium"
+need node || browser_packages="$browser_packages nodejs"
+need npm || browser_packages="$browser_packages npm"
+if [ -n "$browser_packages" ] && need apt-get; then
+  echo "installing$browser_packages (Debian)" >&2
+  (apt-get install -y -qq $browser_packages >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $browser_packages >/dev/null 2>&1; }) \
+    || echo "could not install$browser_packages; the dashboard's browser test fails under CI=true, is skipped otherwise" >&2
 fi
 if need node && need npm && [ ! -d "$TOOLS/node/node_modules/playwright-core" ]; then
   echo "installing playwright-core (npm) into $TOOLS/node" >&2
   mkdir -p "$TOOLS/node"
   (cd "$TOOLS/node" && npm install --silent --no-audit --no-fund playwright-core@1.64.1) \
-    || echo "could not install playwright-core; the dashboard's browser test will be skipped" >&2
+    || echo "could not install playwright-core; the dashboard's browser test fails under CI=true, is skipped otherwise" >&2
 fi
 export TIDEGATE_TOOLS="$TOOLS"
 # tansu: a Kafka-compatible broker in its own process with file-backed storage (about 15 min to
