@@ -125,6 +125,14 @@ pub fn set_parent(span: &tracing::Span, traceparent: &str, tracestate: Option<&s
     let _ = span.set_parent(parent);
 }
 
+/// As [`set_parent`], from a request's `traceparent` and `tracestate` headers, if it sent them.
+pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(parent) = value("traceparent") {
+        set_parent(span, parent, value("tracestate"));
+    }
+}
+
 /// `span`'s W3C `traceparent`, when traces are exported.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
     if span.is_disabled() {

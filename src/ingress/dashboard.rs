@@ -97,17 +97,10 @@ impl Dashboard {
 
     fn sample(&self, state: &AdminState) {
         let t = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-        let now = Now {
-            t,
-            revisions: revision_rows(&state.registry),
-            triggers: trigger_rows(state),
-            brokers: broker_rows(state),
-            manifests: state.manifests.report(),
-        };
+        let revisions = revision_rows(&state.registry);
         let point = Point {
             t,
-            r: now
-                .revisions
+            r: revisions
                 .iter()
                 .take(HISTORY_REVISIONS)
                 .map(|r| {
@@ -123,8 +116,7 @@ impl Dashboard {
                 })
                 .collect(),
         };
-        let (Ok(now), Ok(point)) = (serde_json::to_string(&now), serde_json::to_string(&point))
-        else {
+        let Ok(point) = serde_json::to_string(&point) else {
             return;
         };
         let point: Arc<str> = point.into();
@@ -135,7 +127,21 @@ impl Dashboard {
             }
             history.push_back(Arc::clone(&point));
         }
-        // {"now": …, "point": …}; no stream listening is no error.
+        // The whole state only for open streams; the history is kept either way.
+        if self.samples.receiver_count() == 0 {
+            return;
+        }
+        let now = Now {
+            t,
+            revisions,
+            triggers: trigger_rows(state),
+            brokers: broker_rows(state),
+            manifests: state.manifests.report(),
+        };
+        let Ok(now) = serde_json::to_string(&now) else {
+            return;
+        };
+        // {"now": …, "point": …}; a stream that just closed is no error.
         let _ = self
             .samples
             .send(format!("{{\"now\":{now},\"point\":{point}}}").into());

@@ -192,10 +192,7 @@ async fn publish(
         broker = %format_args!("{namespace}/{name}"),
         events = tracing::field::Empty,
     );
-    if let Some(parent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
-        let state = headers.get("tracestate").and_then(|v| v.to_str().ok());
-        crate::telemetry::set_parent(&span, parent, state);
-    }
+    crate::telemetry::set_parent_from_headers(&span, &headers);
     // Events without a trace context of their own join the ingest span's trace.
     let ingest_context = crate::telemetry::traceparent(&span);
     let result = async {

@@ -495,11 +495,8 @@ async fn write_response(
     let (mut parts, body) = response.into_parts();
     let headers = &mut parts.headers;
     let status = parts.status;
-    let mut keep_alive = keep_alive
-        && !headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")));
+    let mut keep_alive =
+        keep_alive && !super::proxy::has_token(headers, &header::CONNECTION, "close");
     headers.remove(header::TRANSFER_ENCODING);
     let mut body = std::pin::pin!(body);
     let framing = if meta.head
@@ -543,12 +540,7 @@ async fn write_response(
     head.push(b' ');
     head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
-    for (name, value) in headers.iter() {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    put_fields(&mut head, headers);
     head.extend_from_slice(b"\r\n");
     let length = match framing {
         Framing::Empty => {
@@ -595,12 +587,7 @@ async fn write_response(
                 if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
                     let mut end = b"0\r\n".to_vec();
                     if meta.te_trailers {
-                        for (name, value) in trailers.iter() {
-                            end.extend_from_slice(name.as_str().as_bytes());
-                            end.extend_from_slice(b": ");
-                            end.extend_from_slice(value.as_bytes());
-                            end.extend_from_slice(b"\r\n");
-                        }
+                        put_fields(&mut end, &trailers);
                     }
                     end.extend_from_slice(b"\r\n");
                     write_all(stream, &mut [IoSlice::new(&head_bytes), IoSlice::new(&end)]).await?;
@@ -649,6 +636,16 @@ async fn write_response(
         if ends {
             return Ok(keep_alive && length.is_none_or(|length| sent == length));
         }
+    }
+}
+
+/// `name: value` lines, one per field (a head's headers or a chunked body's trailers).
+fn put_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 

@@ -271,17 +271,7 @@ pub async fn forward(
     if span.is_disabled() {
         return forward_untraced(state, route, request, peer, fault).await;
     }
-    if let Some(parent) = request
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-    {
-        let state = request
-            .headers()
-            .get("tracestate")
-            .and_then(|v| v.to_str().ok());
-        crate::telemetry::set_parent(&span, parent, state);
-    }
+    crate::telemetry::set_parent_from_headers(&span, request.headers());
     // Boxed: a queued request's future stays as small as without traces.
     Box::pin(forward_untraced(state, route, request, peer, fault).instrument(span)).await
 }
@@ -676,7 +666,7 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the comma-separated header `name` lists `token` (case-insensitive).
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+pub(super) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
