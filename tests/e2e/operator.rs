@@ -311,6 +311,25 @@ spec:
         - command: [tidegate, sample-service, --delay, 3s]
 "#;
 
+/// [`SLOW`] without the delay: a Service `quick` that answers at once.
+fn quick_service() -> String {
+    SLOW.replace("name: slow", "name: quick")
+        .replace(", --delay, 3s", "")
+}
+
+/// Waits until the `quick` Service answers through the ingress.
+async fn until_quick_answers(gw: &Gateway, client: &reqwest::Client) {
+    eventually("the quick service answers", || async {
+        client
+            .get(format!("{}/", gw.ingress))
+            .header("host", "quick.default.example.com")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_live_revisions_in_a_real_browser_and_survives_a_restart() {
     use tokio::io::AsyncWriteExt as _;
@@ -450,9 +469,7 @@ async fn the_grafana_dashboard_is_json_and_queries_only_metrics_tidegate_exposes
     // A gateway with a broker, a trigger to a Service and a proxied request: every family has
     // series.
     let tmp = tempfile::tempdir().expect("tempdir");
-    let quick = SLOW
-        .replace("name: slow", "name: quick")
-        .replace(", --delay, 3s", "");
+    let quick = quick_service();
     let trigger = "apiVersion: eventing.knative.dev/v1
 kind: Trigger
 metadata: {name: to-quick, namespace: default}
@@ -471,15 +488,7 @@ spec:
     );
     let gw = Gateway::start(&dir, &tmp.path().join("data"), &[]).await;
     let client = reqwest::Client::new();
-    eventually("the quick pod answers", || async {
-        client
-            .get(format!("{}/", gw.ingress))
-            .header("host", "quick.default.example.com")
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    until_quick_answers(&gw, &client).await;
     let r = publish(
         &client,
         &gw.broker_url("default", "default"),
@@ -611,9 +620,7 @@ async fn traces_reach_an_otlp_receiver_in_one_trace_from_ingest_to_the_subscribe
     let tmp = tempfile::tempdir().expect("tempdir");
     let receiver = OtlpReceiver::start(tmp.path()).await;
     let subscriber = Subscriber::accepting().await;
-    let quick = SLOW
-        .replace("name: slow", "name: quick")
-        .replace(", --delay, 3s", "");
+    let quick = quick_service();
     let dir = manifests(
         tmp.path(),
         &[
@@ -698,15 +705,7 @@ async fn traces_reach_an_otlp_receiver_in_one_trace_from_ingest_to_the_subscribe
     .await;
 
     // A proxied request: proxy, with its queue wait and upstream time as children.
-    eventually("the quick service answers", || async {
-        client
-            .get(format!("{}/", gw.ingress))
-            .header("host", "quick.default.example.com")
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    until_quick_answers(&gw, &client).await;
     eventually("proxy, queue and upstream spans in one trace", || async {
         let spans = receiver.spans();
         spans.iter().filter(|s| s["name"] == "proxy").any(|proxy| {
